@@ -1,0 +1,32 @@
+"""Per-sequence next-token loss on right-padded batches (shared by scoring and evaluation)."""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def pad_batch(sequences, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad 1-D token tensors into (input_ids, attention_mask); the pad id is irrelevant (masked)."""
+    lengths = [len(s) for s in sequences]
+    ids = torch.zeros(len(sequences), max(lengths), dtype=torch.long)
+    mask = torch.zeros_like(ids)
+    for i, s in enumerate(sequences):
+        ids[i, : len(s)] = torch.as_tensor(s, dtype=torch.long)
+        mask[i, : len(s)] = 1
+    return ids.to(device), mask.to(device)
+
+
+def sequence_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+    """Mean next-token cross-entropy of every sequence (fp32) and its count of correct argmax predictions.
+
+    Returns (loss [B], correct [B], n_tokens [B]); padding never counts, every sequence weighs the same.
+    """
+    logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
+    targets = input_ids[:, 1:]
+    valid = attention_mask[:, 1:].bool()
+    token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
+    n_tokens = valid.sum(1)
+    loss = (token_loss * valid).sum(1) / n_tokens
+    with torch.no_grad():
+        correct = ((logits.argmax(-1) == targets) & valid).sum(1)
+    return loss, correct, n_tokens

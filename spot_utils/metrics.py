@@ -1,0 +1,61 @@
+"""Tidy metric rows (SPEC §6), bootstrap intervals and the relative loss rise of an ablation."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .io import write_json
+
+FIELDS = ("model", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
+          "n_entries", "control_of", "metric", "subset", "value", "n", "ci_low", "ci_high")
+
+
+def row(**fields) -> dict:
+    """A metrics row with every SPEC field present (absent ones None)."""
+    unknown = set(fields) - set(FIELDS)
+    if unknown:
+        raise KeyError(f"unknown metric fields {sorted(unknown)}; accepted: {FIELDS}")
+    return {f: fields.get(f) for f in FIELDS}
+
+
+def bootstrap_ci(stat, *arrays, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """Percentile interval of stat(*resampled arrays); the arrays are resampled with the same item indices."""
+    arrays = [np.asarray(a, dtype=float) for a in arrays]
+    n = len(arrays[0])
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_boot, n))
+    values = np.array([stat(*(a[i] for a in arrays)) for i in idx])
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def relative_rise(ablated, baseline) -> float:
+    """r = mean(ablated) / mean(baseline) − 1."""
+    return float(np.mean(ablated) / np.mean(baseline) - 1.0)
+
+
+def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, seed: int = 0, **labels) -> list[dict]:
+    """Rows of mean loss, accuracy and (against a baseline on the same items) loss_rise per subset, with CIs."""
+    rows = []
+    for subset, g in items.groupby("subset", sort=False):
+        g = g.sort_values("item")
+        for metric in ("loss", "accuracy"):
+            v = g[metric].to_numpy()
+            lo, hi = bootstrap_ci(np.mean, v, seed=seed)
+            rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi, **labels))
+        if baseline is not None:
+            b = baseline[baseline.subset == subset].sort_values("item")["loss"].to_numpy()
+            a = g["loss"].to_numpy()
+            lo, hi = bootstrap_ci(relative_rise, a, b, seed=seed)
+            rows.append(row(metric="loss_rise", subset=subset, value=relative_rise(a, b), n=len(a),
+                            ci_low=lo, ci_high=hi, **labels))
+    return rows
+
+
+def write_metrics(path, rows: list[dict]) -> None:
+    """Write metrics.json atomically (a list of tidy rows)."""
+    write_json(path, [row(**r) for r in rows])
+
+
+def to_frame(rows: list[dict]) -> pd.DataFrame:
+    return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))

@@ -1,0 +1,90 @@
+"""Figures shared by the stage notebooks: one idea per figure, one colour per mask kind."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import seaborn as sns
+import torch
+
+from .io import atomic_path
+
+_CB = sns.color_palette("colorblind")
+MASK_COLORS = {"baseline": _CB[7], "spot": _CB[3], "random": _CB[0], "random_uniform": _CB[9],
+               "magnitude": _CB[2], "code_minus_general": _CB[4], "code_over_general": _CB[1],
+               "top_entries": _CB[5]}
+sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def save(fig, path: str | Path) -> Path:
+    """Save a figure as PNG atomically (150 dpi) and return its path."""
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+    return path
+
+
+def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor]], sample: int = 200_000, seed: int = 0):
+    """Distribution of log10 |S| per language (a random sample of entries, zeros excluded)."""
+    gen = torch.Generator().manual_seed(seed)
+    frames = []
+    for lang, scores in scores_by_lang.items():
+        flat = torch.cat([s.flatten() for s in scores.values()]).abs()
+        idx = torch.randint(0, len(flat), (min(sample, len(flat)),), generator=gen)
+        v = flat[idx]
+        frames.append(pd.DataFrame({"language": lang, "log10 |score|": torch.log10(v[v > 0]).numpy()}))
+    df = pd.concat(frames)
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(scores_by_lang) + 1.5))
+    sns.boxplot(df, x="log10 |score|", y="language", ax=ax, fliersize=0.5, color=_CB[0])
+    ax.set_title("Per-language importance scores span many orders of magnitude")
+    return fig
+
+
+def layer_module_heatmap(dist: pd.DataFrame, title: str):
+    """Share of each (layer, module type) selected, normalised by tensor size (percent)."""
+    grid = dist.groupby(["layer", "module"]).agg(selected=("selected", "sum"), size=("size", "sum"))
+    share = (100 * grid.selected / grid["size"]).unstack("module").fillna(0.0)
+    fig, ax = plt.subplots(figsize=(7, 0.22 * len(share) + 2))
+    sns.heatmap(share, cmap="viridis", ax=ax, cbar_kws={"label": "% of tensor entries selected"})
+    ax.set_xlabel("module type")
+    ax.set_ylabel("decoder layer")
+    ax.set_title(title)
+    return fig
+
+
+def collapse_curves(df: pd.DataFrame, title: str):
+    """Relative loss rise vs k (log-log) per mask kind; code languages averaged vs general text.
+
+    df: rows with k_percent, mask_kind, group ('code' or a general subset), value (mean rise, ≥ -1), seed.
+    """
+    fig, axes = plt.subplots(1, df.group.nunique(), figsize=(5 * df.group.nunique(), 4), sharey=True, squeeze=False)
+    for ax, (group, g) in zip(axes[0], df.groupby("group", sort=False)):
+        for kind, gk in g.groupby("mask_kind", sort=False):
+            stats = gk.groupby("k_percent").value.agg(["mean", "min", "max"]).reset_index()
+            c = MASK_COLORS.get(kind, "k")
+            ax.plot(stats.k_percent, 1 + stats["mean"], marker="o", color=c, label=kind)
+            ax.fill_between(stats.k_percent, 1 + stats["min"], 1 + stats["max"], color=c, alpha=0.2)
+        ax.set_xscale("log")
+        ax.set_yscale("log")
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_xlabel("k (% of scoped entries ablated)")
+        ax.set_title(group)
+    axes[0][0].set_ylabel("ablated loss / baseline loss")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, fmt: str = ".2f"):
+    """Symmetric heatmap of a pairwise statistic between languages."""
+    langs = list(dict.fromkeys(list(pairs.a) + list(pairs.b)))
+    mat = pd.DataFrame(np.nan, index=langs, columns=langs)
+    for r in pairs.itertuples():
+        mat.loc[r.a, r.b] = mat.loc[r.b, r.a] = getattr(r, value)
+    fig, ax = plt.subplots(figsize=(0.6 * len(langs) + 2.5, 0.6 * len(langs) + 1.5))
+    sns.heatmap(mat, annot=True, fmt=fmt, cmap="mako", ax=ax, cbar_kws={"label": value})
+    ax.set_title(title)
+    return fig

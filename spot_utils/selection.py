@@ -1,0 +1,135 @@
+"""Exact top-k% selection with a total tie order, and the regions derived from it (SPEC §3).
+
+Entries are ranked by (value descending, parameter name ascending, flat index ascending). The
+threshold is found by a two-pass radix select over the float bit patterns (16 high bits, then 16
+low bits), so global selection never holds a second full-size copy of the scores.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+
+from .masks import mask_minus
+
+GRANULARITIES = ("global", "per_tensor")
+_CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
+
+
+def check_k(k_percent: float) -> float:
+    k = float(k_percent)
+    if not (0.0 < k < 100.0) or math.isnan(k):
+        raise ValueError(f"k_percent must be in (0, 100) (a percentage: 1.0 means 1%), got {k_percent!r}")
+    return k
+
+
+def _order_keys(x: torch.Tensor) -> torch.Tensor:
+    """int32 keys whose signed order equals the float order of x (-0.0 folded onto +0.0)."""
+    bits = (x.float() + 0.0).view(torch.int32)
+    return bits ^ ((bits >> 31) & 0x7FFFFFFF)
+
+
+def _chunks(t: torch.Tensor):
+    flat = t.reshape(-1)
+    for lo in range(0, flat.numel(), _CHUNK):
+        yield _order_keys(flat[lo: lo + _CHUNK])
+
+
+def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
+    """(key of the m-th largest entry, number of entries with a larger key); m ≥ 1."""
+    hist = torch.zeros(1 << 16, dtype=torch.int64)
+    for t in tensors:
+        for keys in _chunks(t):
+            hist += torch.bincount(((keys >> 16) + 32768).long(), minlength=1 << 16)
+    above_hi = torch.flip(hist, [0]).cumsum(0)  # count of entries with high bits ≥ bin (from the top)
+    pos = int(torch.searchsorted(above_hi, torch.tensor(m)))
+    hi = (1 << 16) - 1 - pos
+    greater = int(above_hi[pos - 1]) if pos > 0 else 0
+    hist_lo = torch.zeros(1 << 16, dtype=torch.int64)
+    for t in tensors:
+        for keys in _chunks(t):
+            in_bin = keys[((keys >> 16) + 32768) == hi]
+            hist_lo += torch.bincount((in_bin & 0xFFFF).long(), minlength=1 << 16)
+    above_lo = torch.flip(hist_lo, [0]).cumsum(0)
+    pos_lo = int(torch.searchsorted(above_lo, torch.tensor(m - greater)))
+    lo = (1 << 16) - 1 - pos_lo
+    greater += int(above_lo[pos_lo - 1]) if pos_lo > 0 else 0
+    key = ((hi - 32768) << 16) | lo
+    return key, greater
+
+
+def _mask_at_threshold(t: torch.Tensor, key: int, ties: int) -> tuple[torch.Tensor, int]:
+    """Entries above `key`, plus the first `ties` entries equal to it; returns (mask, ties used)."""
+    keys = _order_keys(t)
+    mask = keys > key
+    if ties > 0:
+        equal = (keys == key).reshape(-1).nonzero().squeeze(1)[:ties]
+        mask.reshape(-1)[equal] = True
+        ties = len(equal)
+    return mask, ties
+
+
+def _check_finite(scores: dict[str, torch.Tensor]) -> None:
+    for n, s in scores.items():
+        if not torch.isfinite(s).all():
+            raise ValueError(f"score of {n!r} contains NaN or inf")
+
+
+def select_top_k(scores: dict[str, torch.Tensor], k_percent: float, granularity: str = "global") -> dict[str, torch.Tensor]:
+    """Boolean masks of the top k% entries: ⌊k/100·N⌋ over all entries (global) or ⌊k/100·n_t⌋ per tensor."""
+    k = check_k(k_percent)
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"unknown granularity {granularity!r}; accepted: {GRANULARITIES}")
+    _check_finite(scores)
+    if granularity == "per_tensor":
+        return {n: top_count(s, math.floor(k / 100 * s.numel())) for n, s in scores.items()}
+    total = math.floor(k / 100 * sum(s.numel() for s in scores.values()))
+    return top_count_global(scores, total)
+
+
+def top_count(t: torch.Tensor, m: int) -> torch.Tensor:
+    """Mask of the m largest entries of one tensor (ties by flat index)."""
+    if m <= 0:
+        return torch.zeros(t.shape, dtype=torch.bool)
+    key, greater = _threshold_key([t], m)
+    return _mask_at_threshold(t, key, m - greater)[0]
+
+
+def top_count_global(scores: dict[str, torch.Tensor], m: int) -> dict[str, torch.Tensor]:
+    """Masks of the m largest entries over all tensors (ties by name, then flat index)."""
+    if m <= 0:
+        return {n: torch.zeros(s.shape, dtype=torch.bool) for n, s in scores.items()}
+    key, greater = _threshold_key(list(scores.values()), m)
+    ties_left = m - greater
+    masks = {}
+    for n in sorted(scores):
+        masks[n], used = _mask_at_threshold(scores[n], key, ties_left)
+        ties_left -= used
+    return {n: masks[n] for n in scores}
+
+
+def matrices_only(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """The 2-D weight matrices of a score dict (norm and bias vectors left out)."""
+    return {n: s for n, s in scores.items() if s.ndim >= 2}
+
+
+def code_minus_general(aggregate: dict, general: dict, k_percent: float) -> dict[str, torch.Tensor]:
+    """top-k(A) minus top-k(G) over 2-D matrices, both global at the same k (SPEC §3)."""
+    a, g = matrices_only(aggregate), matrices_only(general)
+    return mask_minus(select_top_k(a, k_percent), select_top_k(g, k_percent))
+
+
+def code_over_general(aggregate: dict, general: dict, k_percent: float) -> dict[str, torch.Tensor]:
+    """Global top-k over 2-D matrices of A / (G + ε), ε = 1e-3 · mean(G) (SPEC §3)."""
+    a, g = matrices_only(aggregate), matrices_only(general)
+    n = sum(t.numel() for t in g.values())
+    eps = 1e-3 * float(sum(t.double().sum() for t in g.values())) / n
+    return select_top_k({name: a[name] / (g[name] + eps) for name in a}, k_percent)
+
+
+def general_reference(english_score: dict, n_code_languages: int, method: str = "sum_abs") -> dict:
+    """G: the general-text score on the code aggregate's scale (n_code · |S_english| for sum_abs)."""
+    from .aggregation import aggregate
+    if method == "sum_abs":
+        return {n: s.abs().float() * n_code_languages for n, s in english_score.items()}
+    return aggregate({"english": english_score}, method)

@@ -1,0 +1,57 @@
+"""Glue shared by the stage notebooks: parameters, seeds, threads, the model and the sequences of a run."""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+
+import numpy as np
+import torch
+
+from . import corpus
+from .io import write_json
+from .models import load_model
+from .params import from_notebook, resolve_path
+from .runs import run_dir
+
+
+def start(namespace: dict, names_before: set, stage: str) -> dict:
+    """Validate the notebook's parameters, seed everything, set threads; print what a reader needs."""
+    params = from_notebook(namespace, names_before)
+    if params["threads"]:
+        torch.set_num_threads(params["threads"])
+    random.seed(params["seed"])
+    np.random.seed(params["seed"])
+    torch.manual_seed(params["seed"])
+    run_dir(params).mkdir(parents=True, exist_ok=True)
+    params["_stage"], params["_started"] = stage, time.perf_counter()
+    print(f"stage {stage} · run {params['run_name']} · model {params['model']} · seed {params['seed']} · "
+          f"torch {torch.__version__} · {torch.get_num_threads()} threads · device {params['device']}")
+    return params
+
+
+def finish(params: dict, **info) -> None:
+    """Record what this stage saw (device, threads, seconds, input hashes) for the run manifest."""
+    record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
+                  device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
+                  python=platform.python_version(), **info)
+    write_json(run_dir(params) / f"{params['_stage']}.json", json.loads(json.dumps(record, default=str)))
+    print(f"stage {params['_stage']} finished in {record['seconds']} s")
+
+
+def model_for(params: dict):
+    """(model, tokenizer) of the run, in its dtype on its device."""
+    return load_model(params["model"], dtype=params["dtype"], device=params["device"])
+
+
+def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:
+    """n token sequences of at most max_len tokens per language from the run's corpus `split`."""
+    source_root = resolve_path(params["corpus_source"])
+    out = {}
+    for lang in languages:
+        source = source_root / lang if source_root is not None else None
+        corpus.build_corpus(lang, tokenizer, source=source, eval_fraction=params["eval_fraction"])
+        out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
+                                          source=source)
+    return out

@@ -1,0 +1,42 @@
+"""The five stage notebooks execute under papermill on the tiny params file and write a complete report."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap"]
+
+
+def test_tiny_run_writes_the_whole_report(tmp_path):
+    env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
+               SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", "params/tiny.yaml"], cwd=ROOT, env=env,
+                          capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = tmp_path / "reports" / "tiny"
+    for stage in STAGES:
+        assert (report / f"{stage}.ipynb").is_file() and (report / f"{stage}.html").is_file()
+    figures = sorted(p.name for p in (report / "figures").glob("*.png"))
+    assert {"02_score_distribution.png", "03_spot_layers_modules.png", "04_collapse_curves.png",
+            "05_jaccard.png"} <= set(figures)
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert set(manifest["stage_seconds"]) == set(STAGES) and manifest["versions"]["torch"]
+    rows = json.loads((report / "metrics.json").read_text())
+    at_1 = [r for r in rows if r["k_percent"] == 1.0 and r["metric"] == "loss_rise"]
+    for kind in ("spot", "random", "random_uniform"):
+        subsets = {r["subset"] for r in at_1 if r["mask_kind"] == kind}
+        assert {"go", "python", "english"} <= subsets, kind
+
+
+def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):
+    env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
+               SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", "params/tiny.yaml", "--stages",
+                           "02_aggregation", "03_selection"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 1
+    assert "runs/tiny/scores" in proc.stderr or "missing" in proc.stderr
+    assert (tmp_path / "reports" / "tiny" / "02_aggregation.ipynb").is_file()
+    assert not (tmp_path / "reports" / "tiny" / "03_selection.ipynb").exists()

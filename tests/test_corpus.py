@@ -1,0 +1,197 @@
+"""Fast offline tests of the corpus layer, on the committed fixture corpus and a byte-level tokenizer."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from spot_utils import sources as S
+from spot_utils.corpus import (build_corpus, clean_text, corpus_summary, dedupe, load_sequences, split_files,
+                               strip_gutenberg, strip_licence_header, strip_rst_code)
+from spot_utils.io import read_json
+
+FIXTURE = Path(__file__).parent / "fixtures" / "corpus"
+FIXTURE_LANGUAGES = S.SCORED_LANGUAGES + S.UNSEEN_LANGUAGES + S.PROSE_LANGUAGES
+
+
+def _byte_tokenizer(bos: bool = False):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    alphabet = pre_tokenizers.ByteLevel.alphabet()
+    vocab = {c: i for i, c in enumerate(sorted(alphabet))}
+    vocab.update({"<|endoftext|>": 256, "<bos>": 257})
+    tok = Tokenizer(models.BPE(vocab=vocab, merges=[]))
+    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
+    tok.decoder = decoders.ByteLevel()
+    if bos:
+        tok.post_processor = processors.TemplateProcessing(single="<bos> $A", special_tokens=[("<bos>", 257)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, eos_token="<|endoftext|>", pad_token="<|endoftext|>",
+                                   bos_token="<bos>", name_or_path="test-bytes" + ("-bos" if bos else ""))
+
+
+@pytest.fixture(scope="module")
+def tok():
+    return _byte_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def corpora(tmp_path_factory):
+    return tmp_path_factory.mktemp("corpora")
+
+
+def _build(lang, tok, corpora_dir, source=None):
+    return build_corpus(lang, tok, corpora_dir=corpora_dir, source=source or FIXTURE / lang)
+
+
+@pytest.mark.parametrize("lang", FIXTURE_LANGUAGES)
+def test_every_fixture_language_has_both_splits_and_enough_chunks(lang, tok, corpora):
+    m = read_json(_build(lang, tok, corpora) / "manifest.json")
+    assert m["splits"]["score"]["files"] > 0 and m["splits"]["eval"]["files"] > 0
+    seqs = load_sequences(lang, "score", tok, 8, 64, corpora_dir=corpora, source=FIXTURE / lang)
+    assert len(seqs) == 8 and seqs.info["available"] >= 8
+
+
+def test_splits_are_disjoint_and_deterministic(tok, tmp_path):
+    a = read_json(_build("go", tok, tmp_path / "a") / "manifest.json")
+    b = read_json(_build("go", tok, tmp_path / "b") / "manifest.json")
+    assert a["files"] == b["files"] and a["content_hash"] == b["content_hash"]
+    score = {f["path"] for f in a["files"] if f["split"] == "score"}
+    evals = {f["path"] for f in a["files"] if f["split"] == "eval"}
+    assert score and evals and not score & evals
+    assert score | evals == {p.name for p in (FIXTURE / "go").iterdir()}
+
+
+def test_split_files_sizes():
+    assert [len(v) for v in split_files(["a", "b"], 0.2).values()] == [1, 1]
+    parts = split_files([f"f{i}" for i in range(11)], 0.2)
+    assert len(parts["eval"]) == 3 and len(parts["score"]) == 8
+    assert split_files([f"f{i}" for i in range(11)], 0.2) == parts
+    with pytest.raises(ValueError):
+        split_files(["a"], 1.0)
+
+
+def test_dedupe_removes_exact_duplicate(tok, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    body = "def f(x):\n    return x + 1\n" * 20
+    (src / "b.py").write_text(body)
+    (src / "a.py").write_text(body)
+    (src / "c.py").write_text(body.replace("1", "2"))
+    m = read_json(_build("python", tok, tmp_path / "corpora", src) / "manifest.json")
+    assert sorted(f["path"] for f in m["files"]) == ["a.py", "c.py"]
+    assert m["dropped"]["duplicate"] == 1
+    assert dedupe([("b", "x"), ("a", "x")]) == ([("a", "x")], 1)
+
+
+def test_licence_header_stripping():
+    c = "/*\n * Copyright (c) 2020 Someone\n * Licensed under MIT.\n */\n\n// SPDX-License-Identifier: MIT\n" \
+        "/* The widget. */\nint main(void) { return 0; }\n"
+    assert strip_licence_header(c, "c") == "/* The widget. */\nint main(void) { return 0; }\n"
+    py = "#!/usr/bin/env python3\n# Copyright 2001 PSF\n# All rights reserved.\n\n# helper\nx = 1\n"
+    assert strip_licence_header(py, "python") == "#!/usr/bin/env python3\n# helper\nx = 1\n"
+    php = "<?php\n\n/*\n * (c) Fabien Potencier\n * For the full copyright and license information...\n */\n\nnamespace A;\n"
+    assert strip_licence_header(php, "php") == "<?php\nnamespace A;\n"
+    plain = "// Package fmt formats things.\npackage fmt\n"
+    assert strip_licence_header(plain, "go") == plain
+    assert strip_licence_header("# Copyright\nHello\n", "english") == "# Copyright\nHello\n"
+    assert clean_text("\ufeff// License: MIT\r\nint x;\r\n\r\n", "cpp") == "int x;\n"
+    assert clean_text("// License only\n", "cpp") == ""
+
+
+def test_gutenberg_and_rst_stripping():
+    g = "Title page\n*** START OF THE PROJECT GUTENBERG EBOOK HAMLET ***\nTo be.\n" \
+        "*** END OF THE PROJECT GUTENBERG EBOOK HAMLET ***\nLicence text\n"
+    assert strip_gutenberg(g).strip() == "To be."
+    old = "header\n*END*THE SMALL PRINT! FOR PUBLIC DOMAIN ETEXTS*Ver.04.29.93*END*\nVerse.\n" \
+          "End of Project Gutenberg's Hamlet\n"
+    assert strip_gutenberg(old).strip() == "Verse."
+    assert strip_gutenberg("No markers.\n") == "No markers.\n"
+    rst = ("Intro text. For example::\n\n   x = 1\n   y = 2\n\nMore prose.\n\n.. code-block:: python\n\n"
+           "   print(1)\n\n>>> 1 + 1\n2\n\n.. note::\n\n   A note stays.\n")
+    out = strip_rst_code(rst)
+    assert "x = 1" not in out and "print(1)" not in out and ">>>" not in out and "\n2\n" not in out
+    assert "Intro text. For example:" in out and "More prose." in out and "A note stays." in out
+
+
+def test_load_sequences_exact_deterministic(tok, corpora):
+    kw = dict(corpora_dir=corpora, source=FIXTURE / "rust")
+    a = load_sequences("rust", "score", tok, 12, 64, seed=3, **kw)
+    b = load_sequences("rust", "score", tok, 12, 64, seed=3, **kw)
+    assert len(a) == 12
+    assert all(s.dtype == torch.long and s.ndim == 1 and 2 <= len(s) <= 64 for s in a)
+    assert all(torch.equal(x, y) for x, y in zip(a, b))
+    assert a.info["n_tokens"] == sum(len(s) for s in a) and a.info["n_files"] == 3  # round-robin over 3 files
+    c = load_sequences("rust", "score", tok, 12, 64, seed=4, **kw)
+    assert any(not torch.equal(x, y) for x, y in zip(a, c))
+    first = load_sequences("rust", "score", tok, 3, 64, seed=3, **kw)  # round 1 = first chunk of each file
+    assert all(torch.equal(x, y) for x, y in zip(first, a[:3]))
+
+
+def test_load_sequences_errors(tok, corpora):
+    kw = dict(corpora_dir=corpora, source=FIXTURE / "ruby")
+    with pytest.raises(ValueError, match=r"'ruby'.*'eval'.*only \d+ sequences.*n=100000"):
+        load_sequences("ruby", "eval", tok, 100000, 64, **kw)
+    with pytest.raises(ValueError, match="unknown language 'cobol'.*accepted: bash"):
+        load_sequences("cobol", "score", tok, 1, 64, **kw)
+    with pytest.raises(ValueError, match="unknown split 'train'.*score, eval"):
+        load_sequences("ruby", "train", tok, 1, 64, **kw)
+    with pytest.raises(ValueError, match="julia.*directory"):
+        build_corpus("julia", tok, corpora_dir=corpora)
+
+
+def test_empty_corpus_error(tok, tmp_path):
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "x.jl").write_text("# Copyright me, licence MIT\n")
+    with pytest.raises(ValueError, match="empty corpus for 'julia'"):
+        build_corpus("julia", tok, corpora_dir=tmp_path / "c", source=tmp_path / "empty")
+
+
+def test_jsonl_source(tok, tmp_path):
+    path = tmp_path / "docs.jsonl"
+    docs = [{"text": f"function f{i}(x)\n    return x + {i}\nend\n" * 10} for i in range(4)]
+    docs.append({"content": "println(\"hi\")\n" * 30})
+    path.write_text("\n".join(json.dumps(d) for d in docs) + "\n")
+    m = read_json(build_corpus("julia", tok, corpora_dir=tmp_path / "c", source=path) / "manifest.json")
+    assert m["source"]["type"] == "jsonl" and len(m["files"]) == 5
+    assert m["splits"]["eval"]["files"] == 1
+    seqs = load_sequences("julia", "score", tok, 4, 32, corpora_dir=tmp_path / "c", source=path)
+    assert len(seqs) == 4
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text(json.dumps({"body": "x"}) + "\n")
+    with pytest.raises(ValueError, match="bad.jsonl:1.*'text' or 'content'"):
+        build_corpus("julia", tok, corpora_dir=tmp_path / "c", source=bad)
+
+
+def test_manifest_counts_add_up(tok, corpora):
+    import hashlib
+
+    root = _build("java", tok, corpora)
+    m = read_json(root / "manifest.json")
+    for split in ("score", "eval"):
+        tokens = np.load(root / split / "tokens.npy")
+        offsets = np.load(root / split / "offsets.npy")
+        assert tokens.dtype == np.int32 and offsets.dtype == np.int64
+        files = [f for f in m["files"] if f["split"] == split]
+        assert m["splits"][split]["files"] == len(files) == len(offsets) - 1
+        assert m["splits"][split]["tokens"] == tokens.size == offsets[-1] == sum(f["tokens"] for f in files)
+        assert m["splits"][split]["sha256"] == hashlib.sha256(tokens.tobytes() + offsets.tobytes()).hexdigest()
+    assert m["tokenizer"]["name"] == "test-bytes" and not m["tokenizer"]["bos_prepended"]
+
+
+def test_bos_is_prepended_per_file(tmp_path):
+    tok = _byte_tokenizer(bos=True)
+    root = build_corpus("go", tok, corpora_dir=tmp_path, source=FIXTURE / "go")
+    tokens, offsets = np.load(root / "score" / "tokens.npy"), np.load(root / "score" / "offsets.npy")
+    assert (tokens[offsets[:-1]] == 257).all() and (tokens == 257).sum() == len(offsets) - 1
+    assert read_json(root / "manifest.json")["tokenizer"]["bos_prepended"]
+
+
+def test_corpus_summary(tok, corpora):
+    df = corpus_summary(tok, ["go", "english"], corpora_dir=corpora,
+                        sources={lang: FIXTURE / lang for lang in ("go", "english")})
+    assert list(df.index) == ["go", "english"]
+    assert (df["score_files"] > 0).all() and (df["eval_tokens"] > 0).all()

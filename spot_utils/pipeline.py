@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -60,6 +61,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     """Execute `stages` for the run defined by `params_path`; stop at the first failing stage."""
     import papermill as pm
     params = load_params(params_path)
+    os.environ.setdefault("TQDM_MININTERVAL", "20")  # executed notebooks keep a few progress lines, not hundreds
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; accepted: {STAGES}")
@@ -70,7 +72,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     manifest = read_json(manifest_path) if manifest_path.exists() else {}
     manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
                     git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
-                    processor=platform.processor(), cpu_count=__import__("os").cpu_count())
+                    processor=platform.processor(), cpu_count=os.cpu_count())
     timings = manifest.setdefault("stage_seconds", {})
     for stage in stages:
         out_nb = out_dir / f"{stage}.ipynb"

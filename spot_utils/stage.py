@@ -51,7 +51,6 @@ def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: i
     out = {}
     for lang in languages:
         source = source_root / lang if source_root is not None else None
-        corpus.build_corpus(lang, tokenizer, source=source, eval_fraction=params["eval_fraction"])
         out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
-                                          source=source)
+                                          source=source, eval_fraction=params["eval_fraction"])
     return out

@@ -29,7 +29,7 @@ def test_bad_params_fail_with_a_clear_message(bad, match):
 def test_bad_yaml_file_names_the_file(tmp_path):
     path = tmp_path / "x.yaml"
     path.write_text(yaml.safe_dump({"run_name": "x", "typo_key": 1}))
-    with pytest.raises(ValueError, match=r"x.yaml.*typo_key"):
+    with pytest.raises(ValueError, match=r"(?s)x.yaml.*typo_key"):
         load_params(path)
 
 

@@ -10,7 +10,7 @@ import math
 
 import torch
 
-from .masks import mask_minus
+from .masks import mask_and, mask_minus, mask_or
 
 GRANULARITIES = ("global", "per_tensor")
 _CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
@@ -133,3 +133,56 @@ def general_reference(english_score: dict, n_code_languages: int, method: str = 
     if method == "sum_abs":
         return {n: s.abs().float() * n_code_languages for n, s in english_score.items()}
     return aggregate({"english": english_score}, method)
+
+
+# --- derived regions and mask modes (SPEC §3) -------------------------------------------------------------------
+
+MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
+
+
+def union_of(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Entries selected for at least one language."""
+    if not masks_by_lang:
+        raise ValueError("union_of needs the masks of at least one language")
+    out = None
+    for masks in masks_by_lang.values():
+        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_or(out, masks)
+    return out
+
+
+def shared_core(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Entries selected for every language (the intersection)."""
+    if not masks_by_lang:
+        raise ValueError("shared_core needs the masks of at least one language")
+    out = None
+    for masks in masks_by_lang.values():
+        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_and(out, masks)
+    return out
+
+
+def language_specific(masks_by_lang: dict[str, dict], lang: str) -> dict[str, torch.Tensor]:
+    """top-k(lang) minus the union of the other languages' top-k."""
+    if lang not in masks_by_lang:
+        raise KeyError(f"no masks for language {lang!r}; have {sorted(masks_by_lang)}")
+    others = {l: m for l, m in masks_by_lang.items() if l != lang}
+    return mask_minus(masks_by_lang[lang], union_of(others)) if others else dict(masks_by_lang[lang])
+
+
+def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]]:
+    """{'shared': intersection, 'union': union, 'specific_<lang>': language-specific region of each language}."""
+    out = {"shared": shared_core(masks_by_lang), "union": union_of(masks_by_lang)}
+    for lang in masks_by_lang:
+        out[f"specific_{lang}"] = language_specific(masks_by_lang, lang)
+    return out
+
+
+def mask_mode(region: dict, magnitude_global: dict, mode: str) -> dict[str, torch.Tensor]:
+    """A region relative to `magnitude_global` (the global top-k |θ| at the same k): region, region − magnitude,
+    or magnitude − region."""
+    if mode == "region":
+        return dict(region)
+    if mode == "region_minus_magnitude":
+        return mask_minus(region, magnitude_global)
+    if mode == "magnitude_minus_region":
+        return mask_minus(magnitude_global, region)
+    raise ValueError(f"unknown mask mode {mode!r}; accepted: {MASK_MODES}")

@@ -1,0 +1,85 @@
+import pytest
+import torch
+
+from spot_utils import load_masks, mask_count, save_masks, select_top_k
+from spot_utils.selection import (MASK_MODES, language_specific, mask_mode, regions, shared_core, union_of)
+
+
+def t(*bits):
+    return torch.tensor(bits, dtype=torch.bool)
+
+
+@pytest.fixture
+def three():
+    # entries 0..5 of one tensor 'w' and 0..1 of 'b'; each language's top-k set by hand
+    return {"go": {"w": t(1, 1, 0, 0, 1, 0), "b": t(1, 0)},
+            "rust": {"w": t(1, 0, 1, 0, 1, 0), "b": t(0, 0)},
+            "java": {"w": t(1, 1, 0, 1, 0, 0), "b": t(0, 1)}}
+
+
+def test_shared_union_and_specific_on_a_hand_case(three):
+    assert shared_core(three)["w"].tolist() == [True, False, False, False, False, False]
+    assert shared_core(three)["b"].tolist() == [False, False]
+    assert union_of(three)["w"].tolist() == [True, True, True, True, True, False]
+    assert union_of(three)["b"].tolist() == [True, True]
+    assert language_specific(three, "go")["w"].tolist() == [False] * 6
+    assert language_specific(three, "go")["b"].tolist() == [True, False]
+    assert language_specific(three, "rust")["w"].tolist() == [False, False, True, False, False, False]
+    assert language_specific(three, "java")["w"].tolist() == [False, False, False, True, False, False]
+    r = regions(three)
+    assert set(r) == {"shared", "union", "specific_go", "specific_rust", "specific_java"}
+    # inputs are not modified in place
+    assert three["go"]["w"].tolist() == [True, True, False, False, True, False]
+
+
+def test_region_sizes_add_up_on_random_sets():
+    gen = torch.Generator().manual_seed(0)
+    scores = {lang: {"w": torch.rand(40, 30, generator=gen), "n": torch.rand(30, generator=gen)}
+              for lang in ("a", "b", "c", "d")}
+    masks = {lang: select_top_k(s, 20) for lang, s in scores.items()}
+    r = regions(masks)
+    # every union entry is in exactly one of: shared, some language's specific set, or in 2..n-1 languages
+    member = sum(torch.cat([m["w"].flatten(), m["n"]]).long() for m in masks.values())
+    assert mask_count(r["union"]) == int((member > 0).sum())
+    assert mask_count(r["shared"]) == int((member == 4).sum())
+    assert sum(mask_count(r[f"specific_{l}"]) for l in masks) == int((member == 1).sum())
+    for lang in masks:  # a specific region lies inside its language and outside every other
+        spec = r[f"specific_{lang}"]
+        assert all(not (spec[n] & ~masks[lang][n]).any() for n in spec)
+        assert all(not (spec[n] & masks[o][n]).any() for o in masks if o != lang for n in spec)
+
+
+def test_single_language_regions_are_that_language():
+    one = {"go": {"w": t(1, 0, 1)}}
+    r = regions(one)
+    assert r["shared"]["w"].tolist() == r["union"]["w"].tolist() == r["specific_go"]["w"].tolist() == [True, False, True]
+
+
+def test_mask_modes_on_a_hand_case():
+    region = {"w": t(1, 1, 0, 0), "norm": t(1, 0)}
+    magnitude = {"w": t(0, 1, 1, 0), "norm": t(1, 1)}
+    assert mask_mode(region, magnitude, "region")["w"].tolist() == [True, True, False, False]
+    rm = mask_mode(region, magnitude, "region_minus_magnitude")
+    assert rm["w"].tolist() == [True, False, False, False] and rm["norm"].tolist() == [False, False]
+    mr = mask_mode(region, magnitude, "magnitude_minus_region")
+    assert mr["w"].tolist() == [False, False, True, False] and mr["norm"].tolist() == [False, True]
+    # a matrices-only region against an all-tensor magnitude mask still covers every tensor
+    assert mask_mode({"w": t(1, 1, 0, 0)}, magnitude, "magnitude_minus_region")["norm"].tolist() == [True, True]
+    assert set(MASK_MODES) == {"region", "region_minus_magnitude", "magnitude_minus_region"}
+    with pytest.raises(ValueError, match="unknown mask mode"):
+        mask_mode(region, magnitude, "both")
+
+
+def test_regions_round_trip_through_disk(tmp_path, three):
+    for kind, masks in regions(three).items():
+        save_masks(tmp_path / f"{kind}.safetensors", masks, {"kind": kind})
+        back, manifest = load_masks(tmp_path / f"{kind}.safetensors")
+        assert manifest["kind"] == kind and manifest["total"] == mask_count(masks)
+        assert all(torch.equal(back[n], masks[n]) for n in masks)
+
+
+def test_missing_language_is_named(three):
+    with pytest.raises(KeyError, match="'python'"):
+        language_specific(three, "python")
+    with pytest.raises(ValueError, match="at least one"):
+        shared_core({})

@@ -14,6 +14,7 @@ from .masks import mask_and, mask_minus, mask_or
 
 GRANULARITIES = ("global", "per_tensor")
 _CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
+_SMALL = 1 << 20  # up to this many entries the threshold comes from one k-th value instead of two histograms
 
 
 def check_k(k_percent: float) -> float:
@@ -37,6 +38,10 @@ def _chunks(t: torch.Tensor):
 
 def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
     """(key of the m-th largest entry, number of entries with a larger key); m ≥ 1."""
+    if sum(t.numel() for t in tensors) <= _SMALL:  # small inputs: a copy of their keys is cheap
+        keys = torch.cat([_order_keys(t.reshape(-1)) for t in tensors])
+        key = int(torch.kthvalue(keys, len(keys) - m + 1).values)
+        return key, int((keys > key).sum())
     hist = torch.zeros(1 << 16, dtype=torch.int64)
     for t in tensors:
         for keys in _chunks(t):

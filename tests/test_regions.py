@@ -83,3 +83,23 @@ def test_missing_language_is_named(three):
         language_specific(three, "python")
     with pytest.raises(ValueError, match="at least one"):
         shared_core({})
+
+
+@pytest.mark.parametrize("small", [0, 1 << 20])
+@pytest.mark.parametrize("granularity", ["global", "per_tensor"])
+def test_radix_and_kth_value_paths_agree_with_a_sort(monkeypatch, small, granularity):
+    from spot_utils import selection
+    monkeypatch.setattr(selection, "_SMALL", small)  # 0 forces the two-pass histogram on every input
+    gen = torch.Generator().manual_seed(3)
+    scores = {"layers.1.w": torch.randint(-3, 4, (30, 20), generator=gen).float() * 1e-3,
+              "layers.0.w": torch.randint(-3, 4, (20, 20), generator=gen).float() * 1e-3,
+              "layers.0.norm": torch.randn(20, generator=gen)}
+    entries = sorted((-float(v), n, i) for n, s in scores.items() for i, v in enumerate(s.flatten().tolist()))
+    for k in (0.5, 7, 33.3, 80):
+        got = select_top_k(scores, k, granularity)
+        if granularity == "global":
+            want = {(n, i) for _, n, i in entries[: int(k / 100 * len(entries))]}
+        else:
+            want = {(n, i) for n, s in scores.items()
+                    for _, _, i in sorted((-float(v), n, i) for i, v in enumerate(s.flatten().tolist()))[: int(k / 100 * s.numel())]}
+        assert {(n, i) for n, m in got.items() for i in m.flatten().nonzero().flatten().tolist()} == want

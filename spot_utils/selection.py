@@ -1,8 +1,10 @@
 """Exact top-k% selection with a total tie order, and the regions derived from it (SPEC §3).
 
-Entries are ranked by (value descending, parameter name ascending, flat index ascending). The
-threshold is found by a two-pass radix select over the float bit patterns (16 high bits, then 16
-low bits), so global selection never holds a second full-size copy of the scores.
+Entries are ranked by (value descending, parameter name ascending, flat index ascending), compared as int32
+keys with the float order. The threshold (the m-th largest key) comes from one pass that brackets it between two
+quantiles of a random sample and keeps only the keys inside the bracket; if the bracket misses (or holds too many
+keys, e.g. huge ties), a two-pass radix select over the key bits (16 high, then 16 low) finds it. Either way global
+selection never holds a second full-size copy of the scores; the sample only affects speed, never the result.
 """
 from __future__ import annotations
 
@@ -14,7 +16,7 @@ from .masks import mask_and, mask_minus, mask_or
 
 GRANULARITIES = ("global", "per_tensor")
 _CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
-_SMALL = 1 << 20  # up to this many entries the threshold comes from one k-th value instead of two histograms
+_SMALL = 1 << 21  # up to this many entries the threshold comes from one k-th value over a copy of the keys
 
 
 def check_k(k_percent: float) -> float:
@@ -30,6 +32,12 @@ def _order_keys(x: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
+def _key_value(key: int) -> float:
+    """The float32 value (as a Python float) whose order key is `key`: comparisons on values then match keys."""
+    k = torch.tensor([key], dtype=torch.int32)
+    return float((k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32))
+
+
 def _chunks(t: torch.Tensor):
     flat = t.reshape(-1)
     for lo in range(0, flat.numel(), _CHUNK):
@@ -38,10 +46,49 @@ def _chunks(t: torch.Tensor):
 
 def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
     """(key of the m-th largest entry, number of entries with a larger key); m ≥ 1."""
-    if sum(t.numel() for t in tensors) <= _SMALL:  # small inputs: a copy of their keys is cheap
+    total = sum(t.numel() for t in tensors)
+    if total <= _SMALL:  # small inputs: a copy of their keys is cheap
         keys = torch.cat([_order_keys(t.reshape(-1)) for t in tensors])
-        key = int(torch.kthvalue(keys, len(keys) - m + 1).values)
+        key = int(torch.topk(keys, m, sorted=False).values.min() if 2 * m <= total
+                  else torch.kthvalue(keys, total - m + 1).values)
         return key, int((keys > key).sum())
+    return _bracketed_threshold(tensors, m, total) or _radix_threshold(tensors, m)
+
+
+def _bracketed_threshold(tensors: list[torch.Tensor], m: int, total: int) -> tuple[int, int] | None:
+    """One pass: bracket the m-th largest key between two quantiles of a random sample, count the keys above the
+    bracket and keep only those inside it (a small buffer). None if the bracket misses or holds too many keys."""
+    gen = torch.Generator().manual_seed(0)
+    n_sample = max(1 << 16, min(1 << 23, total >> 8))
+    sample = torch.cat([_order_keys(t.reshape(-1)[torch.randint(0, t.numel(), (max(1, round(n_sample * t.numel() / total)),),
+                                                                 generator=gen)]) for t in tensors if t.numel()])
+    sample = sample.sort(descending=True).values
+    q = m / total
+    spread = 6 * math.sqrt(len(sample) * q * (1 - q)) + 4
+    top, bottom = math.floor(q * len(sample) - spread), math.ceil(q * len(sample) + spread)
+    hi = _key_value(int(sample[top])) if top >= 0 else math.inf  # values > hi are counted, in [lo, hi] kept
+    lo = _key_value(int(sample[bottom])) if bottom < len(sample) else -math.inf
+    cap = max(_SMALL, total >> 6)
+    above, inside, kept = 0, [], 0
+    for t in tensors:
+        flat = t.reshape(-1)
+        for start in range(0, flat.numel(), _CHUNK):
+            values = flat[start: start + _CHUNK].float()
+            above += int((values > hi).sum())
+            between = _order_keys(values[(values >= lo) & (values <= hi)])
+            kept += len(between)
+            if above >= m or kept > cap:
+                return None
+            inside.append(between)
+    if above + kept < m:
+        return None
+    inside = torch.cat(inside)
+    key = int(torch.kthvalue(inside, kept - (m - above) + 1).values)
+    return key, above + int((inside > key).sum())
+
+
+def _radix_threshold(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
+    """Two-pass radix select over the key bits (16 high, then 16 low): exact whatever the distribution."""
     hist = torch.zeros(1 << 16, dtype=torch.int64)
     for t in tensors:
         for keys in _chunks(t):
@@ -65,10 +112,10 @@ def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
 
 def _mask_at_threshold(t: torch.Tensor, key: int, ties: int) -> tuple[torch.Tensor, int]:
     """Entries above `key`, plus the first `ties` entries equal to it; returns (mask, ties used)."""
-    keys = _order_keys(t)
-    mask = keys > key
+    values, threshold = t.float(), _key_value(key)
+    mask = values > threshold
     if ties > 0:
-        equal = (keys == key).reshape(-1).nonzero().squeeze(1)[:ties]
+        equal = (values == threshold).reshape(-1).nonzero().squeeze(1)[:ties]
         mask.reshape(-1)[equal] = True
         ties = len(equal)
     return mask, ties

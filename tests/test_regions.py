@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -85,21 +86,39 @@ def test_missing_language_is_named(three):
         shared_core({})
 
 
-@pytest.mark.parametrize("small", [0, 1 << 20])
+def stable_sort_reference(scores, k, granularity):
+    """Top-k by a stable sort of −value over the entries in (name, flat index) order: the SPEC tie rule."""
+    out = {}
+    if granularity == "per_tensor":
+        for n, s in scores.items():
+            order = np.argsort(-s.flatten().numpy(), kind="stable")[: int(k / 100 * s.numel())]
+            out[n] = set(order.tolist())
+        return {(n, i) for n, idx in out.items() for i in idx}
+    names = sorted(scores)
+    flat = np.concatenate([scores[n].flatten().numpy() for n in names])
+    owner = np.concatenate([[j] * scores[n].numel() for j, n in enumerate(names)])
+    offset = np.cumsum([0] + [scores[n].numel() for n in names])
+    order = np.argsort(-flat, kind="stable")[: int(k / 100 * len(flat))]
+    return {(names[owner[o]], int(o - offset[owner[o]])) for o in order}
+
+
+@pytest.mark.parametrize("path", ["kth", "bracket", "radix"])
 @pytest.mark.parametrize("granularity", ["global", "per_tensor"])
-def test_radix_and_kth_value_paths_agree_with_a_sort(monkeypatch, small, granularity):
+def test_every_threshold_path_agrees_with_a_sort(monkeypatch, path, granularity):
     from spot_utils import selection
-    monkeypatch.setattr(selection, "_SMALL", small)  # 0 forces the two-pass histogram on every input
+    used = []
+    if path != "kth":
+        monkeypatch.setattr(selection, "_SMALL", 0)  # skip the k-th value path
+    bracket = selection._bracketed_threshold
+    monkeypatch.setattr(selection, "_bracketed_threshold",
+                        (lambda *a: used.append(bracket(*a)) or used[-1]) if path == "bracket" else (lambda *a: None))
     gen = torch.Generator().manual_seed(3)
-    scores = {"layers.1.w": torch.randint(-3, 4, (30, 20), generator=gen).float() * 1e-3,
-              "layers.0.w": torch.randint(-3, 4, (20, 20), generator=gen).float() * 1e-3,
-              "layers.0.norm": torch.randn(20, generator=gen)}
-    entries = sorted((-float(v), n, i) for n, s in scores.items() for i, v in enumerate(s.flatten().tolist()))
-    for k in (0.5, 7, 33.3, 80):
+    scores = {"layers.1.w": torch.randn(300, 200, generator=gen),
+              "layers.0.w": torch.randint(-3, 4, (200, 200), generator=gen).float() * 1e-3,  # heavy ties
+              "layers.0.norm": torch.randn(200, generator=gen), "layers.2.b": -torch.zeros(50)}
+    for k in (0.01, 0.5, 7, 33.3, 80):
         got = select_top_k(scores, k, granularity)
-        if granularity == "global":
-            want = {(n, i) for _, n, i in entries[: int(k / 100 * len(entries))]}
-        else:
-            want = {(n, i) for n, s in scores.items()
-                    for _, _, i in sorted((-float(v), n, i) for i, v in enumerate(s.flatten().tolist()))[: int(k / 100 * s.numel())]}
-        assert {(n, i) for n, m in got.items() for i in m.flatten().nonzero().flatten().tolist()} == want
+        assert {(n, i) for n, m in got.items() for i in m.flatten().nonzero().flatten().tolist()} == \
+            stable_sort_reference(scores, k, granularity), k
+    if path == "bracket":
+        assert any(u is not None for u in used) and any(u is None for u in used)  # taken, and fell back at least once

@@ -220,12 +220,48 @@ def language_specific(masks_by_lang: dict[str, dict], lang: str) -> dict[str, to
     return mask_minus(masks_by_lang[lang], union_of(others)) if others else dict(masks_by_lang[lang])
 
 
+def iter_regions(masks_by_lang: dict[str, dict]):
+    """('shared', ·), ('union', ·), then ('specific_<lang>', ·) per language, one at a time, from per-entry counts
+    of how many languages select each entry (a uint8 per entry: no per-language unions are rebuilt)."""
+    if not masks_by_lang:
+        raise ValueError("regions need the masks of at least one language")
+    langs = list(masks_by_lang)
+    names = list(dict.fromkeys(n for masks in masks_by_lang.values() for n in masks))
+    shapes = {n: next(m[n].shape for m in masks_by_lang.values() if n in m) for n in names}
+    members = {n: sum((masks_by_lang[l][n].to(torch.uint8) for l in langs if n in masks_by_lang[l]),
+                      torch.zeros(shapes[n], dtype=torch.uint8)) for n in names}
+    yield "shared", {n: c == len(langs) for n, c in members.items()}
+    yield "union", {n: c > 0 for n, c in members.items()}
+    for lang in langs:
+        own = masks_by_lang[lang]
+        yield f"specific_{lang}", {n: (own[n] & (c == 1)) if n in own else torch.zeros(shapes[n], dtype=torch.bool)
+                                   for n, c in members.items()}
+
+
 def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]]:
     """{'shared': intersection, 'union': union, 'specific_<lang>': language-specific region of each language}."""
-    out = {"shared": shared_core(masks_by_lang), "union": union_of(masks_by_lang)}
-    for lang in masks_by_lang:
-        out[f"specific_{lang}"] = language_specific(masks_by_lang, lang)
-    return out
+    return dict(iter_regions(masks_by_lang))
+
+
+def stage_masks(aggregate_: dict, general: dict, lang_scores: dict[str, dict], weights: dict, k_percent: float):
+    """Every global mask stage 03 writes at k, one at a time as (kind, masks): spot, magnitude_global (top-k |θ|),
+    the spot's mask modes, general (top-k of G), code_over_general, code_minus_general, lang_<l> (top-k |S_l|),
+    shared, union and specific_<l>."""
+    spot = select_top_k(aggregate_, k_percent)
+    magnitude = select_top_k(weights, k_percent)
+    yield "spot", spot
+    yield "magnitude_global", magnitude
+    for mode in MASK_MODES[1:]:
+        yield f"spot_{mode}", mask_mode(spot, magnitude, mode)
+    del spot, magnitude
+    yield "general", select_top_k(general, k_percent)
+    yield "code_over_general", code_over_general(aggregate_, general, k_percent)
+    yield "code_minus_general", code_minus_general(aggregate_, general, k_percent)
+    per_lang = {}
+    for lang, s in lang_scores.items():
+        per_lang[lang] = select_top_k({n: t.abs() for n, t in s.items()}, k_percent)
+        yield f"lang_{lang}", per_lang[lang]
+    yield from iter_regions(per_lang)
 
 
 def mask_mode(region: dict, magnitude_global: dict, mode: str) -> dict[str, torch.Tensor]:

@@ -44,16 +44,6 @@ def uniform_null(n_total: int, size_a: int, size_b: int, observed: int) -> tuple
     return expected, float(hypergeom.sf(observed - 1, n_total, size_a, size_b))
 
 
-def _tensor_counts(a: dict, b: dict) -> np.ndarray:
-    """int64 array of (size, |A_t|, |B_t|) per tensor present in a or b."""
-    rows = []
-    for n in list(a) + [n for n in b if n not in a]:
-        x, y = a.get(n), b.get(n)
-        size = (x if x is not None else y).numel()
-        rows.append((size, int(x.sum()) if x is not None else 0, int(y.sum()) if y is not None else 0))
-    return np.array(rows, dtype=np.int64).reshape(-1, 3)
-
-
 def per_tensor_null(counts: np.ndarray, observed: int, exact_work_limit: float = EXACT_WORK_LIMIT) -> dict:
     """Expected overlap, its sd, P(overlap ≥ observed) and the method ('exact' or 'normal') under the per-tensor null.
 
@@ -97,9 +87,20 @@ def simulate_overlap(counts: np.ndarray, n_draws: int, null: str = "per_tensor",
     return out
 
 
-def compare(a: dict, b: dict, n_permutations: int = 0, seed: int = 0) -> dict:
+def _sizes(masks: dict) -> dict[str, tuple[int, int]]:
+    return {n: (m.numel(), int(m.sum())) for n, m in masks.items()}
+
+
+def _counts(sizes_a: dict, sizes_b: dict) -> np.ndarray:
+    """int64 rows (n_t, |A_t|, |B_t|) over the tensors of either mask."""
+    names = list(sizes_a) + [n for n in sizes_b if n not in sizes_a]
+    return np.array([(sizes_a.get(n, sizes_b.get(n))[0], sizes_a.get(n, (0, 0))[1], sizes_b.get(n, (0, 0))[1])
+                     for n in names], dtype=np.int64).reshape(-1, 3)
+
+
+def compare(a: dict, b: dict, n_permutations: int = 0, seed: int = 0, _sizes_ab: tuple | None = None) -> dict:
     """Overlap of two masks with observed/expected and p under both nulls (and the permutation check if asked)."""
-    counts = _tensor_counts(a, b)
+    counts = _counts(*(_sizes_ab or (_sizes(a), _sizes(b))))
     n_total = int(counts[:, 0].sum())
     size_a, size_b = int(counts[:, 1].sum()), int(counts[:, 2].sum())
     inter = mask_count(mask_and(a, b))
@@ -121,25 +122,29 @@ def compare(a: dict, b: dict, n_permutations: int = 0, seed: int = 0) -> dict:
     return row
 
 
-def pairwise(masks_by_lang: dict[str, dict], n_permutations: int = 0, seed: int = 0) -> pd.DataFrame:
-    """One row per language pair: sizes, intersection, Jaccard, overlap coefficient, observed/expected and p under
-    both nulls (Holm-corrected across pairs), and the permutation check when n_permutations > 0."""
-    rows = [dict(a=la, b=lb, **compare(masks_by_lang[la], masks_by_lang[lb], n_permutations, seed))
-            for la, lb in itertools.combinations(masks_by_lang, 2)]
+def _with_holm(rows: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(rows)
     for col in ("p_uniform", "p_per_tensor"):
         df[f"{col}_holm"] = holm(df[col]) if len(df) else []
     return df
 
 
+def pairwise(masks_by_lang: dict[str, dict], n_permutations: int = 0, seed: int = 0) -> pd.DataFrame:
+    """One row per language pair: sizes, intersection, Jaccard, overlap coefficient, observed/expected and p under
+    both nulls (Holm-corrected across pairs), and the permutation check when n_permutations > 0."""
+    sizes = {lang: _sizes(m) for lang, m in masks_by_lang.items()}
+    return _with_holm([dict(a=la, b=lb, **compare(masks_by_lang[la], masks_by_lang[lb], n_permutations, seed,
+                                                  (sizes[la], sizes[lb])))
+                       for la, lb in itertools.combinations(masks_by_lang, 2)])
+
+
 def against(masks_by_lang: dict[str, dict], reference: dict, label: str, n_permutations: int = 0,
             seed: int = 0) -> pd.DataFrame:
     """Each language's overlap with one reference mask (e.g. magnitude_global or the general-text top-k)."""
-    df = pd.DataFrame([dict(language=lang, reference=label, **compare(m, reference, n_permutations, seed))
+    ref_sizes = _sizes(reference)
+    return _with_holm([dict(language=lang, reference=label,
+                            **compare(m, reference, n_permutations, seed, (_sizes(m), ref_sizes)))
                        for lang, m in masks_by_lang.items()])
-    for col in ("p_uniform", "p_per_tensor"):
-        df[f"{col}_holm"] = holm(df[col]) if len(df) else []
-    return df
 
 
 def holm(pvalues) -> list[float]:

@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pandas as pd
 
+from . import structure
 from .io import read_json, write_text
+from .masks import load_masks
 from .metrics import to_frame
 from .paths import REPORTS_DIR, RUNS_DIR
 
@@ -104,6 +106,32 @@ def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Pa
             if (run / relative_path).is_file():
                 found[run.name] = run / relative_path
     return found
+
+
+def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = RUNS_DIR,
+                reports_dir: str | Path = REPORTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles).
+
+    Summary: model, spot entries, share in norm/bias vectors, shared core and union of the per-language top-k,
+    and the spot's code / general loss rise at 1% where the run's metrics.json has them.
+    """
+    rows, spots = [], {}
+    for run in run_names:
+        masks_dir = Path(runs_dir) / run / "masks"
+        spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
+        row = dict(run=run, model=manifest.get("model"), **{f"spot_{k}": v for k, v in structure.summary(spot).items()})
+        for region in ("shared", "union"):
+            path = masks_dir / region / f"k{k_percent:g}_global.safetensors"
+            row[region] = load_masks(path)[1]["total"] if path.is_file() else None
+        row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
+        metrics_path = Path(reports_dir) / run / "metrics.json"
+        h = headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
+        row["spot_code_rise_at_1pct"], row["spot_general_rise_at_1pct"] = h.get("spot.code_rise"), h.get("spot.general_rise")
+        rows.append(row)
+        spots[run] = spot
+    profiles = pd.concat([structure.profile(spots, "module").assign(by="module"),
+                          structure.profile(spots, "depth").assign(by="depth")], ignore_index=True)
+    return pd.DataFrame(rows), profiles
 
 
 def main(argv=None) -> None:

@@ -1,3 +1,4 @@
+import pandas as pd
 from spot_utils.io import write_json, write_text
 from spot_utils.metrics import row
 from spot_utils.report_index import collect, headline, runs_with, write_index
@@ -48,3 +49,24 @@ def test_runs_with_finds_other_runs(tmp_path):
     (tmp_path / "gemma3-270m" / "masks" / "spot" / "k1_global.safetensors").write_bytes(b"x")
     found = runs_with("masks/spot/k1_global.safetensors", exclude="default", runs_dir=tmp_path)
     assert list(found) == ["gemma3-270m"]
+
+
+def test_cross_model_summary_and_profiles(tmp_path):
+    import torch
+    from spot_utils import save_masks
+    from spot_utils.report_index import cross_model
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    for run, n_layers in (("a", 4), ("b", 2)):
+        spot = {f"model.layers.{i}.mlp.up_proj.weight": torch.zeros(4, 4, dtype=torch.bool) for i in range(n_layers)}
+        spot[f"model.layers.{n_layers - 1}.mlp.up_proj.weight"][0] = True
+        spot["model.layers.0.input_layernorm.weight"] = torch.tensor([True, False, False, False])
+        save_masks(runs / run / "masks" / "spot" / "k1_global.safetensors", spot, {"model": f"model-{run}"})
+        save_masks(runs / run / "masks" / "shared" / "k1_global.safetensors", {"w": torch.tensor([True, False])}, {})
+        save_masks(runs / run / "masks" / "union" / "k1_global.safetensors", {"w": torch.tensor([True, True])}, {})
+    write_json(reports / "a" / "metrics.json", fake_rows())
+    summary, profiles = cross_model(["a", "b"], 1.0, runs, reports)
+    a, b = summary.set_index("run").loc["a"], summary.set_index("run").loc["b"]
+    assert a.model == "model-a" and a.spot_total == 5 and a.spot_in_vectors == 1 and a.shared_over_union == 0.5
+    assert a.spot_code_rise_at_1pct == 0.5 and pd.isna(b.spot_code_rise_at_1pct)
+    last = profiles[(profiles.by == "depth") & (profiles.group == 0.9)].set_index("label")
+    assert last.loc["a", "selected"] == 4 and last.loc["b", "selected"] == 4  # the last layer lines up

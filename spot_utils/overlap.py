@@ -110,7 +110,7 @@ def compare(a: dict, b: dict, n_permutations: int = 0, seed: int = 0, _sizes_ab:
     row = dict(size_a=size_a, size_b=size_b, intersection=inter, jaccard=inter / union if union else 0.0,
                overlap=inter / min(size_a, size_b) if min(size_a, size_b) else 0.0,
                expected_uniform=expected, obs_over_exp=inter / expected if expected else float("nan"), p_uniform=p,
-               expected_per_tensor=pt["expected"],
+               expected_per_tensor=pt["expected"], sd_per_tensor=pt["sd"],
                obs_over_exp_per_tensor=inter / pt["expected"] if pt["expected"] else float("nan"),
                z_per_tensor=(inter - pt["expected"]) / pt["sd"] if pt["sd"] else float("nan"),
                p_per_tensor=pt["p"], null_method=pt["method"])

@@ -120,13 +120,16 @@ def upset(patterns: pd.DataFrame, languages: list[str], title: str, top: int = 2
     return fig
 
 
-def profile_heatmap(profile: pd.DataFrame, title: str, value: str = "enrichment"):
+def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
     """Rows = labels (languages, masks or models), columns = groups (module types or layers) of a structure.profile."""
     mat = profile.pivot_table(index="label", columns="group", values=value, sort=False)
     fig, ax = plt.subplots(figsize=(0.55 * mat.shape[1] + 3, 0.4 * mat.shape[0] + 1.8))
-    sns.heatmap(mat, annot=mat.shape[1] <= 12, fmt=".2f", cmap="rocket_r", ax=ax,
-                cbar_kws={"label": value + (" (share selected / overall share)" if value == "enrichment" else "")})
-    ax.set_xlabel(profile.attrs.get("by", "group"))
+    if value == "enrichment":  # colour on log2 (1 = no preference in the middle), numbers as they are
+        sns.heatmap(np.log2(mat.clip(lower=1 / 64)), annot=mat if mat.shape[1] <= 12 else False, fmt=".2g",
+                    cmap="vlag", center=0, ax=ax, cbar_kws={"label": "log2 enrichment (share selected / overall share)"})
+    else:
+        sns.heatmap(mat, annot=mat.shape[1] <= 12, fmt=".2g", cmap="rocket_r", ax=ax, cbar_kws={"label": value})
+    ax.set_xlabel(xlabel)
     ax.set_ylabel("")
     ax.set_title(title)
     return fig

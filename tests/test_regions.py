@@ -144,3 +144,12 @@ def test_stage_masks_yield_every_kind_with_consistent_sizes():
     for kind in ("shared", "union", "specific_go", "specific_java"):
         ref = {"shared": shared_core, "union": union_of}.get(kind, lambda m: language_specific(m, kind.split("_")[1]))(by_lang)
         assert all(torch.equal(got[kind][n], ref[n]) for n in shapes), kind
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+@pytest.mark.parametrize("pos", [0, 4, 9])
+def test_non_finite_scores_are_rejected_wherever_they_sit(bad, pos):
+    x = torch.rand(10)
+    x[pos] = bad
+    with pytest.raises(ValueError, match="'w'"):
+        select_top_k({"ok": torch.rand(3), "w": x}, 50)

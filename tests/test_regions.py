@@ -153,3 +153,13 @@ def test_non_finite_scores_are_rejected_wherever_they_sit(bad, pos):
     x[pos] = bad
     with pytest.raises(ValueError, match="'w'"):
         select_top_k({"ok": torch.rand(3), "w": x}, 50)
+
+
+def test_rank_mean_on_a_hand_case():
+    from spot_utils import aggregate
+    # |go| = [1, 3, 3, 0] -> ranks among 4 entries (ties share the lower): [1, 2, 2, 0] / 3; |rust| = [4, 2, 1, 3] -> [3, 1, 0, 2] / 3
+    s = {"go": {"w": torch.tensor([1.0, -3.0]), "n": torch.tensor([3.0, 0.0])},
+         "rust": {"w": torch.tensor([-4.0, 2.0]), "n": torch.tensor([1.0, 3.0])}}
+    a = aggregate(s, "rank_mean")
+    torch.testing.assert_close(a["w"], torch.tensor([(1 + 3) / 6, (2 + 1) / 6]))
+    torch.testing.assert_close(a["n"], torch.tensor([(2 + 0) / 6, (0 + 2) / 6]))

@@ -201,6 +201,18 @@ def chance_jaccard(n_total: int, size: int) -> float:
     return inter / (2 * size - inter) if size else 0.0
 
 
+def _half_masks(load_half, half, languages, k_grid, per_language_k, method, granularity):
+    """(subset, k, masks) of one half: the aggregate's top-k at every k, then each language's at per_language_k."""
+    agg = aggregate({lang: load_half(half, lang) for lang in languages}, method)
+    for k in k_grid:
+        yield "aggregate", k, select_top_k(agg, k, granularity)
+    del agg
+    for lang in languages if per_language_k else []:
+        absolute = {n: s.abs() for n, s in load_half(half, lang).items()}
+        for k in per_language_k:
+            yield lang, k, select_top_k(absolute, k, granularity)
+
+
 def stability(load_half: Callable[[str, str], dict], languages: list[str], k_grid: list[float],
               per_language_k: list[float] | None = None, method: str = "sum_abs",
               granularity: str = "global") -> pd.DataFrame:
@@ -208,27 +220,23 @@ def stability(load_half: Callable[[str, str], dict], languages: list[str], k_gri
 
     load_half(half, lang) -> that half's signed scores. Rows: subset ('aggregate' or a language), k_percent, size,
     intersection, jaccard, jaccard_chance (two random sets of that size). Languages are compared at
-    per_language_k (default: every k); each half's scores are loaded one language at a time where possible.
+    per_language_k (default: every k). The first half's masks are kept bit-packed (1 bit per entry) until the
+    second half's are ready.
     """
     per_language_k = k_grid if per_language_k is None else per_language_k
-    picked: dict[tuple, dict] = {}
+    first, rows = {}, []
     for half in HALVES:
-        agg = aggregate({lang: load_half(half, lang) for lang in languages}, method)
-        for k in k_grid:
-            picked[("aggregate", k, half)] = select_top_k(agg, k, granularity)
-        del agg
-        for lang in languages:
-            if per_language_k:
-                absolute = {n: s.abs() for n, s in load_half(half, lang).items()}
-                for k in per_language_k:
-                    picked[(lang, k, half)] = select_top_k(absolute, k, granularity)
-    rows = []
-    for (subset, k, half), a in picked.items():
-        if half != HALVES[0]:
-            continue
-        b = picked[(subset, k, HALVES[1])]
-        n_total = sum(m.numel() for m in a.values())
-        inter, size = mask_count(mask_and(a, b)), mask_count(a)
-        rows.append(dict(subset=subset, k_percent=k, size=size, intersection=inter, jaccard=jaccard(a, b),
-                         jaccard_chance=chance_jaccard(n_total, size)))
+        for subset, k, masks in _half_masks(load_half, half, languages, k_grid, per_language_k, method, granularity):
+            packed = {n: np.packbits(m.numpy().reshape(-1)) for n, m in masks.items()}
+            if half == HALVES[0]:
+                first[(subset, k)] = packed
+                continue
+            a = first.pop((subset, k))
+            inter = sum(int(np.bitwise_count(a[n] & packed[n]).sum()) for n in packed)
+            size_a = sum(int(np.bitwise_count(v).sum()) for v in a.values())
+            size_b = sum(int(np.bitwise_count(v).sum()) for v in packed.values())
+            union = size_a + size_b - inter
+            rows.append(dict(subset=subset, k_percent=k, size=size_a, intersection=inter,
+                             jaccard=inter / union if union else 0.0,
+                             jaccard_chance=chance_jaccard(sum(m.numel() for m in masks.values()), size_a)))
     return pd.DataFrame(rows)

@@ -201,6 +201,14 @@ def chance_jaccard(n_total: int, size: int) -> float:
     return inter / (2 * size - inter) if size else 0.0
 
 
+_BITS_SET = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
+
+
+def _popcount(packed: np.ndarray) -> int:
+    """Number of set bits in a uint8 array (numpy < 2 has no bitwise_count)."""
+    return int(_BITS_SET[packed].sum(dtype=np.int64))
+
+
 def _half_masks(load_half, half, languages, k_grid, per_language_k, method, granularity):
     """(subset, k, masks) of one half: the aggregate's top-k at every k, then each language's at per_language_k."""
     agg = aggregate({lang: load_half(half, lang) for lang in languages}, method)
@@ -232,9 +240,8 @@ def stability(load_half: Callable[[str, str], dict], languages: list[str], k_gri
                 first[(subset, k)] = packed
                 continue
             a = first.pop((subset, k))
-            inter = sum(int(np.bitwise_count(a[n] & packed[n]).sum()) for n in packed)
-            size_a = sum(int(np.bitwise_count(v).sum()) for v in a.values())
-            size_b = sum(int(np.bitwise_count(v).sum()) for v in packed.values())
+            inter = sum(_popcount(a[n] & packed[n]) for n in packed)
+            size_a, size_b = sum(map(_popcount, a.values())), sum(map(_popcount, packed.values()))
             union = size_a + size_b - inter
             rows.append(dict(subset=subset, k_percent=k, size=size_a, intersection=inter,
                              jaccard=inter / union if union else 0.0,

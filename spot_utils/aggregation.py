@@ -44,12 +44,12 @@ def aggregate(scores_by_lang: dict[str, dict[str, torch.Tensor]], method: str = 
 
 
 def _percentile_ranks(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Percentile rank in [0, 1] of every |score| among all entries (ties share the lower rank)."""
-    flat = torch.cat([s.abs().float().flatten() for s in scores.values()])
-    sorted_vals = flat.sort().values
-    ranks = torch.searchsorted(sorted_vals, flat).float() / max(len(flat) - 1, 1)
-    out, i = {}, 0
-    for n, s in scores.items():
-        out[n] = ranks[i: i + s.numel()].view(s.shape)
-        i += s.numel()
-    return out
+    """Percentile rank in [0, 1] of every |score| among all entries (ties share the lower rank).
+
+    One sorted float32 copy of all |scores| (sorted in place, no index array), then ranks tensor by tensor.
+    """
+    sorted_vals = torch.cat([s.abs().float().flatten() for s in scores.values()])
+    sorted_vals.numpy().sort()
+    denom = max(len(sorted_vals) - 1, 1)
+    return {n: (torch.searchsorted(sorted_vals, s.abs().float().flatten()).float() / denom).view(s.shape)
+            for n, s in scores.items()}

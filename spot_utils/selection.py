@@ -1,8 +1,10 @@
 """Exact top-k% selection with a total tie order, and the regions derived from it (SPEC §3).
 
-Entries are ranked by (value descending, parameter name ascending, flat index ascending). The
-threshold is found by a two-pass radix select over the float bit patterns (16 high bits, then 16
-low bits), so global selection never holds a second full-size copy of the scores.
+Entries are ranked by (value descending, parameter name ascending, flat index ascending), compared as int32
+keys with the float order. The threshold (the m-th largest key) comes from one pass that brackets it between two
+quantiles of a random sample and keeps only the keys inside the bracket; if the bracket misses (or holds too many
+keys, e.g. huge ties), a two-pass radix select over the key bits (16 high, then 16 low) finds it. Either way global
+selection never holds a second full-size copy of the scores; the sample only affects speed, never the result.
 """
 from __future__ import annotations
 
@@ -10,10 +12,11 @@ import math
 
 import torch
 
-from .masks import mask_minus
+from .masks import mask_and, mask_minus, mask_or
 
 GRANULARITIES = ("global", "per_tensor")
 _CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
+_SMALL = 1 << 21  # up to this many entries the threshold comes from one k-th value over a copy of the keys
 
 
 def check_k(k_percent: float) -> float:
@@ -29,6 +32,12 @@ def _order_keys(x: torch.Tensor) -> torch.Tensor:
     return bits ^ ((bits >> 31) & 0x7FFFFFFF)
 
 
+def _key_value(key: int) -> float:
+    """The float32 value (as a Python float) whose order key is `key`: comparisons on values then match keys."""
+    k = torch.tensor([key], dtype=torch.int32)
+    return float((k ^ ((k >> 31) & 0x7FFFFFFF)).view(torch.float32))
+
+
 def _chunks(t: torch.Tensor):
     flat = t.reshape(-1)
     for lo in range(0, flat.numel(), _CHUNK):
@@ -37,6 +46,50 @@ def _chunks(t: torch.Tensor):
 
 def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
     """(key of the m-th largest entry, number of entries with a larger key); m ≥ 1."""
+    total = sum(t.numel() for t in tensors)
+    if total <= _SMALL:  # small inputs: a copy of their keys is cheap
+        keys = torch.cat([_order_keys(t.reshape(-1)) for t in tensors])
+        key = int(torch.topk(keys, m, sorted=False).values.min() if 2 * m <= total
+                  else torch.kthvalue(keys, total - m + 1).values)
+        return key, int((keys > key).sum())
+    return _bracketed_threshold(tensors, m, total) or _radix_threshold(tensors, m)
+
+
+def _bracketed_threshold(tensors: list[torch.Tensor], m: int, total: int) -> tuple[int, int] | None:
+    """One pass: bracket the m-th largest key between two quantiles of a random sample, count the keys above the
+    bracket and keep only those inside it (a small buffer). None if the bracket misses or holds too many keys."""
+    gen = torch.Generator().manual_seed(0)
+    n_sample = max(1 << 16, min(1 << 23, total >> 8))
+    sample = torch.cat([_order_keys(t.reshape(-1)[torch.randint(0, t.numel(), (max(1, round(n_sample * t.numel() / total)),),
+                                                                 generator=gen)]) for t in tensors if t.numel()])
+    sample = sample.sort(descending=True).values
+    q = m / total
+    spread = 6 * math.sqrt(len(sample) * q * (1 - q)) + 4
+    top, bottom = math.floor(q * len(sample) - spread), math.ceil(q * len(sample) + spread)
+    hi = _key_value(int(sample[top])) if top >= 0 else math.inf  # values > hi are counted, in [lo, hi] kept
+    lo = _key_value(int(sample[bottom])) if bottom < len(sample) else -math.inf
+    cap = max(_SMALL, total >> 6)
+    above, inside, kept = 0, [], 0
+    for t in tensors:
+        flat = t.reshape(-1)
+        for start in range(0, flat.numel(), _CHUNK):
+            values = flat[start: start + _CHUNK].float()
+            high = values[values >= lo]  # ≈ the top k% plus the bracket: one full-size comparison per chunk
+            above += int((high > hi).sum())
+            between = _order_keys(high[high <= hi])
+            kept += len(between)
+            if above >= m or kept > cap:
+                return None
+            inside.append(between)
+    if above + kept < m:
+        return None
+    inside = torch.cat(inside)
+    key = int(torch.kthvalue(inside, kept - (m - above) + 1).values)
+    return key, above + int((inside > key).sum())
+
+
+def _radix_threshold(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
+    """Two-pass radix select over the key bits (16 high, then 16 low): exact whatever the distribution."""
     hist = torch.zeros(1 << 16, dtype=torch.int64)
     for t in tensors:
         for keys in _chunks(t):
@@ -60,18 +113,18 @@ def _threshold_key(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
 
 def _mask_at_threshold(t: torch.Tensor, key: int, ties: int) -> tuple[torch.Tensor, int]:
     """Entries above `key`, plus the first `ties` entries equal to it; returns (mask, ties used)."""
-    keys = _order_keys(t)
-    mask = keys > key
+    values, threshold = t.float(), _key_value(key)
+    mask = values > threshold
     if ties > 0:
-        equal = (keys == key).reshape(-1).nonzero().squeeze(1)[:ties]
+        equal = (values == threshold).reshape(-1).nonzero().squeeze(1)[:ties]
         mask.reshape(-1)[equal] = True
         ties = len(equal)
     return mask, ties
 
 
 def _check_finite(scores: dict[str, torch.Tensor]) -> None:
-    for n, s in scores.items():
-        if not torch.isfinite(s).all():
+    for n, s in scores.items():  # min and max propagate NaN: one pass, no full-size temporary
+        if s.numel() and not all(math.isfinite(float(v)) for v in torch.aminmax(s.reshape(-1))):
             raise ValueError(f"score of {n!r} contains NaN or inf")
 
 
@@ -133,3 +186,92 @@ def general_reference(english_score: dict, n_code_languages: int, method: str = 
     if method == "sum_abs":
         return {n: s.abs().float() * n_code_languages for n, s in english_score.items()}
     return aggregate({"english": english_score}, method)
+
+
+# --- derived regions and mask modes (SPEC §3) -------------------------------------------------------------------
+
+MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
+
+
+def union_of(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Entries selected for at least one language."""
+    if not masks_by_lang:
+        raise ValueError("union_of needs the masks of at least one language")
+    out = None
+    for masks in masks_by_lang.values():
+        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_or(out, masks)
+    return out
+
+
+def shared_core(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Entries selected for every language (the intersection)."""
+    if not masks_by_lang:
+        raise ValueError("shared_core needs the masks of at least one language")
+    out = None
+    for masks in masks_by_lang.values():
+        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_and(out, masks)
+    return out
+
+
+def language_specific(masks_by_lang: dict[str, dict], lang: str) -> dict[str, torch.Tensor]:
+    """top-k(lang) minus the union of the other languages' top-k."""
+    if lang not in masks_by_lang:
+        raise KeyError(f"no masks for language {lang!r}; have {sorted(masks_by_lang)}")
+    others = {l: m for l, m in masks_by_lang.items() if l != lang}
+    return mask_minus(masks_by_lang[lang], union_of(others)) if others else dict(masks_by_lang[lang])
+
+
+def iter_regions(masks_by_lang: dict[str, dict]):
+    """('shared', ·), ('union', ·), then ('specific_<lang>', ·) per language, one at a time, from per-entry counts
+    of how many languages select each entry (a uint8 per entry: no per-language unions are rebuilt)."""
+    if not masks_by_lang:
+        raise ValueError("regions need the masks of at least one language")
+    langs = list(masks_by_lang)
+    names = list(dict.fromkeys(n for masks in masks_by_lang.values() for n in masks))
+    shapes = {n: next(m[n].shape for m in masks_by_lang.values() if n in m) for n in names}
+    members = {n: sum((masks_by_lang[l][n].to(torch.uint8) for l in langs if n in masks_by_lang[l]),
+                      torch.zeros(shapes[n], dtype=torch.uint8)) for n in names}
+    yield "shared", {n: c == len(langs) for n, c in members.items()}
+    yield "union", {n: c > 0 for n, c in members.items()}
+    for lang in langs:
+        own = masks_by_lang[lang]
+        yield f"specific_{lang}", {n: (own[n] & (c == 1)) if n in own else torch.zeros(shapes[n], dtype=torch.bool)
+                                   for n, c in members.items()}
+
+
+def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]]:
+    """{'shared': intersection, 'union': union, 'specific_<lang>': language-specific region of each language}."""
+    return dict(iter_regions(masks_by_lang))
+
+
+def stage_masks(aggregate_: dict, general: dict, lang_scores: dict[str, dict], weights: dict, k_percent: float):
+    """Every global mask stage 03 writes at k, one at a time as (kind, masks): spot, magnitude_global (top-k |θ|),
+    the spot's mask modes, general (top-k of G), code_over_general, code_minus_general, lang_<l> (top-k |S_l|),
+    shared, union and specific_<l>."""
+    spot = select_top_k(aggregate_, k_percent)
+    magnitude = select_top_k(weights, k_percent)
+    yield "spot", spot
+    yield "magnitude_global", magnitude
+    for mode in MASK_MODES[1:]:
+        yield f"spot_{mode}", mask_mode(spot, magnitude, mode)
+    del spot, magnitude
+    yield "general", select_top_k(general, k_percent)
+    yield "code_over_general", code_over_general(aggregate_, general, k_percent)
+    yield "code_minus_general", code_minus_general(aggregate_, general, k_percent)
+    per_lang = {}
+    for lang, s in lang_scores.items():
+        per_lang[lang] = select_top_k({n: t.abs() for n, t in s.items()}, k_percent)
+        yield f"lang_{lang}", per_lang[lang]
+    yield from iter_regions(per_lang)
+
+
+def mask_mode(region: dict, magnitude_global: dict, mode: str) -> dict[str, torch.Tensor]:
+    """A region relative to `magnitude_global` (the global top-k |θ| at the same k): region, region − magnitude,
+    or magnitude − region."""
+    if mode == "region":
+        return dict(region)
+    if mode == "region_minus_magnitude":
+        return mask_minus(region, magnitude_global)
+    if mode == "magnitude_minus_region":
+        return mask_minus(magnitude_global, region)
+    raise ValueError(f"unknown mask mode {mode!r}; accepted: {MASK_MODES}")

@@ -43,3 +43,34 @@ def summary(masks: dict[str, torch.Tensor]) -> dict:
     return dict(total=total, in_vectors=int(df[df.vector].selected.sum()),
                 vector_share=float(df[df.vector].selected.sum() / total) if total else 0.0,
                 empty_tensors=int((df.selected == 0).sum()), tensors=len(df))
+
+
+PROFILES = ("module", "layer", "depth")
+
+
+def profile(masks_by_label: dict[str, dict[str, torch.Tensor]], by: str = "module", bins: int = 10) -> pd.DataFrame:
+    """Where each labelled mask sits, normalised by tensor size, in one long table.
+
+    by: 'module' (q/k/v/o/gate/up/down/norm/other), 'layer' (decoder layer index) or 'depth' (relative layer
+    position layer / (n_layers − 1) in `bins` equal bins, so models of different depth line up).
+    Columns: label, group, selected, size, share = selected / size, enrichment = share / the label's overall share.
+    """
+    if by not in PROFILES:
+        raise ValueError(f"unknown profile {by!r}; accepted: {PROFILES}")
+    frames = []
+    for label, masks in masks_by_label.items():
+        df = distribution(masks)
+        if by == "depth":
+            layers = df.layer.dropna()
+            top = max(layers.max(), 1) if len(layers) else 1
+            df["group"] = (df.layer / top * bins).clip(upper=bins - 1).floordiv(1) / bins
+        else:
+            df["group"] = df[by]
+        g = df.dropna(subset=["group"]).groupby("group", sort=True).agg(selected=("selected", "sum"),
+                                                                       size=("size", "sum")).reset_index()
+        overall = df.selected.sum() / df["size"].sum()
+        g["share"] = g.selected / g["size"]
+        g["enrichment"] = g.share / overall if overall else float("nan")
+        g.insert(0, "label", label)
+        frames.append(g)
+    return pd.concat(frames, ignore_index=True)

@@ -1,0 +1,144 @@
+"""reports/index.html: every run in reports/ with its headline numbers and links to its stage reports; and
+lookups of other runs for cross-model comparisons.
+
+    python -m spot_utils.report_index [reports_dir]
+"""
+from __future__ import annotations
+
+import argparse
+import html
+import math
+from pathlib import Path
+
+import pandas as pd
+
+from . import structure
+from .io import read_json, write_text
+from .masks import load_masks
+from .metrics import to_frame
+from .paths import REPORTS_DIR, RUNS_DIR
+
+STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
+HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
+HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
+
+
+def headline(rows: list[dict], k_percent: float | None = None) -> dict:
+    """Headline numbers of one run's metrics rows at k (default 1% if measured, else the largest k):
+    mean baseline loss over code and general subsets, and code_rise / general_rise / selectivity of the spot,
+    code_over_general and random_uniform (global granularity, mean over seeds)."""
+    df = to_frame(rows)
+    ks = sorted(float(k) for k in df.k_percent.dropna().unique())
+    k = k_percent if k_percent is not None else (1.0 if 1.0 in ks else (ks[-1] if ks else None))
+    out = {"k_percent": k, "model": next((m for m in df.model.dropna()), None)}
+    base = df[(df.mask_kind == "baseline") & (df.metric == "loss")]
+    out["baseline_loss"] = float(base.value.mean()) if len(base) else None
+    at_k = df[(df.k_percent == k) & (df.granularity.isna() | (df.granularity == "global"))]
+    for kind in HEADLINE_KINDS:
+        for metric in HEADLINE_METRICS:
+            v = at_k[(at_k.mask_kind == kind) & (at_k.metric == metric)].value.dropna()
+            out[f"{kind}.{metric}"] = float(v.mean()) if len(v) else None
+    return out
+
+
+def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
+    """One row per run folder in reports/: name, model, seconds, headline numbers and which stage reports exist."""
+    rows = []
+    for run in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
+        stages = [s for s in STAGES if (run / f"{s}.html").is_file()]
+        if not stages and not (run / "metrics.json").is_file():
+            continue
+        manifest = read_json(run / "manifest.json") if (run / "manifest.json").is_file() else {}
+        params = manifest.get("params", {})
+        row = dict(run=run.name, model=params.get("model"), languages=len(params.get("languages", [])) or None,
+                   seconds=sum(manifest.get("stage_seconds", {}).values()) or None, stages=stages,
+                   git_commit=manifest.get("git_commit"))
+        if (run / "metrics.json").is_file():
+            h = headline(read_json(run / "metrics.json"))
+            row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def _fmt(v) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "–"
+    if isinstance(v, float):
+        return f"{v:.3g}"
+    return html.escape(str(v))
+
+
+def index_html(table: pd.DataFrame) -> str:
+    """The index page for a table from collect()."""
+    cols = ["model", "languages", "seconds", "k_percent", "baseline_loss"] + \
+        [f"{k}.{m}" for k in HEADLINE_KINDS for m in HEADLINE_METRICS]
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run"] + cols + ["stage reports"])
+    body = []
+    for r in table.to_dict("records"):
+        links = " · ".join(f'<a href="{html.escape(r["run"])}/{s}.html">{s}</a>' for s in r["stages"])
+        cells = "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols)
+        body.append(f"<tr><td><b>{html.escape(r['run'])}</b></td>{cells}<td>{links}</td></tr>")
+    return (
+        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Coding Spot runs</title><style>"
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
+        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,td:last-child{text-align:left}"
+        "th{background:#f3f3f3}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
+        "<p>One row per run in <code>reports/</code>. Rises are relative loss rises r = L_ablated / L_baseline − 1 "
+        "at k (percent of scoped entries, global granularity, zero ablation); <i>code</i> is the mean over code "
+        "languages, <i>general</i> is English prose; selectivity = code rise / general rise (only where both exceed "
+        "1%), to be read against random_uniform's. – means not measured in that run.</p>\n"
+        f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table></body></html>\n")
+
+
+def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
+    """Write reports/index.html atomically and return its path."""
+    out = Path(reports_dir) / "index.html"
+    write_text(out, index_html(collect(reports_dir)))
+    return out
+
+
+def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Path = RUNS_DIR) -> dict[str, Path]:
+    """{run name: path} of every run folder in runs/ that holds `relative_path` (e.g. 'masks/spot/k1_global.safetensors')."""
+    found = {}
+    root = Path(runs_dir)
+    if root.is_dir():
+        for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name != exclude):
+            if (run / relative_path).is_file():
+                found[run.name] = run / relative_path
+    return found
+
+
+def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = RUNS_DIR,
+                reports_dir: str | Path = REPORTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles).
+
+    Summary: model, spot entries, share in norm/bias vectors, shared core and union of the per-language top-k,
+    and the spot's code / general loss rise at 1% where the run's metrics.json has them.
+    """
+    rows, spots = [], {}
+    for run in run_names:
+        masks_dir = Path(runs_dir) / run / "masks"
+        spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
+        row = dict(run=run, model=manifest.get("model"), **{f"spot_{k}": v for k, v in structure.summary(spot).items()})
+        for region in ("shared", "union"):
+            path = masks_dir / region / f"k{k_percent:g}_global.safetensors"
+            row[region] = load_masks(path)[1]["total"] if path.is_file() else None
+        row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
+        metrics_path = Path(reports_dir) / run / "metrics.json"
+        h = headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
+        row["spot_code_rise_at_1pct"], row["spot_general_rise_at_1pct"] = h.get("spot.code_rise"), h.get("spot.general_rise")
+        rows.append(row)
+        spots[run] = spot
+    profiles = pd.concat([structure.profile(spots, "module").assign(by="module"),
+                          structure.profile(spots, "depth").assign(by="depth")], ignore_index=True)
+    return pd.DataFrame(rows), profiles
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("reports_dir", nargs="?", default=str(REPORTS_DIR))
+    print("index written to", write_index(parser.parse_args(argv).reports_dir))
+
+
+if __name__ == "__main__":
+    main()

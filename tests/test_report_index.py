@@ -1,0 +1,72 @@
+import pandas as pd
+from spot_utils.io import write_json, write_text
+from spot_utils.metrics import row
+from spot_utils.report_index import collect, headline, runs_with, write_index
+
+
+def fake_rows():
+    rows = [row(model="m", mask_kind="baseline", metric="loss", subset=s, value=v) for s, v in (("go", 2.0), ("english", 4.0))]
+    for k, rise in ((0.1, 0.05), (1.0, 0.5)):
+        rows += [row(model="m", k_percent=k, granularity="global", mask_kind="spot", metric="code_rise", subset="code", value=rise),
+                 row(model="m", k_percent=k, granularity="global", mask_kind="spot", metric="general_rise", subset="english", value=rise / 2),
+                 row(model="m", k_percent=k, granularity="per_tensor", mask_kind="spot", metric="code_rise", subset="code", value=9.0)]
+    rows += [row(model="m", k_percent=1.0, granularity="global", mask_kind="random_uniform", seed=s, metric="code_rise",
+                 subset="code", value=v) for s, v in ((0, 0.1), (1, 0.3))]
+    return rows
+
+
+def test_headline_picks_one_percent_global_and_averages_seeds():
+    h = headline(fake_rows())
+    assert h["k_percent"] == 1.0 and h["model"] == "m" and h["baseline_loss"] == 3.0
+    assert h["spot.code_rise"] == 0.5 and h["spot.general_rise"] == 0.25
+    assert abs(h["random_uniform.code_rise"] - 0.2) < 1e-12
+    assert h["spot.selectivity"] is None and h["code_over_general.code_rise"] is None
+    assert headline(fake_rows(), 0.1)["spot.code_rise"] == 0.05
+
+
+def test_index_lists_runs_with_links(tmp_path):
+    a = tmp_path / "default"
+    write_json(a / "metrics.json", fake_rows())
+    write_json(a / "manifest.json", {"params": {"model": "smollm2-135m", "languages": ["go", "rust"]},
+                                     "stage_seconds": {"01_scoring": 10.0, "04_ablation": 5.5}})
+    for s in ("01_scoring", "04_ablation"):
+        write_text(a / f"{s}.html", "<html></html>")
+    write_text(tmp_path / "half" / "03_selection.html", "<html></html>")
+    (tmp_path / "empty").mkdir()
+    table = collect(tmp_path)
+    assert list(table.run) == ["default", "half"]
+    first = table.iloc[0]
+    assert first.model == "smollm2-135m" and first.seconds == 15.5 and first.languages == 2
+    page = write_index(tmp_path).read_text()
+    assert 'href="default/01_scoring.html"' in page and 'href="default/04_ablation.html"' in page
+    assert 'href="half/03_selection.html"' in page and "empty" not in page and ">0.5<" in page
+
+
+def test_runs_with_finds_other_runs(tmp_path):
+    for run in ("default", "gemma3-270m", "tiny"):
+        (tmp_path / run / "masks" / "spot").mkdir(parents=True)
+    (tmp_path / "default" / "masks" / "spot" / "k1_global.safetensors").write_bytes(b"x")
+    (tmp_path / "gemma3-270m" / "masks" / "spot" / "k1_global.safetensors").write_bytes(b"x")
+    found = runs_with("masks/spot/k1_global.safetensors", exclude="default", runs_dir=tmp_path)
+    assert list(found) == ["gemma3-270m"]
+
+
+def test_cross_model_summary_and_profiles(tmp_path):
+    import torch
+    from spot_utils import save_masks
+    from spot_utils.report_index import cross_model
+    runs, reports = tmp_path / "runs", tmp_path / "reports"
+    for run, n_layers in (("a", 4), ("b", 2)):
+        spot = {f"model.layers.{i}.mlp.up_proj.weight": torch.zeros(4, 4, dtype=torch.bool) for i in range(n_layers)}
+        spot[f"model.layers.{n_layers - 1}.mlp.up_proj.weight"][0] = True
+        spot["model.layers.0.input_layernorm.weight"] = torch.tensor([True, False, False, False])
+        save_masks(runs / run / "masks" / "spot" / "k1_global.safetensors", spot, {"model": f"model-{run}"})
+        save_masks(runs / run / "masks" / "shared" / "k1_global.safetensors", {"w": torch.tensor([True, False])}, {})
+        save_masks(runs / run / "masks" / "union" / "k1_global.safetensors", {"w": torch.tensor([True, True])}, {})
+    write_json(reports / "a" / "metrics.json", fake_rows())
+    summary, profiles = cross_model(["a", "b"], 1.0, runs, reports)
+    a, b = summary.set_index("run").loc["a"], summary.set_index("run").loc["b"]
+    assert a.model == "model-a" and a.spot_total == 5 and a.spot_in_vectors == 1 and a.shared_over_union == 0.5
+    assert a.spot_code_rise_at_1pct == 0.5 and pd.isna(b.spot_code_rise_at_1pct)
+    last = profiles[(profiles.by == "depth") & (profiles.group == 0.9)].set_index("label")
+    assert last.loc["a", "selected"] == 4 and last.loc["b", "selected"] == 4  # the last layer lines up

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from .io import read_json, write_json, write_text
 from .params import load_params
+from .report_index import write_index
 from .paths import REPO_ROOT
 from .runs import report_dir, run_dir
 
@@ -89,6 +90,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
                 manifest.setdefault("stages", {})[stage] = read_json(stage_info)
             write_json(manifest_path, manifest)
         print(f"[{stage}] done in {timings[stage]} s", flush=True)
+    print("index of all runs:", write_index(out_dir.parent))
     return out_dir
 
 

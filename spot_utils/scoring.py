@@ -140,29 +140,36 @@ def cap_length(sequences: list[torch.Tensor], max_len: int | None, overlong: str
 
     Returns (sequences, number of sequences that were longer than max_len).
     """
+    out, _, n_over = _cap(sequences, max_len, overlong)
+    return out, n_over
+
+
+def _cap(sequences, max_len, overlong):
+    """cap_length plus, for every output sequence, the index of the input sequence it came from."""
     if overlong not in ("chunk", "drop"):
         raise ValueError(f"overlong must be 'chunk' or 'drop', got {overlong!r}")
-    if max_len is None:
-        return sequences, 0
-    if max_len < 2:
+    if max_len is not None and max_len < 2:
         raise ValueError(f"max_len must be at least 2, got {max_len}")
-    out, n_over = [], 0
-    for s in sequences:
-        if len(s) <= max_len:
-            out.append(s)
-            continue
-        n_over += 1
-        if overlong == "chunk":
-            out += [piece for piece in s.split(max_len) if len(piece) >= 2]
-    return out, n_over
+    out, origin, n_over = [], [], 0
+    for i, s in enumerate(sequences):
+        if max_len is None or len(s) <= max_len:
+            pieces = [s]
+        else:
+            n_over += 1
+            pieces = [p for p in s.split(max_len) if len(p) >= 2] if overlong == "chunk" else []
+        out += pieces
+        origin += [i] * len(pieces)
+    return out, origin, n_over
 
 
 def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, include=None, name=None,
                checkpoint_dir=None, checkpoint_every=None, *, max_len=None, overlong="chunk", info=None,
-               allow_empty=False):
+               allow_empty=False, sequence_ids=None):
     """(scoped parameters, fp32 accumulators on the model's device): the sums behind `score`, before finalize.
 
     For grad_x_weight the accumulator holds Σ∇L (θ is applied by finalize), so sums over shards can be added.
+    Errors name sequences by their index in `sequences`, or by sequence_ids[index] when given (e.g. a shard's
+    indices in the whole corpus).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; accepted: {CRITERIA}")
@@ -181,7 +188,9 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
         if s.ndim != 1 or len(s) < 2:
             raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
                              f"got shape {tuple(s.shape)}")
-    sequences, n_over = cap_length(sequences, max_len, overlong)
+    ids = list(range(len(sequences))) if sequence_ids is None else list(sequence_ids)
+    sequences, origin, n_over = _cap(sequences, max_len, overlong)
+    origin = [ids[i] for i in origin]
     if not sequences and not allow_empty:
         raise ValueError(f"empty corpus for {label!r}: nothing to score")
     if criterion in PER_SEQUENCE:
@@ -220,7 +229,7 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
                 due = checkpoint_dir and checkpoint_every and done < len(sequences) and \
                     done // checkpoint_every > lo // checkpoint_every
                 if due or len(pending) >= 32 or done == len(sequences):
-                    _raise_if_nonfinite(pending, label)
+                    _raise_if_nonfinite(pending, label, origin)
                 if due:
                     _save_checkpoint(checkpoint_dir, acc, job, done)
             bar.close()
@@ -238,8 +247,11 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     return params, acc
 
 
-def _raise_if_nonfinite(pending: list, label: str) -> None:
-    """Raise FloatingPointError naming the first sequence whose loss or gradient was NaN/inf; clear `pending`."""
+def _raise_if_nonfinite(pending: list, label: str, origin: list[int]) -> None:
+    """Raise FloatingPointError naming the first sequence whose loss or gradient was NaN/inf; clear `pending`.
+
+    origin[i] is the index reported for position i (the input sequence a chunk came from).
+    """
     if not pending:
         return
     loss_bad = torch.cat([b for _, b, _ in pending]).cpu()
@@ -247,11 +259,12 @@ def _raise_if_nonfinite(pending: list, label: str) -> None:
     if loss_bad.any() or grad_bad.any():
         lo = pending[0][0]
         if loss_bad.any():
-            where = f"sequence {lo + int(loss_bad.nonzero()[0])}"
+            where = f"sequence {origin[lo + int(loss_bad.nonzero()[0])]}"
         else:  # the loss was finite but a gradient was not: the batch is as precise as we can be
             k = int(grad_bad.nonzero()[0])
             first, size = pending[k][0], len(pending[k][1])
-            where = f"sequence {first}" if size == 1 else f"sequences {first}-{first + size - 1}"
+            where = f"sequence {origin[first]}" if size == 1 else \
+                "sequences " + ", ".join(str(origin[i]) for i in range(first, first + size))
         raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, {where}; nothing was written")
     pending.clear()
 

@@ -1,0 +1,58 @@
+"""Data-parallel scoring over two CPU processes (gloo) equals the single-process result."""
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file, save_file
+
+from conftest import random_sequences
+from spot_utils import load_model, score
+from spot_utils.distributed import score_distributed, shard
+
+CRITERIA = ("grad_x_weight", "fisher")
+
+
+def _worker(rank, world, init_file, out_dir):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        model, _ = load_model("random:qwen2")
+        seqs = random_sequences(7, vocab=200)
+        for criterion in CRITERIA:
+            scores = score_distributed(model, seqs, criterion=criterion, batch_size=2, name="go")
+            save_file(scores, f"{out_dir}/{criterion}.rank{rank}.safetensors")
+        seqs[4][1] = 255  # a NaN embedding row reached only by sequence 4, which rank 0 scores
+        with torch.no_grad():
+            model.model.embed_tokens.weight[255] = float("nan")
+        try:
+            score_distributed(model, seqs, batch_size=2, name="go")
+        except (FloatingPointError, RuntimeError) as e:
+            (out_dir / f"error.rank{rank}.txt").write_text(f"{type(e).__name__}: {e}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shards_cover_every_sequence_once():
+    seqs = list(range(11))
+    shards = [shard(seqs, r, 3) for r in range(3)]
+    assert sorted(sum(shards, [])) == seqs and [len(s) for s in shards] == [4, 4, 3]
+
+
+def test_two_gloo_processes_equal_one_process(tmp_path):
+    mp.spawn(_worker, args=(2, str(tmp_path / "init"), tmp_path), nprocs=2, join=True)
+    model, _ = load_model("random:qwen2")
+    for criterion in CRITERIA:
+        single = score(model, random_sequences(7, vocab=200), criterion=criterion, batch_size=2)
+        ranks = [load_file(tmp_path / f"{criterion}.rank{r}.safetensors") for r in range(2)]
+        for n in single:
+            for got in ranks:  # every rank holds the all-reduced result
+                torch.testing.assert_close(got[n], single[n], rtol=1e-5, atol=1e-8)
+    errors = [(tmp_path / f"error.rank{r}.txt").read_text() for r in range(2)]
+    assert errors[0].startswith("FloatingPointError") and "'go', sequence 4" in errors[0]
+    assert errors[1].startswith("RuntimeError") and "failed on another rank" in errors[1]
+
+
+def test_empty_corpus_is_refused_before_any_collective(llama):
+    model, _ = llama
+    with pytest.raises(ValueError, match="empty corpus for 'go'"):
+        score_distributed(model, [], name="go")

@@ -121,7 +121,8 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
     `max_len` are cut into max_len pieces (overlong="chunk") or left out ("drop"). With checkpoint_dir, the
     accumulators and position are saved atomically every `checkpoint_every` sequences and a rerun resumes
     from there. A NaN/inf loss or gradient raises FloatingPointError naming `name` and the sequence.
-    If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, resumed_from, seconds).
+    If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, batch_size used,
+    resumed_from, seconds, tokens_per_s).
     """
     params, acc = accumulate(model, sequences, criterion, batch_size, include, name, checkpoint_dir,
                              checkpoint_every, max_len=max_len, overlong=overlong, info=info)
@@ -129,9 +130,10 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
 
 
 def finalize(params: dict[str, torch.nn.Parameter], acc: dict[str, torch.Tensor], criterion: str):
-    """Scores (float32, CPU) from the accumulated sums: θ ⊙ Σ∇L for grad_x_weight, the sums otherwise."""
+    """Scores (float32, CPU) from the accumulated sums (consumed): θ ⊙ Σ∇L for grad_x_weight, else the sums."""
     if criterion == "grad_x_weight":
-        return {n: (a * params[n].detach().float()).cpu() for n, a in acc.items()}
+        for n, a in acc.items():
+            a.mul_(params[n].detach())  # in place: no second full-size buffer
     return {n: a.cpu() for n, a in acc.items()}
 
 
@@ -198,13 +200,11 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     job = dict(criterion=criterion, name=label, total=len(sequences), corpus=corpus_fingerprint(sequences))
     start = _resume(checkpoint_dir, acc, job)
     began = time.perf_counter()
-    flags = {"bad": torch.zeros((), dtype=torch.bool, device=device)}
-    pending = []  # (first sequence, per-sequence non-finite loss, non-finite gradient): checked lazily (no sync)
+    pending = []  # (first position, per-sequence non-finite loss) since the last check: checked lazily (no sync)
 
     def fold(n: str) -> Callable:
         def hook(p: torch.Tensor) -> None:
-            g = p.grad.float()
-            flags["bad"].logical_or_(~torch.isfinite(g).all())
+            g = p.grad.float()  # NaN/inf in g stays in the sum: the accumulators are checked, not every g
             if criterion == "grad_x_weight":
                 acc[n].add_(g)  # Σ∇L; multiplied by θ once at the end
             elif criterion == "abs_grad_x_weight":
@@ -220,16 +220,15 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
             bar = tqdm(total=len(sequences), initial=start, desc=f"scoring {label}", unit="seq")
             for lo in range(start, len(sequences), batch_size):
                 batch = sequences[lo: lo + batch_size]
-                flags["bad"] = torch.zeros((), dtype=torch.bool, device=device)
                 loss, _, _ = sequence_losses(model, *pad_batch(batch, device))
                 loss.sum().backward()
-                pending.append((lo, ~torch.isfinite(loss.detach()), flags["bad"]))
+                pending.append((lo, ~torch.isfinite(loss.detach())))
                 bar.update(len(batch))
                 done = lo + len(batch)
                 due = checkpoint_dir and checkpoint_every and done < len(sequences) and \
                     done // checkpoint_every > lo // checkpoint_every
                 if due or len(pending) >= 32 or done == len(sequences):
-                    _raise_if_nonfinite(pending, label, origin)
+                    _raise_if_nonfinite(pending, acc, label, origin)
                 if due:
                     _save_checkpoint(checkpoint_dir, acc, job, done)
             bar.close()
@@ -240,6 +239,7 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
         seconds = time.perf_counter() - began
         tokens = sum(len(s) for s in sequences[start:])
         info.update(sequences=len(sequences), tokens=sum(len(s) for s in sequences), overlong=n_over,
+                    batch_size=batch_size,
                     overlong_policy=overlong if max_len else None, max_len=max_len, resumed_from=start,
                     seconds=round(seconds, 3), tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else None)
     if checkpoint_dir:
@@ -247,26 +247,25 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     return params, acc
 
 
-def _raise_if_nonfinite(pending: list, label: str, origin: list[int]) -> None:
-    """Raise FloatingPointError naming the first sequence whose loss or gradient was NaN/inf; clear `pending`.
+def _raise_if_nonfinite(pending: list, acc: dict, label: str, origin: list[int]) -> None:
+    """Raise FloatingPointError naming the sequence whose loss was NaN/inf, or, when only a gradient was, the
+    sequences since the last check (a non-finite gradient leaves the accumulators non-finite); clear `pending`.
 
     origin[i] is the index reported for position i (the input sequence a chunk came from).
     """
     if not pending:
         return
-    loss_bad = torch.cat([b for _, b, _ in pending]).cpu()
-    grad_bad = torch.stack([g for _, _, g in pending]).cpu()
-    if loss_bad.any() or grad_bad.any():
-        lo = pending[0][0]
-        if loss_bad.any():
-            where = f"sequence {origin[lo + int(loss_bad.nonzero()[0])]}"
-        else:  # the loss was finite but a gradient was not: the batch is as precise as we can be
-            k = int(grad_bad.nonzero()[0])
-            first, size = pending[k][0], len(pending[k][1])
-            where = f"sequence {origin[first]}" if size == 1 else \
-                "sequences " + ", ".join(str(origin[i]) for i in range(first, first + size))
-        raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, {where}; nothing was written")
-    pending.clear()
+    loss_bad = torch.cat([b for _, b in pending]).cpu()
+    if loss_bad.any():
+        where = f"sequence {origin[pending[0][0] + int(loss_bad.nonzero()[0])]}"
+    elif not all(torch.isfinite(a).all() for a in acc.values()):
+        seen = sorted(set(origin[pending[0][0]: pending[0][0] + len(loss_bad)]))
+        where = "sequence " + str(seen[0]) if len(seen) == 1 else "one of sequences " + (
+            ", ".join(map(str, seen)) if len(seen) <= 8 else f"{seen[0]}-{seen[-1]} ({len(seen)} sequences)")
+    else:
+        pending.clear()
+        return
+    raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, {where}; nothing was written")
 
 
 def corpus_fingerprint(sequences: list[torch.Tensor]) -> str:

@@ -69,19 +69,20 @@ def test_embeddings_and_lm_head_scores_equal_naive(criterion):
         torch.testing.assert_close(got[n], ref[n], rtol=1e-4, atol=1e-7)
 
 
-def test_bfloat16_model_gets_float32_scores_close_to_float32_and_to_naive():
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_half_precision_model_gets_float32_scores_close_to_float32_and_to_naive(dtype):
     model, _ = load_model("random:llama")
     seqs = random_sequences(6)
     fp32 = score(model, seqs, batch_size=3)
-    model.to(torch.bfloat16)
-    bf16 = score(model, seqs, batch_size=3)
-    ref = naive(model, seqs, "grad_x_weight")  # the same bf16 model, batch 1, fp32 sums
-    assert all(p.dtype == torch.bfloat16 for p in model.parameters())  # the model is left as it was
+    model.to(dtype)
+    half = score(model, seqs, batch_size=3)
+    ref = naive(model, seqs, "grad_x_weight")  # the same low-precision model, batch 1, fp32 sums
+    assert all(p.dtype == dtype for p in model.parameters())  # the model is left as it was
     for n in fp32:
-        assert bf16[n].dtype == torch.float32
+        assert half[n].dtype == torch.float32
         rel = lambda a, b: ((a - b).norm() / b.norm()).item()  # noqa: E731
-        assert rel(bf16[n], fp32[n]) < 0.05, n
-        assert rel(bf16[n], ref[n]) < 0.05, n
+        assert rel(half[n], fp32[n]) < 0.05, n
+        assert rel(half[n], ref[n]) < 0.05, n
 
 
 def test_float32_accumulators_keep_what_bfloat16_sums_would_lose():

@@ -273,7 +273,7 @@ def corpus_fingerprint(sequences: list[torch.Tensor]) -> str:
     h = hashlib.sha256()
     for s in sequences:
         h.update(len(s).to_bytes(8, "little"))
-        h.update(s.to(torch.int64).numpy().tobytes())
+        h.update(s.to(device="cpu", dtype=torch.int64).numpy().tobytes())
     return h.hexdigest()
 
 

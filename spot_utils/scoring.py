@@ -204,13 +204,13 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
 
     def fold(n: str) -> Callable:
         def hook(p: torch.Tensor) -> None:
-            g = p.grad.float()  # NaN/inf in g stays in the sum: the accumulators are checked, not every g
+            g = p.grad  # NaN/inf in g stays in the sum: the accumulators are checked, not every g
             if criterion == "grad_x_weight":
-                acc[n].add_(g)  # Σ∇L; multiplied by θ once at the end
+                acc[n].add_(g)  # Σ∇L, computed in fp32 (no fp32 copy of g); multiplied by θ once at the end
             elif criterion == "abs_grad_x_weight":
-                acc[n].add_((g * p.detach().float()).abs_())
+                acc[n].add_((g.float() * p.detach().float()).abs_())
             else:
-                acc[n].addcmul_(g, g)
+                acc[n].addcmul_(g, g)  # fp32 product and sum
             p.grad = None
         return hook
 

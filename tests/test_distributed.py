@@ -56,3 +56,39 @@ def test_empty_corpus_is_refused_before_any_collective(llama):
     model, _ = llama
     with pytest.raises(ValueError, match="empty corpus for 'go'"):
         score_distributed(model, [], name="go")
+
+
+def test_cli_scores_every_language_and_rank0_writes_checked_files(tmp_path, monkeypatch):
+    """`python -m spot_utils.distributed params.yaml` with one gloo process, the corpus replaced by fixed sequences."""
+    import socket
+    import sys
+    import types
+
+    import yaml
+
+    import spot_utils
+    from spot_utils import distributed, runs
+    from spot_utils.runs import load_tensors
+
+    corpus = {lang: random_sequences(3, seed=i) for i, lang in enumerate(["go", "rust", "english"])}
+    fake_stage = types.SimpleNamespace(sequences=lambda P, tok, langs, split, n, max_len: {lang: corpus[lang] for lang in langs})
+    monkeypatch.setitem(sys.modules, "spot_utils.stage", fake_stage)
+    monkeypatch.setattr(spot_utils, "stage", fake_stage, raising=False)
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    for k, v in dict(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK="0", WORLD_SIZE="1", LOCAL_RANK="0").items():
+        monkeypatch.setenv(k, v)
+    params = tmp_path / "dp.yaml"
+    params.write_text(yaml.safe_dump(dict(run_name="dp", model="random:llama", languages=["go", "rust"],
+                                          criterion="fisher", batch_size=2, checkpoint_every=2, max_len=16)))
+    distributed.main([str(params)])
+    model, _ = load_model("random:llama")
+    for lang, seqs in corpus.items():
+        got, manifest = load_tensors(tmp_path / "runs" / "dp" / "scores" / f"{lang}.safetensors")
+        assert manifest["language"] == lang and manifest["criterion"] == "fisher"
+        ref = score(model, seqs, criterion="fisher", max_len=16)
+        for n in ref:
+            torch.testing.assert_close(got[n], ref[n], rtol=1e-6, atol=1e-10)
+    assert not any((tmp_path / "runs" / "dp" / "checkpoints").rglob("*.safetensors"))

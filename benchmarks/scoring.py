@@ -228,7 +228,8 @@ def report(r):
         print(f"  memory ({r['memory_kind']}): weights {mb(r['weights_bytes'])} + fp32 accumulator "
               f"{mb(r['fp32_accumulator_bytes'])} + activations {mb(r['activations_bytes'])}; scoring peak above "
               f"the loaded model {mb(r['score_peak_above_base_bytes'])} (bare step: "
-              f"{mb(r['bare_peak_above_base_bytes'])}); peak / bound {r['score_peak_over_bound']:.3f} (target ≤ 1.10)")
+              f"{mb(r['bare_peak_above_base_bytes'])}); peak / bound {r['score_peak_over_bound']:.3f} "
+              "(target ≤ 1.10)")
 
 
 if __name__ == "__main__":

@@ -71,7 +71,8 @@ def test_cli_scores_every_language_and_rank0_writes_checked_files(tmp_path, monk
     from spot_utils.runs import load_tensors
 
     corpus = {lang: random_sequences(3, seed=i) for i, lang in enumerate(["go", "rust", "english"])}
-    fake_stage = types.SimpleNamespace(sequences=lambda P, tok, langs, split, n, max_len: {lang: corpus[lang] for lang in langs})
+    fake_stage = types.SimpleNamespace(
+        sequences=lambda P, tok, langs, split, n, max_len: {lang: corpus[lang] for lang in langs})
     monkeypatch.setitem(sys.modules, "spot_utils.stage", fake_stage)
     monkeypatch.setattr(spot_utils, "stage", fake_stage, raising=False)
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")

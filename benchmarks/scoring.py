@@ -10,6 +10,8 @@
    `score` at batch B: sequences/s and the largest difference of their results.
 3. peak memory (fresh subprocess per phase; CUDA allocator peak on GPU, sampled RSS on CPU) against
    weights + one fp32 accumulator + activations (activations = the peak of a forward pass that keeps its graph).
+4. with --per-sequence: `score(criterion="fisher")` (one sequence per backward) vs torch.func per-sample
+   gradients (vmap over chunks of `batch` sequences), at equal results.
 """
 from __future__ import annotations
 
@@ -88,6 +90,24 @@ def reference(model, params, seqs, device):
     return {n: a.cpu() for n, a in acc.items()}
 
 
+def fisher_vmap(model, params, groups, device):
+    """Σ_x (∇L(x))² from torch.func per-sample gradients, vmapped over each batch (B copies of the gradients)."""
+    from torch.func import functional_call, grad, vmap
+    rest = {n: p.detach() for n, p in model.named_parameters() if n not in params}
+
+    def loss(p, ids):
+        logits = functional_call(model, ({**rest, **p},), kwargs=dict(input_ids=ids[None])).logits[0, :-1]
+        return torch.nn.functional.cross_entropy(logits.float(), ids[1:])
+    acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
+    weights = {n: p.detach() for n, p in params.items()}
+    for batch in groups:  # equal lengths: no padding inside vmap
+        per_sample = vmap(grad(loss), in_dims=(None, 0))(weights, torch.stack(batch).to(device))
+        for n, g in per_sample.items():
+            acc[n].add_(g.float().square().sum(0))
+    sync(device)
+    return {n: a.cpu() for n, a in acc.items()}
+
+
 def timed(fn):
     start = time.perf_counter()
     out = fn()
@@ -154,6 +174,7 @@ def main():
     ap.add_argument("--reps", type=int, default=3, help="interleaved repetitions (median reported)")
     ap.add_argument("--threads", type=int, default=None)
     ap.add_argument("--no-memory", action="store_true")
+    ap.add_argument("--per-sequence", action="store_true", help="also time fisher: batch-1 loop vs torch.func vmap")
     ap.add_argument("--out", default=None, help="JSON file for the results")
     ap.add_argument("--probe", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -193,6 +214,18 @@ def main():
         speedup_vs_reference=ref_t / ours_t, max_abs_diff_vs_reference=diff, reference_max_abs=scale,
         tokens_per_s=tokens / ours_t,
         all_times=dict(bare=t_bare, score=t_score, reference=t_ref))
+    if args.per_sequence:
+        t_loop, t_vmap = [], []
+        for _ in range(args.reps):
+            t, loop = timed(lambda: score(model, seqs, criterion="fisher"))
+            t_loop.append(t)
+            t, vm = timed(lambda: fisher_vmap(model, params, groups, args.device))
+            t_vmap.append(t)
+        scale = max(v.abs().max().item() for v in loop.values())
+        res.update(fisher_loop_s=statistics.median(t_loop), fisher_vmap_s=statistics.median(t_vmap),
+                   fisher_max_abs_diff=max((vm[n] - loop[n]).abs().max().item() for n in loop),
+                   fisher_max_abs=scale)
+        res["all_times"].update(fisher_loop=t_loop, fisher_vmap=t_vmap)
     if res["gpu"]:
         peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in res["gpu"]), None)
         flops = 6 * n_params * tokens / ours_t  # ≈ forward + backward of every weight
@@ -222,6 +255,9 @@ def report(r):
     print(f"  reference batch-1 loop    {r['reference_seq_per_s']:.2f} seq/s   ours {r['ours_seq_per_s']:.2f} seq/s"
           f"   speed-up {r['speedup_vs_reference']:.2f}×   max |diff| {r['max_abs_diff_vs_reference']:.2e}"
           f" (max |score| {r['reference_max_abs']:.2e})")
+    if "fisher_loop_s" in r:
+        print(f"  fisher, batch-1 loop      {r['fisher_loop_s']:.3f} s   torch.func vmap over {r['batch']} "
+              f"{r['fisher_vmap_s']:.3f} s   max |diff| {r['fisher_max_abs_diff']:.2e} (max {r['fisher_max_abs']:.2e})")
     if "mfu" in r:
         print(f"  {r['tokens_per_s']:,.0f} tokens/s, {r['model_tflops']:.1f} TFLOP/s, MFU {r['mfu']}")
     if "weights_bytes" in r:

@@ -39,14 +39,14 @@ def test_sigkilled_run_resumes_to_the_same_scores(tmp_path):
     ckpt = tmp_path / "ckpt"
     script = tmp_path / "child.py"
     script.write_text(CHILD.format(root=str(ROOT), tests=str(ROOT / "tests"), ckpt=str(ckpt)))
-    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    child = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     path = ckpt / "checkpoint.safetensors"
     deadline = time.monotonic() + 120
     while not path.exists() and child.poll() is None and time.monotonic() < deadline:
         time.sleep(0.02)
     os.kill(child.pid, signal.SIGKILL)
-    child.wait()
-    assert child.returncode == -signal.SIGKILL, "the child finished before it could be killed"
+    _, err = child.communicate()
+    assert child.returncode == -signal.SIGKILL, f"the child ended before it was killed: {err.decode()[-2000:]}"
     position = checkpoint_position(path)
     assert 0 < position < 12
 

@@ -66,6 +66,13 @@ SCHEMA = {
     "n_eval_sequences": (_is_int(1), "an integer ≥ 1", 2),
     "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
     "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
+    # issue 4: scoring at full strength (scope parts, over-long sequences, checkpoints)
+    "score_include": (lambda v: _is_list_of(lambda x: x in ("decoder_layers", "embeddings", "lm_head", "other",
+                                                            "all"))(v) and len(v) > 0,
+                      "a non-empty list from decoder_layers, embeddings, lm_head, other, all", ["decoder_layers"]),
+    "overlong": (lambda v: v in ("chunk", "drop"), "chunk or drop (sequences longer than max_len)", "chunk"),
+    "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
+                         "(sequences between scoring checkpoints)", None),
 }
 # --- issue 6: overlap statistics (stage 05) ---
 SCHEMA.update({

@@ -1,8 +1,10 @@
 """Per-parameter importance on a corpus: S = θ ⊙ Σ_x ∇θ L(x) and its variants (SPEC §1)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import re
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable, Iterable
@@ -38,14 +40,50 @@ def decoder_layers_prefix(model) -> str:
     return clean_name(best) + "."
 
 
-def scoped_parameters(model, include: Callable | None = None) -> dict[str, torch.nn.Parameter]:
+SCOPE_PARTS = ("decoder_layers", "embeddings", "lm_head", "other", "all")
+
+
+def scope_filter(model, parts) -> Callable:
+    """An `include` callable selecting named parts of the model (SCOPE_PARTS).
+
+    decoder_layers: every parameter inside the decoder layers; embeddings: the input embedding; lm_head: the
+    output projection (the embedding itself when tied); other: what is left (final norm, ...); all: everything.
+    """
+    parts = [parts] if isinstance(parts, str) else list(parts)
+    unknown = [p for p in parts if p not in SCOPE_PARTS]
+    if unknown or not parts:
+        raise ValueError(f"unknown scope parts {unknown or parts}; accepted: {SCOPE_PARTS}")
+    prefix = decoder_layers_prefix(model)
+    embed = {id(p) for p in model.get_input_embeddings().parameters()}
+    out = model.get_output_embeddings()
+    head = {id(p) for p in out.parameters()} if out is not None else set()
+
+    def part(name, p):
+        if name.startswith(prefix):
+            return "decoder_layers"
+        if id(p) in embed:
+            return "embeddings"
+        return "lm_head" if id(p) in head else "other"
+
+    def include(name, p):
+        if "all" in parts:
+            return True
+        kind = part(name, p)
+        # a tied embedding / LM head is one tensor: either part selects it
+        return kind in parts or (kind == "embeddings" and id(p) in head and "lm_head" in parts)
+    return include
+
+
+def scoped_parameters(model, include=None) -> dict[str, torch.nn.Parameter]:
     """The parameters a score covers: decoder layers by default, else those where include(name, p) is true.
 
-    Tied parameters appear once (named_parameters de-duplicates them).
+    `include` may also be a part name or a list of them (see scope_filter). Tied parameters appear once
+    (named_parameters de-duplicates them).
     """
     if include is None:
-        prefix = decoder_layers_prefix(model)
-        include = lambda name, p: name.startswith(prefix)  # noqa: E731
+        include = ["decoder_layers"]
+    if not callable(include):
+        include = scope_filter(model, include)
     return {clean_name(n): p for n, p in model.named_parameters() if include(clean_name(n), p)}
 
 
@@ -71,15 +109,69 @@ def _scoring_state(model, params: dict[str, torch.nn.Parameter]):
 
 
 def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_weight", batch_size: int = 8,
-          include: Callable | None = None, name: str | None = None, checkpoint_dir=None,
-          checkpoint_every: int | None = None) -> dict[str, torch.Tensor]:
+          include=None, name: str | None = None, checkpoint_dir=None, checkpoint_every: int | None = None,
+          *, max_len: int | None = None, overlong: str = "chunk", info: dict | None = None) -> dict[str, torch.Tensor]:
     """Importance of every scoped parameter on `sequences` (float32, CPU, the parameter's shape).
 
     grad_x_weight: θ ⊙ Σ_x ∇L(x) (signed); abs_grad_x_weight: Σ_x |θ ⊙ ∇L(x)|; fisher: Σ_x (∇L(x))²;
     magnitude: |θ|. L(x) is the mean next-token loss of x; a batch backpropagates Σ_b L(x_b), so the
-    result does not depend on batch_size. Gradients are folded into fp32 accumulators by
-    post-accumulate-grad hooks and freed at once. With checkpoint_dir, the accumulators and position
-    are saved atomically every `checkpoint_every` sequences and a rerun resumes from there.
+    result does not depend on batch_size (the per-sequence criteria run one sequence per backward: exact,
+    and no per-sample gradient copies). The model may be float32, bfloat16 or float16: gradients are folded
+    into float32 accumulators by post-accumulate-grad hooks and freed at once. Sequences longer than
+    `max_len` are cut into max_len pieces (overlong="chunk") or left out ("drop"). With checkpoint_dir, the
+    accumulators and position are saved atomically every `checkpoint_every` sequences and a rerun resumes
+    from there. A NaN/inf loss or gradient raises FloatingPointError naming `name` and the sequence.
+    If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, batch_size used,
+    resumed_from, seconds, tokens_per_s).
+    """
+    params, acc = accumulate(model, sequences, criterion, batch_size, include, name, checkpoint_dir,
+                             checkpoint_every, max_len=max_len, overlong=overlong, info=info)
+    return finalize(params, acc, criterion)
+
+
+def finalize(params: dict[str, torch.nn.Parameter], acc: dict[str, torch.Tensor], criterion: str):
+    """Scores (float32, CPU) from the accumulated sums (consumed): θ ⊙ Σ∇L for grad_x_weight, else the sums."""
+    if criterion == "grad_x_weight":
+        for n, a in acc.items():
+            a.mul_(params[n].detach())  # in place: no second full-size buffer
+    return {n: a.cpu() for n, a in acc.items()}
+
+
+def cap_length(sequences: list[torch.Tensor], max_len: int | None, overlong: str = "chunk"):
+    """Sequences of at most max_len tokens: longer ones cut into pieces (pieces < 2 tokens dropped) or dropped.
+
+    Returns (sequences, number of sequences that were longer than max_len).
+    """
+    out, _, n_over = _cap(sequences, max_len, overlong)
+    return out, n_over
+
+
+def _cap(sequences, max_len, overlong):
+    """cap_length plus, for every output sequence, the index of the input sequence it came from."""
+    if overlong not in ("chunk", "drop"):
+        raise ValueError(f"overlong must be 'chunk' or 'drop', got {overlong!r}")
+    if max_len is not None and max_len < 2:
+        raise ValueError(f"max_len must be at least 2, got {max_len}")
+    out, origin, n_over = [], [], 0
+    for i, s in enumerate(sequences):
+        if max_len is None or len(s) <= max_len:
+            pieces = [s]
+        else:
+            n_over += 1
+            pieces = [p for p in s.split(max_len) if len(p) >= 2] if overlong == "chunk" else []
+        out += pieces
+        origin += [i] * len(pieces)
+    return out, origin, n_over
+
+
+def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, include=None, name=None,
+               checkpoint_dir=None, checkpoint_every=None, *, max_len=None, overlong="chunk", info=None,
+               allow_empty=False, sequence_ids=None):
+    """(scoped parameters, fp32 accumulators on the model's device): the sums behind `score`, before finalize.
+
+    For grad_x_weight the accumulator holds Σ∇L (θ is applied by finalize), so sums over shards can be added.
+    Errors name sequences by their index in `sequences`, or by sequence_ids[index] when given (e.g. a shard's
+    indices in the whole corpus).
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; accepted: {CRITERIA}")
@@ -87,32 +179,38 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
     params = scoped_parameters(model, include)
     if not params:
         raise ValueError("no parameter is in scope: check `include`")
+    device = next(iter(params.values())).device
+    acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
     if criterion == "magnitude":
-        return {n: p.detach().float().abs().cpu() for n, p in params.items()}
+        for n, p in params.items():
+            acc[n].copy_(p.detach().abs())
+        return params, acc
     sequences = [torch.as_tensor(s) for s in sequences]
-    if not sequences:
-        raise ValueError(f"empty corpus for {label!r}: nothing to score")
     for i, s in enumerate(sequences):
         if s.ndim != 1 or len(s) < 2:
             raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
                              f"got shape {tuple(s.shape)}")
+    ids = list(range(len(sequences))) if sequence_ids is None else list(sequence_ids)
+    sequences, origin, n_over = _cap(sequences, max_len, overlong)
+    origin = [ids[i] for i in origin]
+    if not sequences and not allow_empty:
+        raise ValueError(f"empty corpus for {label!r}: nothing to score")
     if criterion in PER_SEQUENCE:
         batch_size = 1  # exact per-sequence gradients
-    device = next(iter(params.values())).device
-    acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
-    start = _resume(checkpoint_dir, acc, criterion, label, len(sequences))
-    bad = torch.zeros((), dtype=torch.bool, device=device)
+    job = dict(criterion=criterion, name=label, total=len(sequences), corpus=corpus_fingerprint(sequences))
+    start = _resume(checkpoint_dir, acc, job)
+    began = time.perf_counter()
+    pending = []  # (first position, per-sequence non-finite loss) since the last check: checked lazily (no sync)
 
     def fold(n: str) -> Callable:
         def hook(p: torch.Tensor) -> None:
-            g = p.grad.float()
-            bad.logical_or_(~torch.isfinite(g).all())
+            g = p.grad  # NaN/inf in g stays in the sum: the accumulators are checked, not every g
             if criterion == "grad_x_weight":
-                acc[n].add_(g)  # Σ∇L; multiplied by θ once at the end
+                acc[n].add_(g)  # Σ∇L, computed in fp32 (no fp32 copy of g); multiplied by θ once at the end
             elif criterion == "abs_grad_x_weight":
-                acc[n].add_((g * p.detach().float()).abs_())
+                acc[n].add_((g.float() * p.detach().float()).abs_())
             else:
-                acc[n].addcmul_(g, g)
+                acc[n].addcmul_(g, g)  # fp32 product and sum
             p.grad = None
         return hook
 
@@ -124,48 +222,86 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
                 batch = sequences[lo: lo + batch_size]
                 loss, _, _ = sequence_losses(model, *pad_batch(batch, device))
                 loss.sum().backward()
-                if bad.item() or not torch.isfinite(loss).all():
-                    worst = [lo + i for i, v in enumerate(loss.tolist()) if not torch.isfinite(torch.tensor(v))]
-                    where = f"sequence {worst[0]}" if worst else f"sequences {lo}-{lo + len(batch) - 1}"
-                    raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, {where}")
+                pending.append((lo, ~torch.isfinite(loss.detach())))
                 bar.update(len(batch))
                 done = lo + len(batch)
-                if checkpoint_dir and checkpoint_every and done < len(sequences) and \
-                        done // checkpoint_every > lo // checkpoint_every:
-                    _save_checkpoint(checkpoint_dir, acc, criterion, label, done, len(sequences))
+                due = checkpoint_dir and checkpoint_every and done < len(sequences) and \
+                    done // checkpoint_every > lo // checkpoint_every
+                if due or len(pending) >= 32 or done == len(sequences):
+                    _raise_if_nonfinite(pending, acc, label, origin)
+                if due:
+                    _save_checkpoint(checkpoint_dir, acc, job, done)
             bar.close()
     finally:
         for h in handles:
             h.remove()
-    if criterion == "grad_x_weight":
-        for n, p in params.items():
-            acc[n].mul_(p.detach().float())
+    if info is not None:
+        seconds = time.perf_counter() - began
+        tokens = sum(len(s) for s in sequences[start:])
+        info.update(sequences=len(sequences), tokens=sum(len(s) for s in sequences), overlong=n_over,
+                    batch_size=batch_size,
+                    overlong_policy=overlong if max_len else None, max_len=max_len, resumed_from=start,
+                    seconds=round(seconds, 3), tokens_per_s=round(tokens / seconds, 1) if seconds > 0 else None)
     if checkpoint_dir:
         _checkpoint_path(checkpoint_dir).unlink(missing_ok=True)
-    return {n: a.cpu() for n, a in acc.items()}
+    return params, acc
+
+
+def _raise_if_nonfinite(pending: list, acc: dict, label: str, origin: list[int]) -> None:
+    """Raise FloatingPointError naming the sequence whose loss was NaN/inf, or, when only a gradient was, the
+    sequences since the last check (a non-finite gradient leaves the accumulators non-finite); clear `pending`.
+
+    origin[i] is the index reported for position i (the input sequence a chunk came from).
+    """
+    if not pending:
+        return
+    loss_bad = torch.cat([b for _, b in pending]).cpu()
+    if loss_bad.any():
+        where = f"sequence {origin[pending[0][0] + int(loss_bad.nonzero()[0])]}"
+    elif not all(torch.isfinite(a).all() for a in acc.values()):
+        seen = sorted(set(origin[pending[0][0]: pending[0][0] + len(loss_bad)]))
+        where = "sequence " + str(seen[0]) if len(seen) == 1 else "one of sequences " + (
+            ", ".join(map(str, seen)) if len(seen) <= 8 else f"{seen[0]}-{seen[-1]} ({len(seen)} sequences)")
+    else:
+        pending.clear()
+        return
+    raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, {where}; nothing was written")
+
+
+def corpus_fingerprint(sequences: list[torch.Tensor]) -> str:
+    """SHA-256 of the token ids and lengths: a checkpoint resumes only the job it was written for."""
+    h = hashlib.sha256()
+    for s in sequences:
+        h.update(len(s).to_bytes(8, "little"))
+        h.update(s.to(device="cpu", dtype=torch.int64).numpy().tobytes())
+    return h.hexdigest()
 
 
 def _checkpoint_path(checkpoint_dir) -> Path:
     return Path(checkpoint_dir) / "checkpoint.safetensors"
 
 
-def _save_checkpoint(checkpoint_dir, acc, criterion, label, position, total) -> None:
+def _save_checkpoint(checkpoint_dir, acc, job: dict, position: int) -> None:
     """Accumulators and position in one file, written atomically: a kill leaves the previous one."""
-    state = dict(criterion=criterion, name=label, position=position, total=total)
     with atomic_path(_checkpoint_path(checkpoint_dir)) as tmp:
         save_file({n: a.cpu().contiguous() for n, a in acc.items()}, str(tmp),
-                  metadata={"state": json.dumps(state)})
+                  metadata={"state": json.dumps({**job, "position": position})})
 
 
-def _resume(checkpoint_dir, acc, criterion, label, total) -> int:
+def _resume(checkpoint_dir, acc, job: dict) -> int:
     """Load accumulators from a checkpoint of the same job; return the position to continue from."""
-    path = _checkpoint_path(checkpoint_dir) if checkpoint_dir else None
-    if path is None or not path.exists():
+    if not checkpoint_dir:
+        return 0
+    path = _checkpoint_path(checkpoint_dir)
+    for stale in path.parent.glob(f".{path.name}.*.tmp"):  # left by a process killed mid-write
+        stale.unlink(missing_ok=True)
+    if not path.exists():
         return 0
     with safe_open(str(path), framework="pt") as f:
         state = json.loads(f.metadata()["state"])
-        if (state["criterion"], state["name"], state["total"]) != (criterion, label, total):
-            raise ValueError(f"checkpoint {path} belongs to another job {state}; "
+        if {k: state.get(k) for k in job} != job:
+            raise ValueError(f"checkpoint {path} belongs to another job (criterion {state.get('criterion')!r}, "
+                             f"name {state.get('name')!r}, {state.get('total')} sequences); "
                              "remove it or use another checkpoint_dir")
         if set(f.keys()) != set(acc):
             raise ValueError(f"checkpoint {path} covers other parameters than this model's scope")

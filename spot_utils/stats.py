@@ -53,17 +53,12 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.9
 
 
 def holm(pvalues) -> np.ndarray:
-    """Holm–Bonferroni adjusted p-values (same order as given; NaN stays NaN and is not counted)."""
+    """Holm–Bonferroni adjusted p-values (same order as given); NaN stays NaN and is not counted."""
+    from .overlap import holm as holm_list
     p = np.asarray(pvalues, dtype=float)
     out = np.full_like(p, np.nan)
     ok = ~np.isnan(p)
-    q = p[ok]
-    m = len(q)
-    order = np.argsort(q, kind="stable")
-    adjusted = np.minimum(1.0, np.maximum.accumulate((m - np.arange(m)) * q[order]))
-    res = np.empty(m)
-    res[order] = adjusted
-    out[ok] = res
+    out[ok] = holm_list(p[ok].tolist())
     return out
 
 
@@ -79,6 +74,30 @@ def selectivity(code_rise: float, general_rise: float, threshold: float = 0.01) 
     return code_rise / general_rise if code_rise > threshold and general_rise > threshold else float("nan")
 
 
+def _paired_resamples(frames: list[dict], subsets, n_boot: int, seed: int):
+    """Yield, n_boot times, copies of every frame (subset -> per-item array) resampled with the same
+    item indices within each subset."""
+    rng = np.random.default_rng(seed)
+    arrays = [{s: np.asarray(f[s], dtype=float) for s in subsets} for f in frames]
+    for _ in range(n_boot):
+        pick = {s: rng.integers(0, len(arrays[0][s]), len(arrays[0][s])) for s in subsets}
+        yield [{s: a[s][pick[s]] for s in subsets} for a in arrays]
+
+
+def _interval(values, level):
+    alpha = (1 - level) / 2
+    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
+
+
+def rises_ci(ablated: dict, baseline: dict, code_subsets, general: str, n_boot: int = 1000, seed: int = 0,
+             level: float = 0.95) -> dict:
+    """Code and general rise with bootstrap intervals (items resampled within each subset, in pairs)."""
+    code, gen = rises(ablated, baseline, code_subsets, general)
+    boot = np.array([rises(a, b, code_subsets, general) for a, b in
+                     _paired_resamples([ablated, baseline], list(code_subsets) + [general], n_boot, seed)])
+    return dict(code=(code, *_interval(boot[:, 0], level)), general=(gen, *_interval(boot[:, 1], level)))
+
+
 def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, code_subsets, general: str,
                              n_boot: int = 1000, seed: int = 0, level: float = 0.95,
                              threshold: float = 0.01) -> dict:
@@ -88,25 +107,15 @@ def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, cod
     Resamples where either selectivity is undefined are dropped; `defined` is the share kept. The p-value
     is the two-sided bootstrap p of the difference (NaN when the point difference is undefined).
     """
-    subsets = list(code_subsets) + [general]
-    rng = np.random.default_rng(seed)
-    arrays = {s: (np.asarray(ablated[s], float), np.asarray(reference[s], float), np.asarray(baseline[s], float))
-              for s in subsets}
-    point = (selectivity(*rises(ablated, baseline, code_subsets, general), threshold)
-             - selectivity(*rises(reference, baseline, code_subsets, general), threshold))
-    diffs = []
-    for _ in range(n_boot):
-        pick = {s: rng.integers(0, len(arrays[s][0]), len(arrays[s][0])) for s in subsets}
-        a = {s: arrays[s][0][pick[s]] for s in subsets}
-        r = {s: arrays[s][1][pick[s]] for s in subsets}
-        b = {s: arrays[s][2][pick[s]] for s in subsets}
-        diffs.append(selectivity(*rises(a, b, code_subsets, general), threshold)
-                     - selectivity(*rises(r, b, code_subsets, general), threshold))
-    diffs = np.array(diffs)
+    def diff(a, r, b):
+        return (selectivity(*rises(a, b, code_subsets, general), threshold)
+                - selectivity(*rises(r, b, code_subsets, general), threshold))
+    point = diff(ablated, reference, baseline)
+    diffs = np.array([diff(*f) for f in _paired_resamples([ablated, reference, baseline],
+                                                          list(code_subsets) + [general], n_boot, seed)])
     kept = diffs[~np.isnan(diffs)]
-    alpha = (1 - level) / 2
     if np.isnan(point) or len(kept) == 0:
         return dict(diff=point, ci_low=float("nan"), ci_high=float("nan"), p=float("nan"), defined=len(kept) / n_boot)
     p = min(1.0, 2 * min(np.mean(kept <= 0), np.mean(kept >= 0)))
-    return dict(diff=float(point), ci_low=float(np.quantile(kept, alpha)), ci_high=float(np.quantile(kept, 1 - alpha)),
-                p=float(p), defined=len(kept) / n_boot)
+    lo, hi = _interval(kept, level)
+    return dict(diff=float(point), ci_low=lo, ci_high=hi, p=float(p), defined=len(kept) / n_boot)

@@ -81,3 +81,13 @@ def test_selectivity_vs_reference_sign_and_interval():
     assert res["ci_low"] <= res["diff"] <= res["ci_high"] and res["p"] < 0.05
     same = stats.selectivity_vs_reference(uniform, uniform, base, ["go", "rust"], "english", n_boot=50)
     assert same["diff"] == 0 and same["p"] == 1.0
+
+
+def test_rises_interval_contains_the_point_and_is_degenerate_for_constant_ratios():
+    base = {"go": np.array([1.0, 2.0, 3.0]), "english": np.array([2.0, 4.0, 6.0])}
+    abl = {"go": base["go"] * 1.5, "english": base["english"] * 1.2}
+    res = stats.rises_ci(abl, base, ["go"], "english", n_boot=200)
+    assert np.allclose(res["code"], 0.5) and np.allclose(res["general"], 0.2)  # every resample gives the same ratio
+    abl["go"] = np.array([1.0, 2.0, 6.0])
+    code, lo, hi = stats.rises_ci(abl, base, ["go"], "english", n_boot=500)["code"]
+    assert code == pytest.approx(0.5) and lo < code < hi

@@ -56,3 +56,74 @@ def encode_pairs(tokenizer, pairs: dict[str, list[tuple[str, str]]], max_len: in
             seqs[subset].append(torch.tensor(ctx + cont, dtype=torch.int32))
             ctx_lens[subset].append(len(ctx))
     return seqs, ctx_lens
+
+
+HUMANEVAL_STOP = ("\nclass", "\ndef", "\n#", "\nif", "\nprint")
+MBPP_STOP = ("\nclass", "\nassert", '\n"""', "\nprint", "\nif", "\n```")
+
+
+def truncate_at_stop(text: str, stop) -> str:
+    """Text up to the first occurrence of any stop sequence."""
+    cut = min([i for i in (text.find(s) for s in stop) if i >= 0], default=len(text))
+    return text[:cut]
+
+
+@torch.no_grad()
+def generate_greedy(model, tokenizer, prompts: list[str], stop, max_new_tokens: int = 512, batch_size: int = 8,
+                    desc: str = "generate") -> list[str]:
+    """Greedy completions of raw prompts, batched with left padding, cut at the first stop sequence.
+
+    The KV cache is switched on for this call only (never for loss evaluation); a batch stops as soon as
+    every completion in it contains a stop sequence or ends with EOS.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList
+
+    device = next(model.parameters()).device
+    out = []
+    side = tokenizer.padding_side
+    tokenizer.padding_side = "left"
+    try:
+        for lo in tqdm(range(0, len(prompts), batch_size), desc=desc, leave=False):
+            batch = prompts[lo: lo + batch_size]
+            enc = tokenizer(batch, return_tensors="pt", padding=True).to(device)
+            width = enc.input_ids.shape[1]
+
+            class AllStopped(StoppingCriteria):
+                def __call__(self, input_ids, scores, **kwargs):
+                    texts = tokenizer.batch_decode(input_ids[:, width:], skip_special_tokens=True)
+                    done = [any(s in t for s in stop) for t in texts]
+                    eos = (input_ids[:, width:] == tokenizer.eos_token_id).any(1).tolist()
+                    return all(d or e for d, e in zip(done, eos))
+
+            gen = model.generate(**enc, do_sample=False, max_new_tokens=max_new_tokens, use_cache=True,
+                                 pad_token_id=tokenizer.pad_token_id,
+                                 stopping_criteria=StoppingCriteriaList([AllStopped()]))
+            texts = tokenizer.batch_decode(gen[:, width:], skip_special_tokens=True)
+            out += [truncate_at_stop(t, stop) for t in texts]
+    finally:
+        tokenizer.padding_side = side
+    return out
+
+
+def mbpp_prompt(problem: dict) -> str:
+    """The raw MBPP prompt: task text and its first test in a docstring (as in the bigcode harness)."""
+    return f'"""\n{problem["text"]}\n{problem["test_list"][0]}\n"""\n'
+
+
+def pass_at_1(model, tokenizer, humaneval_problems: list[dict], mbpp_problems: list[dict], max_new_tokens: int = 512,
+              batch_size: int = 8, timeout: float = 10.0, workers: int = 2) -> pd.DataFrame:
+    """Greedy pass@1 per problem (rows subset, item, pass@1): HumanEval prompt + completion, MBPP completion,
+    each executed with its tests in a limited subprocess (spot_utils.execution)."""
+    from .execution import humaneval_program, mbpp_program, run_many
+
+    rows = []
+    for subset, problems, prompt, stop, program in (
+            ("humaneval", humaneval_problems, lambda p: p["prompt"], HUMANEVAL_STOP, humaneval_program),
+            ("mbpp", mbpp_problems, mbpp_prompt, MBPP_STOP, mbpp_program)):
+        if not problems:
+            continue
+        completions = generate_greedy(model, tokenizer, [prompt(p) for p in problems], stop, max_new_tokens,
+                                      batch_size, desc=subset)
+        results = run_many([program(p, c) for p, c in zip(problems, completions)], workers=workers, timeout=timeout)
+        rows += [dict(subset=subset, item=i, **{"pass@1": float(r.passed)}) for i, r in enumerate(results)]
+    return pd.DataFrame(rows)

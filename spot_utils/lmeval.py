@@ -75,6 +75,8 @@ class MultipleChoice:
         self.lm = HFLM(pretrained=model, tokenizer=tokenizer, batch_size=batch_size)
         model.config.use_cache = use_cache
         self.model = model
+        self.chance = {b: sum(1 / len(d["choices"]) for d in items) / len(items) for b, items in benchmarks.items()}
+        self.sizes = {b: len(items) for b, items in benchmarks.items()}
         with warnings.catch_warnings():  # get_task_dict is deprecated in 0.4.13 but still what evaluate() takes
             warnings.simplefilter("ignore", DeprecationWarning)
             self.tasks = get_task_dict(names, TaskManager(include_path=str(Path(folder).resolve()),

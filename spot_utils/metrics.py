@@ -54,3 +54,20 @@ def write_metrics(path, rows: list[dict]) -> None:
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))
+
+
+def format_ci(value, lo, hi, digits: int = 3) -> str:
+    """'2.31 [2.25, 2.38]' (no interval when the bounds are missing; '—' for a missing value)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def ci_pivot(df: pd.DataFrame, index, columns, digits: int = 3) -> pd.DataFrame:
+    """Pivot rows into a table of 'value [ci_low, ci_high]' strings (mean over duplicates such as seeds)."""
+    g = df.groupby(list(np.atleast_1d(index)) + list(np.atleast_1d(columns)), sort=False)
+    agg = g.agg(value=("value", "mean"), lo=("ci_low", "min"), hi=("ci_high", "max")).reset_index()
+    agg["cell"] = [format_ci(v, lo, hi, digits) for v, lo, hi in zip(agg.value, agg.lo, agg.hi)]
+    return agg.pivot(index=index, columns=columns, values="cell").fillna("—")

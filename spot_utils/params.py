@@ -83,6 +83,9 @@ SCHEMA.update({
                                  "matrix at k_detail; 0: off)", 2),
     "likelihood_items": (_is_int(0), "an integer ≥ 0 (HumanEval / MBPP / multilingual MBPP reference solutions; "
                          "0: off)", 0),
+    "likelihood_languages": (lambda v: v is None or _is_list_of(lambda x: x in CODE_LANGUAGES)(v),
+                             "null (every code language of the run) or a list of code languages (multilingual MBPP)",
+                             None),
     "likelihood_max_len": (_is_int(8), "an integer ≥ 8 (token cap of prompt + reference solution)", 512),
     "mc_benchmarks": (_is_list_of(lambda x: x in _MC), f"a list from {list(_MC)}", []),
     "mc_items": (_is_int(1), "an integer ≥ 1 (items per multiple-choice benchmark, a seeded subsample)", 50),

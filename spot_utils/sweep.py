@@ -151,7 +151,8 @@ def build_evaluators(params: dict, model, tokenizer, loss_subsets, work_dir) -> 
     from .evaluation import encode_pairs, pass_at_1
     likelihood = mc = generation = None
     if params["likelihood_items"] > 0:
-        langs = params["languages"] + params["unseen_languages"]
+        langs = params["likelihood_languages"]
+        langs = params["languages"] + params["unseen_languages"] if langs is None else langs
         pairs = evalsets.reference_pairs(languages=langs, n=params["likelihood_items"], seed=params["seed"])
         likelihood = encode_pairs(tokenizer, pairs, params["likelihood_max_len"])
     if params["mc_benchmarks"]:
@@ -178,7 +179,7 @@ class Evaluators:
     """
 
     def __init__(self, model, loss_subsets, batch_size: int, likelihood=None, mc=None, generation=None):
-        self.model, self.batch_size = model, batch_size
+        self.model, self.batch_size, self.likelihood, self.mc = model, batch_size, likelihood, mc
         self.groups = {"loss": lambda: item_losses(model, loss_subsets, batch_size, desc="loss")}
         if likelihood is not None:
             seqs, ctx = likelihood

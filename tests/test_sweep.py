@@ -158,6 +158,13 @@ def test_batched_greedy_generation_equals_a_plain_argmax_loop(llama):
     assert model.config.use_cache is False  # generation switches the cache on for its own call only
 
 
+def test_gsm8k_answer_extraction():
+    from spot_utils.evaluation import gsm8k_answer
+    assert gsm8k_answer(" 3 + 4 = 7 eggs, 7 * 2 = 14. So the answer is $1,400.") == "1400"
+    assert gsm8k_answer(" So the answer is 18.") == "18" and gsm8k_answer("x = 2.50 then 3") == "3"
+    assert gsm8k_answer("the answer is 2.50") == "2.5" and gsm8k_answer("no number") is None
+
+
 def test_truncate_at_stop():
     assert truncate_at_stop("    return 1\ndef g():\n", ("\ndef", "\nclass")) == "    return 1"
     assert truncate_at_stop("x", ("\ndef",)) == "x"
@@ -183,7 +190,7 @@ def test_full_params_run_end_to_end_on_a_small_subsample(tmp_path):
     params.update(run_name="full_small", model="random:llama", corpus_source="tests/fixtures/corpus",
                   n_score_sequences=4, max_len=64, n_eval_sequences=2, eval_max_len=64,
                   k_grid=params["k_grid"][-3:], likelihood_items=2, likelihood_max_len=64, mc_items=2,
-                  generation_items=1, generation_max_new_tokens=8, cross_ablation_sequences=1, bootstrap_samples=100)
+                  generation_items=1, generation_max_new_tokens=8, gsm8k_items=1, cross_ablation_sequences=1, bootstrap_samples=100)
     path = tmp_path / "full_small.yaml"
     path.write_text(yaml.safe_dump(params))
     fixture_wheels(tmp_path / "data")
@@ -199,8 +206,8 @@ def test_full_params_run_end_to_end_on_a_small_subsample(tmp_path):
             "top_entries"} <= set(rows.mask_kind)
     assert any(k.startswith("specific:") for k in rows.mask_kind)
     assert {"zero", "mean", "noise"} <= set(rows["mode"].dropna())
-    assert {"loss", "perplexity", "accuracy", "loss_rise", "acc", "acc_norm", "pass@1", "code_rise",
+    assert {"loss", "perplexity", "accuracy", "loss_rise", "acc", "acc_norm", "pass@1", "exact_match", "code_rise",
             "general_rise"} <= set(rows.metric)
-    assert {"humaneval", "mbpp", "mbpp_go", "arc_easy", "mmlu"} <= set(rows.subset)
+    assert {"humaneval", "mbpp", "mbpp_go", "arc_easy", "mmlu", "gsm8k"} <= set(rows.subset)
     for k in params["k_grid"]:  # every control at every k
         assert {"random", "magnitude", "code_minus_general"} <= set(rows[rows.k_percent == k].mask_kind)

@@ -35,9 +35,10 @@ def evaluate_mask(model, subsets, masks, baseline: pd.DataFrame, labels: dict, b
 
 
 def selectivity_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, general_subset: str,
-                     labels: dict, threshold: float = 0.01, n_boot: int = 1000) -> list[dict]:
-    """code_rise (mean r over code subsets), general_rise (r on the general subset), with bootstrap
-    intervals, and their ratio (selectivity), reported only when both rises exceed `threshold` (SPEC §4)."""
+                     labels: dict, threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
+    """code_rise (mean r over code subsets, subset 'code'), general_rise (r on the general subset), with
+    bootstrap intervals, and their ratio (selectivity), reported only when both rises exceed `threshold`
+    (SPEC §4). parts (e.g. {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     ci = stats.rises_ci(abl, base, code, general_subset, n_boot=n_boot)
@@ -48,6 +49,12 @@ def selectivity_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, 
     sel = stats.selectivity(code_rise, general_rise, threshold)
     if not np.isnan(sel):
         rows.append(row(metric="selectivity", subset=f"code/{general_subset}", value=sel, n=len(code), **labels))
+    for part, members in (parts or {}).items():
+        members = [s for s in members if s in abl]
+        if members:
+            value, lo, hi = stats.rises_ci(abl, base, members, general_subset, n_boot=n_boot)["code"]
+            rows.append(row(metric="code_rise", subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
+                            ci_high=hi, **labels))
     return rows
 
 
@@ -276,7 +283,8 @@ def reference_frames(results) -> dict[tuple, dict[str, pd.DataFrame]]:
     return out
 
 
-def paired_rows(results, baseline: dict, code_subsets, general_subset: str, n_boot: int = 1000) -> list[dict]:
+def paired_rows(results, baseline: dict, code_subsets, general_subset: str, n_boot: int = 1000,
+                parts: dict | None = None) -> list[dict]:
     """Against random_uniform of the same k and granularity (mean over its seeds), for every other mask:
     selectivity rows (code/general rises with intervals, selectivity), the selectivity difference with a
     paired bootstrap interval and p-value, and a Wilcoxon signed-rank p-value per subset and item metric.
@@ -288,7 +296,7 @@ def paired_rows(results, baseline: dict, code_subsets, general_subset: str, n_bo
             continue
         if "loss" in frames:
             rows += selectivity_rows(frames["loss"], baseline["loss"], code_subsets, general_subset, labels,
-                                     n_boot=n_boot)
+                                     n_boot=n_boot, parts=parts)
         ref = refs.get(_key(labels))
         if ref is None or labels["mask_kind"] == "random_uniform":
             continue
@@ -345,7 +353,7 @@ def rise_frame(rows: list[dict]) -> pd.DataFrame:
     from the lowest interval bound to the highest over seeds (interval and seed spread together)."""
     df = pd.DataFrame(rows)
     df = df[df.metric.isin(["code_rise", "general_rise"]) & (df["mode"].fillna("zero") == "zero")
-            & df.k_percent.notna()]
+            & df.k_percent.notna() & ~df.subset.str.startswith("code:")]
     return (df.groupby(["granularity", "mask_kind", "k_percent", "metric"], sort=False)
             .agg(value=("value", "mean"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"), seeds=("value", "size"))
             .reset_index())
@@ -378,9 +386,13 @@ def headline(rows: list[dict], k: float, granularity: str) -> pd.DataFrame:
     difference from random_uniform's with a paired-bootstrap interval and Holm-corrected p (seeds averaged)."""
     from .metrics import ci_pivot, to_frame
     df = _zero(to_frame(rows))
-    at = df[(df.k_percent == k) & (df.granularity == granularity)]  # contrastive regions are global
-    table = ci_pivot(at[at.metric.isin(["code_rise", "general_rise", "selectivity", "selectivity_minus_reference"])],
-                     "mask_kind", "metric")
+    at = df[(df.k_percent == k) & (df.granularity == granularity)].copy()  # contrastive regions are global
+    part = at.subset.fillna("").str.startswith("code:")
+    at.loc[part, "metric"] = "code_rise " + at.loc[part, "subset"].str.removeprefix("code:")
+    cols = ["code_rise"] + sorted(set(at.loc[part, "metric"])) + ["general_rise", "selectivity",
+                                                                  "selectivity_minus_reference"]
+    table = ci_pivot(at[at.metric.isin(cols)], "mask_kind", "metric")
+    table = table[[c for c in cols if c in table.columns]]
     p = at[at.metric == "p_holm_selectivity_vs_reference"].groupby("mask_kind").value.mean()
     table["p_holm vs random_uniform"] = p.reindex(table.index).map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
     return table
@@ -390,7 +402,7 @@ def finding(rows: list[dict], k: float, granularity: str) -> str:
     """One sentence on the spot against random_uniform at k, computed from the rows."""
     from .metrics import to_frame
     df = _zero(to_frame(rows))
-    df = df[(df.k_percent == k) & (df.granularity == granularity)]
+    df = df[(df.k_percent == k) & (df.granularity == granularity) & ~df.subset.fillna("").str.startswith("code:")]
 
     def val(kind, metric):
         v = df[(df.mask_kind == kind) & (df.metric == metric)].value

@@ -211,3 +211,22 @@ def test_full_params_run_end_to_end_on_a_small_subsample(tmp_path):
     assert {"humaneval", "mbpp", "mbpp_go", "arc_easy", "mmlu", "gsm8k"} <= set(rows.subset)
     for k in params["k_grid"]:  # every control at every k
         assert {"random", "magnitude", "code_minus_general"} <= set(rows[rows.k_percent == k].mask_kind)
+
+
+def test_headline_and_finding_read_the_rows():
+    lab = dict(k_percent=1.0, granularity="global", mode="zero")
+    rows = []
+    for kind, code, gen in (("spot", 0.5, 0.1), ("random_uniform", 0.2, 0.1)):
+        rows += [dict(lab, mask_kind=kind, metric="code_rise", subset="code", value=code, ci_low=code - 0.1, ci_high=code + 0.1),
+                 dict(lab, mask_kind=kind, metric="code_rise", subset="code:unseen", value=9.0, ci_low=8.0, ci_high=10.0),
+                 dict(lab, mask_kind=kind, metric="general_rise", subset="english", value=gen, ci_low=gen, ci_high=gen),
+                 dict(lab, mask_kind=kind, metric="selectivity", subset="code/english", value=code / gen)]
+    rows += [dict(lab, mask_kind="spot", metric="selectivity_minus_reference", subset="code/english", value=3.0,
+                  ci_low=1.0, ci_high=5.0, control_of="random_uniform"),
+             dict(lab, mask_kind="spot", metric="p_holm_selectivity_vs_reference", subset="code/english", value=0.01)]
+    table = sweep.headline(rows, 1.0, "global")
+    assert table.loc["spot", "code_rise"] == "0.500 [0.400, 0.600]"
+    assert table.loc["spot", "code_rise unseen"] == "9.000 [8.000, 10.000]"
+    assert table.loc["spot", "p_holm vs random_uniform"] == "0.01" and table.loc["random_uniform", "selectivity"] == "2.000"
+    text = sweep.finding(rows, 1.0, "global")
+    assert "+50.0%" in text and "+20.0%" in text and "more coding-specific than random damage" in text

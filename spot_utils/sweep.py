@@ -194,7 +194,7 @@ class Evaluators:
     """
 
     def __init__(self, model, loss_subsets, batch_size: int, likelihood=None, mc=None, generation=None, math=None):
-        self.model, self.batch_size, self.likelihood, self.mc = model, batch_size, likelihood, mc
+        self.likelihood, self.mc = likelihood, mc
         self.groups = {"loss": lambda: item_losses(model, loss_subsets, batch_size, desc="loss")}
         if likelihood is not None:
             seqs, ctx = likelihood
@@ -226,9 +226,10 @@ class Evaluators:
 
 
 def run_entries(model, entries, evaluators: Evaluators, params: dict, baseline: dict | None = None):
-    """Evaluate (labels, masks) entries (a baseline entry first if `baseline` is None).
+    """Evaluate (labels, masks) entries, each ablated in its mode (a baseline entry first if `baseline` is None).
 
-    Returns (rows, results): results is a list of (labels, {group: per-item frame}) for later paired tests.
+    Returns (rows, results, baseline): results is a list of (labels, {group: per-item frame}) for the paired
+    tests; baseline is the unablated {group: frame}.
     """
     from tqdm.auto import tqdm
     results, rows = [], []

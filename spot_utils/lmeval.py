@@ -40,9 +40,12 @@ PREFIX = "spot_"
 
 
 def offline_env(cache_dir: str | Path) -> None:
-    """Keep `datasets` and the hub from reaching the network (set before lm_eval / datasets are imported)."""
+    """Keep `datasets` and the hub from reaching the network (set before lm_eval / datasets are imported;
+    huggingface_hub, already imported by transformers, gets its offline switch set directly)."""
     os.environ.update(HF_HUB_OFFLINE="1", HF_DATASETS_OFFLINE="1", TRANSFORMERS_OFFLINE="1",
                       HF_HOME=str(Path(cache_dir) / "hf_home"))
+    import huggingface_hub.constants
+    huggingface_hub.constants.HF_HUB_OFFLINE = True
 
 
 def write_tasks(benchmarks: dict[str, list[dict]], folder: str | Path) -> list[str]:

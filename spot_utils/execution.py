@@ -4,7 +4,8 @@ Each program runs in a fresh Python interpreter (`-I`: no user site, no PYTHON* 
 temporary working directory with a clean environment, its own process group, and resource limits:
 address space (RLIMIT_AS), CPU seconds (RLIMIT_CPU), file size (RLIMIT_FSIZE) and a wall-clock timeout
 after which the whole process group is killed. A prelude switches off the process- and file-destroying
-functions a completion has no business calling. This limits accidents; it is not a security sandbox.
+functions a completion has no business calling. This limits accidents; it is not a security sandbox
+(run as root, a program could raise its own hard limits again; the wall-clock kill still applies).
 """
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from dataclasses import dataclass
 
 from tqdm.auto import tqdm
 
-# Runs before the program: limits first (soft = hard, so the program cannot raise them), then the guards.
+# Runs before the program: limits first (soft = hard: an unprivileged program cannot raise them), then the guards.
 _PRELUDE = """\
 import resource as _r
 for _lim, _v in ((_r.RLIMIT_AS, {memory}), (_r.RLIMIT_CPU, {cpu}), (_r.RLIMIT_FSIZE, {fsize}), (_r.RLIMIT_CORE, 0)):
@@ -52,7 +53,7 @@ def run_program(program: str, timeout: float = 10.0, memory_mb: int = 1024, cpu_
     timeout: wall-clock seconds before the process group is killed; cpu_seconds defaults to ceil(timeout).
     """
     cpu_seconds = cpu_seconds or int(timeout + 0.999)
-    with tempfile.TemporaryDirectory(prefix="spot_exec_") as work:
+    with tempfile.TemporaryDirectory(prefix="spot_exec_", ignore_cleanup_errors=True) as work:
         path = os.path.join(work, "program.py")
         with open(path, "w", encoding="utf-8") as f:
             f.write(_PRELUDE.format(memory=memory_mb << 20, cpu=cpu_seconds, fsize=file_mb << 20) + program)

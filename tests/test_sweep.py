@@ -1,5 +1,4 @@
 """The ablation experiment on a tiny model: controls, plan, paired statistics, outliers, cross-ablation."""
-import numpy as np
 import pandas as pd
 import pytest
 import torch

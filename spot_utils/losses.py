@@ -16,14 +16,17 @@ def pad_batch(sequences, device="cpu") -> tuple[torch.Tensor, torch.Tensor]:
     return ids.to(device), mask.to(device)
 
 
-def sequence_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+def sequence_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
+                    target_mask: torch.Tensor | None = None):
     """Mean next-token cross-entropy of every sequence (fp32) and its count of correct argmax predictions.
 
     Returns (loss [B], correct [B], n_tokens [B]); padding never counts, every sequence weighs the same.
+    target_mask (optional, like input_ids): only tokens where it is 1 are predicted and counted (e.g. a
+    continuation given its context); default: every non-padding token.
     """
     logits = model(input_ids=input_ids, attention_mask=attention_mask).logits[:, :-1]
     targets = input_ids[:, 1:]
-    valid = attention_mask[:, 1:].bool()
+    valid = (attention_mask if target_mask is None else target_mask * attention_mask)[:, 1:].bool()
     token_loss = F.cross_entropy(logits.float().transpose(1, 2), targets, reduction="none")
     n_tokens = valid.sum(1)
     loss = (token_loss * valid).sum(1) / n_tokens

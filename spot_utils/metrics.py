@@ -5,6 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .io import write_json
+from .stats import bootstrap_ci, mean_ci  # noqa: F401  (bootstrap_ci re-exported)
 
 FIELDS = ("model", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
           "n_entries", "control_of", "metric", "subset", "value", "n", "ci_low", "ci_high")
@@ -18,35 +19,29 @@ def row(**fields) -> dict:
     return {f: fields.get(f) for f in FIELDS}
 
 
-def bootstrap_ci(stat, *arrays, n_boot: int = 1000, seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile interval of stat(*resampled arrays); the arrays are resampled with the same item indices."""
-    arrays = [np.asarray(a, dtype=float) for a in arrays]
-    n = len(arrays[0])
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, n, size=(n_boot, n))
-    values = np.array([stat(*(a[i] for a in arrays)) for i in idx])
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
-
-
 def relative_rise(ablated, baseline) -> float:
     """r = mean(ablated) / mean(baseline) − 1."""
     return float(np.mean(ablated) / np.mean(baseline) - 1.0)
 
 
-def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, seed: int = 0, **labels) -> list[dict]:
-    """Rows of mean loss, accuracy and (against a baseline on the same items) loss_rise per subset, with CIs."""
+def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0, **labels) -> list[dict]:
+    """Rows of mean loss, perplexity (exp of the mean loss), accuracy and, against a baseline on the same
+    items, loss_rise per subset, each with a bootstrap interval over items. `labels` (mask_kind, seed, ...)
+    go into every row."""
     rows = []
     for subset, g in items.groupby("subset", sort=False):
         g = g.sort_values("item")
         for metric in ("loss", "accuracy"):
             v = g[metric].to_numpy()
-            lo, hi = bootstrap_ci(np.mean, v, seed=seed)
+            lo, hi = mean_ci(v, seed=boot_seed)
             rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi, **labels))
+            if metric == "loss":
+                rows.append(row(metric="perplexity", subset=subset, value=float(np.exp(v.mean())), n=len(v),
+                                ci_low=float(np.exp(lo)), ci_high=float(np.exp(hi)), **labels))
         if baseline is not None:
             b = baseline[baseline.subset == subset].sort_values("item")["loss"].to_numpy()
             a = g["loss"].to_numpy()
-            lo, hi = bootstrap_ci(relative_rise, a, b, seed=seed)
+            lo, hi = bootstrap_ci(lambda x, y: x.mean(-1) / y.mean(-1) - 1, a, b, seed=boot_seed, vectorized=True)
             rows.append(row(metric="loss_rise", subset=subset, value=relative_rise(a, b), n=len(a),
                             ci_low=lo, ci_high=hi, **labels))
     return rows
@@ -59,3 +54,20 @@ def write_metrics(path, rows: list[dict]) -> None:
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))
+
+
+def format_ci(value, lo, hi, digits: int = 3) -> str:
+    """'2.31 [2.25, 2.38]' (no interval when the bounds are missing; '—' for a missing value)."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
+        return f"{value:.{digits}f}"
+    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+
+
+def ci_pivot(df: pd.DataFrame, index, columns, digits: int = 3) -> pd.DataFrame:
+    """Pivot rows into a table of 'value [ci_low, ci_high]' strings (mean over duplicates such as seeds)."""
+    g = df.groupby(list(np.atleast_1d(index)) + list(np.atleast_1d(columns)), sort=False)
+    agg = g.agg(value=("value", "mean"), lo=("ci_low", "min"), hi=("ci_high", "max")).reset_index()
+    agg["cell"] = [format_ci(v, lo, hi, digits) for v, lo, hi in zip(agg.value, agg.lo, agg.hi)]
+    return agg.pivot(index=index, columns=columns, values="cell").fillna("—")

@@ -81,6 +81,39 @@ SCHEMA.update({
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
 
+# --- issue 5: ablation controls, uncertainty, benchmarks, k-sweep (stage 04) ---
+_MC = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "csqa", "openbookqa", "sciq", "winogrande", "mmlu")
+SCHEMA.update({
+    "ablation_modes": (lambda v: _is_list_of(lambda x: x in ("zero", "mean", "noise"))(v) and len(v) > 0
+                       and v[0] == "zero", "a list of zero / mean / noise starting with zero (the paper's)", ["zero"]),
+    "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at every k, the first of random_seeds)", 1),
+    "every_k": (lambda v: isinstance(v, bool), "true / false: per-tensor random, magnitude, code_minus_general, "
+                "likelihood and multiple choice at every k instead of k_detail only", False),
+    "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),
+    "cross_ablation_sequences": (_is_int(0), "an integer ≥ 0 (eval sequences per language for the cross-ablation "
+                                 "matrix at k_detail; 0: off)", 2),
+    "likelihood_items": (_is_int(0), "an integer ≥ 0 (HumanEval / MBPP / multilingual MBPP reference solutions; "
+                         "0: off)", 0),
+    "likelihood_languages": (lambda v: v is None or _is_list_of(lambda x: x in CODE_LANGUAGES)(v),
+                             "null (every code language of the run) or a list of code languages (multilingual MBPP)",
+                             None),
+    "likelihood_max_len": (_is_int(8), "an integer ≥ 8 (token cap of prompt + reference solution)", 512),
+    "mc_benchmarks": (_is_list_of(lambda x: x in _MC), f"a list from {list(_MC)}", []),
+    "mc_items": (_is_int(1), "an integer ≥ 1 (items per multiple-choice benchmark, a seeded subsample)", 50),
+    "mc_batch_size": (_is_int(1), "an integer ≥ 1", 16),
+    "generation": (lambda v: isinstance(v, bool), "true / false: HumanEval and MBPP pass@1 (GPU runs)", False),
+    "gsm8k_items": (_is_int(0), "an integer ≥ 0 (GSM8K problems, greedy 8-shot exact match; 0: off — for models "
+                    "big enough)", 0),
+    "generation_items": (lambda v: v is None or _is_int(1)(v), "null (all: 164 HumanEval, 500 MBPP) or an integer ≥ 1",
+                         None),
+    "generation_max_new_tokens": (_is_int(1), "an integer ≥ 1", 512),
+    "generation_batch_size": (_is_int(1), "an integer ≥ 1", 8),
+    "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                     "seconds > 0 (wall clock per executed completion)", 10.0),
+    "bootstrap_samples": (_is_int(100), "an integer ≥ 100", 1000),
+})
+DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
+
 def validate(params: dict) -> dict:
     """Check every key and value; unknown keys and bad values raise one error listing all problems."""
     problems = [f"unknown key {k!r} (known: {', '.join(SCHEMA)})" for k in params if k not in SCHEMA]

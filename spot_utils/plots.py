@@ -123,6 +123,39 @@ def upset(patterns: pd.DataFrame, languages: list[str], title: str, top: int = 2
     return fig
 
 
+def _ratio_axis(ax, which: str, values) -> None:
+    """Log scale (plain tick labels) on axis `which` ('x' / 'y') when the ratios span more than a factor 3."""
+    v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
+    if len(v) and v.max() / v.min() > 3:
+        getattr(ax, f"set_{which}scale")("log")
+        getattr(ax, f"{which}axis").set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+
+
+def rise_curves(df: pd.DataFrame, title: str):
+    """Code rise and general rise vs k per mask kind, with error bars (issue 5).
+
+    df: spot_utils.sweep.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
+    """
+    metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for kind, g in df[df.metric == metric].groupby("mask_kind", sort=False):
+            g = g.sort_values("k_percent")
+            y = 1 + g.value
+            err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
+            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=MASK_COLORS.get(kind, "k"), label=kind)
+        ax.set_xscale("log")
+        ax.axhline(1, color="grey", lw=0.8)
+        ax.set_xlabel("k (% of scoped entries ablated)")
+        ax.set_title({"code_rise": "code languages (mean)", "general_rise": "English prose"}[metric])
+    _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
+    axes[0][0].set_ylabel("ablated loss / baseline loss (95% CI)")
+    axes[0][-1].legend(fontsize=8)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
 def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
     """Rows = labels (languages, masks or models), columns = groups (module types or layers) of a structure.profile."""
     mat = profile.pivot_table(index="label", columns="group", values=value, sort=False)
@@ -166,4 +199,60 @@ def stability_curves(stab: pd.DataFrame, title: str):
     ax.set_ylabel("Jaccard (half A vs half B)")
     ax.set_title(title)
     ax.legend(fontsize=7, ncol=2)
+    return fig
+
+
+def selectivity_scatter(df: pd.DataFrame, title: str):
+    """Code rise against general rise, one point per (mask kind, k): below the diagonal English suffers
+    more than code, far above it code collapses while English holds (issue 5).
+
+    df: rise_frame rows pivoted to columns code_rise, general_rise with mask_kind and k_percent.
+    """
+    fig, ax = plt.subplots(figsize=(6, 5.5))
+    for kind, g in df.groupby("mask_kind", sort=False):
+        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=MASK_COLORS.get(kind, "k"), label=kind, s=40)
+        for r in g.itertuples():
+            ax.annotate(f"{r.k_percent:g}%", (1 + r.general_rise, 1 + r.code_rise), fontsize=7,
+                        xytext=(3, 3), textcoords="offset points")
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal rise")
+    ratios = 1 + pd.concat([df.general_rise, df.code_rise])
+    _ratio_axis(ax, "x", ratios)
+    _ratio_axis(ax, "y", ratios)
+    ax.set_xlabel("English loss, ablated / baseline")
+    ax.set_ylabel("code loss (mean over languages), ablated / baseline")
+    ax.legend(fontsize=8)
+    ax.set_title(title)
+    return fig
+
+
+def cross_ablation_heatmap(df: pd.DataFrame, title: str):
+    """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated."""
+    d = df[df.metric == "loss_rise"].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
+    mat = 100 * d.pivot_table(index="region", columns="subset", values="value", sort=False)
+    fig, ax = plt.subplots(figsize=(0.6 * mat.shape[1] + 3, 0.5 * mat.shape[0] + 2))
+    sns.heatmap(mat, annot=True, fmt=".1f", cmap="rocket_r", ax=ax, cbar_kws={"label": "loss rise (%)"})
+    ax.set_xlabel("evaluated subset")
+    ax.set_ylabel("ablated language-specific region")
+    ax.set_title(title)
+    return fig
+
+
+def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str):
+    """One metric per subset (rows) and mask kind (colours), as points with 95% interval bars."""
+    d = df[df.metric == metric]
+    subsets = list(dict.fromkeys(d.subset))
+    kinds = list(dict.fromkeys(d.mask_kind))
+    fig, ax = plt.subplots(figsize=(7, 0.45 * len(subsets) * max(1, len(kinds)) / 2 + 1.5))
+    for j, kind in enumerate(kinds):
+        g = d[d.mask_kind == kind].groupby("subset").agg(value=("value", "mean"), lo=("ci_low", "min"),
+                                                          hi=("ci_high", "max")).reindex(subsets)
+        y = np.arange(len(subsets)) + (j - (len(kinds) - 1) / 2) * 0.15
+        ax.errorbar(g.value, y, xerr=np.vstack([g.value - g.lo, g.hi - g.value]).clip(0), fmt="o", capsize=2,
+                    color=MASK_COLORS.get(kind, "k"), label=kind)
+    ax.set_yticks(range(len(subsets)), subsets)
+    ax.set_xlabel(xlabel)
+    ax.legend(fontsize=8)
+    ax.set_title(title)
     return fig

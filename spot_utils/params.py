@@ -114,6 +114,7 @@ SCHEMA.update({
 })
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
+
 def validate(params: dict) -> dict:
     """Check every key and value; unknown keys and bad values raise one error listing all problems."""
     problems = [f"unknown key {k!r} (known: {', '.join(SCHEMA)})" for k in params if k not in SCHEMA]

@@ -34,6 +34,24 @@ ACCEPTED = ("'smollm2-135m' (embedded default), 'gemma3-270m', a local Hugging F
             "a .gguf file, a hub id 'owner/name', or 'random:<" + "|".join(TINY_CONFIGS) + ">'")
 
 
+def provenance(spec: str) -> str:
+    """One sentence on where a model spec's weights come from, for reports."""
+    spec = str(spec)
+    if spec in EMBEDDED or spec in ASSEMBLED:
+        dist = (EMBEDDED.get(spec) or ASSEMBLED[spec])[0]
+        return (f"{spec} is rebuilt from a 4-bit quantised GGUF file shipped in the PyPI package {dist!r}, "
+                "dequantised to float32: its weights are not the original checkpoint's (many magnitudes are tied).")
+    if spec.startswith("random:"):
+        return f"{spec} is a tiny randomly initialised model built in code (for tests): its results mean nothing."
+    if spec.endswith(".gguf"):
+        return f"{spec} is dequantised from a GGUF file: if it was quantised, its weights differ from the original."
+    return f"{spec} is loaded as a Hugging Face checkpoint."
+
+
+CORPUS_NOTE = ("The code and prose come from public Debian, npm and PyPI packages (Go, Boost, OpenJDK, CPython, "
+               "Gutenberg texts, ...), which may be part of the model's training data.")
+
+
 def resolve_dtype(dtype) -> torch.dtype:
     """A torch dtype from a dtype or its name ('float32', 'bf16', 'torch.float16', ...)."""
     if isinstance(dtype, torch.dtype):

@@ -15,6 +15,7 @@ import pandas as pd
 from . import structure
 from .io import read_json, write_text
 from .masks import load_masks
+from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
 from .paths import REPORTS_DIR, RUNS_DIR
 
@@ -87,7 +88,9 @@ def index_html(table: pd.DataFrame) -> str:
         "at k (percent of scoped entries, global granularity, zero ablation); <i>code</i> is the mean over code "
         "languages, <i>general</i> is English prose; selectivity = code rise / general rise (only where both exceed "
         "1%), to be read against random_uniform's. – means not measured in that run.</p>\n"
-        f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table></body></html>\n")
+        f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n"
+        + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)
+        + f"<p>{html.escape(CORPUS_NOTE)}</p>\n</body></html>\n")
 
 
 def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:

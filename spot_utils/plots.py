@@ -54,33 +54,6 @@ def layer_module_heatmap(dist: pd.DataFrame, title: str):
     return fig
 
 
-def collapse_curves(df: pd.DataFrame, title: str):
-    """Ablated / baseline loss vs k per mask kind; code languages averaged vs each general-text subset.
-
-    df: rows with k_percent, mask_kind, group ('code' or a general subset), value (loss rise r), seed. Points are
-    the mean over seeds, error bars span the seeds' min-max. The y axis turns logarithmic for large collapses.
-    """
-    groups = list(dict.fromkeys(df.group))
-    fig, axes = plt.subplots(1, len(groups), figsize=(5 * len(groups), 4.2), sharey=True, squeeze=False)
-    for ax, group in zip(axes[0], groups):
-        for kind, gk in df[df.group == group].groupby("mask_kind", sort=False):
-            stats = gk.groupby("k_percent").value.agg(["mean", "min", "max"]).reset_index()
-            y = 1 + stats["mean"]
-            ax.errorbar(stats.k_percent, y, yerr=[(stats["mean"] - stats["min"]).clip(lower=0), (stats["max"] - stats["mean"]).clip(lower=0)], marker="o",
-                        capsize=3, color=MASK_COLORS.get(kind, "k"), label=kind)
-        ax.set_xscale("log")
-        ax.axhline(1, color="grey", lw=0.8)
-        ax.set_xlabel("k (% of scoped entries ablated)")
-        ax.set_title(group)
-    if (1 + df.value).max() > 3:
-        axes[0][0].set_yscale("log")
-    axes[0][0].set_ylabel("ablated loss / baseline loss")
-    axes[0][-1].legend(fontsize=8)
-    fig.suptitle(title)
-    fig.tight_layout()
-    return fig
-
-
 def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, fmt: str = ".2f"):
     """Symmetric heatmap of a pairwise statistic between languages."""
     langs = list(dict.fromkeys(list(pairs.a) + list(pairs.b)))

@@ -25,15 +25,6 @@ ITEM_METRICS = {"loss": ("loss", "accuracy"), "likelihood": ("loss", "accuracy")
                 "generation": ("pass@1",), "math": ("exact_match",)}
 
 
-def evaluate_mask(model, subsets, masks, baseline: pd.DataFrame, labels: dict, batch_size: int = 8,
-                  mode: str = "zero", seed: int = 0) -> tuple[list[dict], pd.DataFrame]:
-    """Rows (loss, perplexity, accuracy, loss_rise per subset) and per-item losses of the model with `masks` ablated."""
-    labels = dict(labels, mode=mode, n_entries=mask_count(masks))
-    with ablated(model, masks, mode=mode, seed=seed):
-        items = item_losses(model, subsets, batch_size, desc=f"{labels.get('mask_kind')} k={labels.get('k_percent')}")
-    return loss_rows(items, baseline, **labels), items
-
-
 def selectivity_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, general_subset: str,
                      labels: dict, threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
     """code_rise (mean r over code subsets, subset 'code'), general_rise (r on the general subset), with
@@ -337,16 +328,6 @@ def cross_ablation(model, lang_masks: dict[str, dict], subsets, batch_size: int,
             items = item_losses(model, subsets, batch_size, desc=f"specific:{lang}")
         rows += [r for r in loss_rows(items, base, **lab) if r["metric"] == "loss_rise"] + mask_rows(lab, masks)
     return rows
-
-
-def curve_frame(rows: list[dict], code_subsets, general_subsets) -> pd.DataFrame:
-    """Per (mask, k, seed): mean loss_rise over code subsets ('code') and each general subset's rise."""
-    df = pd.DataFrame(rows)
-    df = df[(df.metric == "loss_rise") & (df["mode"].fillna("zero") == "zero")].copy()
-    df["group"] = df.subset.where(df.subset.isin(general_subsets), "code")
-    df = df[df.subset.isin(list(code_subsets) + list(general_subsets))]
-    keys = ["mask_kind", "k_percent", "granularity", "seed", "group"]
-    return df.fillna({"seed": -1}).groupby(keys, sort=False).value.mean().reset_index()
 
 
 def rise_frame(rows: list[dict]) -> pd.DataFrame:

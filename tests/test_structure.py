@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-from spot_utils import load_model, select_top_k
+from spot_utils import select_top_k
 from spot_utils.scoring import scoped_parameters
 from spot_utils.structure import distribution, param_location, profile, summary
 

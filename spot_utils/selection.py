@@ -193,24 +193,23 @@ def general_reference(english_score: dict, n_code_languages: int, method: str = 
 MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
 
 
-def union_of(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
-    """Entries selected for at least one language."""
+def _fold(masks_by_lang: dict[str, dict], combine, what: str) -> dict[str, torch.Tensor]:
     if not masks_by_lang:
-        raise ValueError("union_of needs the masks of at least one language")
+        raise ValueError(f"{what} needs the masks of at least one language")
     out = None
     for masks in masks_by_lang.values():
-        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_or(out, masks)
+        out = {n: m.clone() for n, m in masks.items()} if out is None else combine(out, masks)
     return out
+
+
+def union_of(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
+    """Entries selected for at least one language."""
+    return _fold(masks_by_lang, mask_or, "union_of")
 
 
 def shared_core(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
     """Entries selected for every language (the intersection)."""
-    if not masks_by_lang:
-        raise ValueError("shared_core needs the masks of at least one language")
-    out = None
-    for masks in masks_by_lang.values():
-        out = {n: m.clone() for n, m in masks.items()} if out is None else mask_and(out, masks)
-    return out
+    return _fold(masks_by_lang, mask_and, "shared_core")
 
 
 def language_specific(masks_by_lang: dict[str, dict], lang: str) -> dict[str, torch.Tensor]:

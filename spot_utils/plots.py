@@ -43,11 +43,17 @@ def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor]], sampl
 
 
 def layer_module_heatmap(dist: pd.DataFrame, title: str):
-    """Share of each (layer, module type) selected, normalised by tensor size (percent)."""
+    """Share of each (layer, module type) selected, normalised by tensor size (percent, log colour scale so that
+    weight matrices stay readable beside norm vectors that can be almost fully selected)."""
+    from matplotlib.colors import LogNorm
     grid = dist.groupby(["layer", "module"]).agg(selected=("selected", "sum"), size=("size", "sum"))
     share = (100 * grid.selected / grid["size"]).unstack("module").fillna(0.0)
+    positive = share.to_numpy()[share.to_numpy() > 0]
+    norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) and positive.max() > 10 * positive.min() else None
     fig, ax = plt.subplots(figsize=(7, 0.22 * len(share) + 2))
-    sns.heatmap(share, cmap="viridis", ax=ax, cbar_kws={"label": "% of tensor entries selected"})
+    sns.heatmap(share.where(share > 0) if norm else share, cmap="viridis", norm=norm, ax=ax,
+                cbar_kws={"label": "% of tensor entries selected" + (" (log scale; blank = 0)" if norm else "")})
+    ax.tick_params(axis="y", labelsize=7, rotation=0)
     ax.set_xlabel("module type")
     ax.set_ylabel("decoder layer")
     ax.set_title(title)

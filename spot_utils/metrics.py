@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from .io import write_json
-from .stats import bootstrap_ci, mean_ci  # noqa: F401  (bootstrap_ci re-exported)
+from .stats import bootstrap_ci, mean_ci, relative_rise
 
 FIELDS = ("model", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
           "n_entries", "control_of", "metric", "subset", "value", "n", "ci_low", "ci_high")
@@ -17,11 +17,6 @@ def row(**fields) -> dict:
     if unknown:
         raise KeyError(f"unknown metric fields {sorted(unknown)}; accepted: {FIELDS}")
     return {f: fields.get(f) for f in FIELDS}
-
-
-def relative_rise(ablated, baseline) -> float:
-    """r = mean(ablated) / mean(baseline) − 1."""
-    return float(np.mean(ablated) / np.mean(baseline) - 1.0)
 
 
 def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0, **labels) -> list[dict]:

@@ -62,11 +62,15 @@ def holm(pvalues) -> np.ndarray:
     return out
 
 
+def relative_rise(ablated, baseline) -> float:
+    """r = mean(ablated) / mean(baseline) − 1."""
+    return float(np.mean(ablated) / np.mean(baseline) - 1.0)
+
+
 def rises(ablated: dict, baseline: dict, code_subsets, general: str) -> tuple[float, float]:
-    """(code rise, general rise): r = mean ablated / mean baseline − 1; code = mean of r over code subsets."""
-    def r(s):
-        return float(np.mean(ablated[s]) / np.mean(baseline[s]) - 1.0)
-    return float(np.mean([r(s) for s in code_subsets])), r(general)
+    """(code rise, general rise): r = relative_rise per subset; code = mean of r over code subsets."""
+    code = float(np.mean([relative_rise(ablated[s], baseline[s]) for s in code_subsets]))
+    return code, relative_rise(ablated[general], baseline[general])
 
 
 def selectivity(code_rise: float, general_rise: float, threshold: float = 0.01) -> float:

@@ -7,13 +7,14 @@ from __future__ import annotations
 import argparse
 import os
 import platform
+import re
 import subprocess
 import sys
 import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .io import read_json, write_json, write_text
+from .io import atomic_path, read_json, write_json, write_text
 from .params import load_params
 from .report_index import write_index
 from .paths import REPO_ROOT
@@ -45,6 +46,30 @@ def git_commit() -> str | None:
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None
+
+
+PROGRESS = re.compile(r"^\s*$|\x1b\[A|\d+/\d+ \[|(it|seq|examples)/s\]|IProgress not found|from \.autonotebook import")
+
+
+def strip_progress(notebook: Path) -> None:
+    """Drop progress-bar fragments (tqdm) from the stderr outputs of an executed notebook, in place: a reader of the
+    report needs the results, not hundreds of partial bars. Other stderr lines (warnings, errors) stay."""
+    import nbformat
+    nb = nbformat.read(notebook, as_version=4)
+    for cell in nb.cells:
+        kept = []
+        for out in cell.get("outputs", []):
+            if out.get("output_type") == "stream" and out.get("name") == "stderr":
+                lines = [seg for line in out["text"].split("\n") for seg in line.split("\r")[-1:]]
+                lines = [line for line in lines if not PROGRESS.search(line)]
+                if not lines:
+                    continue
+                out["text"] = "\n".join(lines) + "\n"
+            kept.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = kept
+    with atomic_path(notebook) as tmp:
+        nbformat.write(nb, str(tmp))
 
 
 def render_html(notebook: Path) -> Path:
@@ -84,6 +109,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
                                 cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
         finally:
             timings[stage] = round(time.perf_counter() - start, 1)
+            strip_progress(out_nb)
             render_html(out_nb)
             stage_info = run_dir(params) / f"{stage}.json"  # written by the stage: inputs, device, threads
             if stage_info.exists():

@@ -40,3 +40,23 @@ def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):
     assert "runs/tiny/scores" in proc.stderr or "missing" in proc.stderr
     assert (tmp_path / "reports" / "tiny" / "02_aggregation.ipynb").is_file()
     assert not (tmp_path / "reports" / "tiny" / "03_selection.ipynb").exists()
+
+
+def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):
+    import nbformat
+    from spot_utils.pipeline import strip_progress
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("x")
+    cell.outputs = [
+        nbformat.v4.new_output("stream", name="stderr", text="\rloss:   0%|          | 0/28 [00:00<?, ?seq/s]"
+                               "\x1b[A\n\r                     \x1b[A\rmasks:  52%|█████▏    | 11/21 [04:40<05:58, 35.82s/it]\n"),
+        nbformat.v4.new_output("stream", name="stdout", text="17 masks evaluated\n"),
+        nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n\r  0%| | 0/10 [00:00<?, ?it/s]"),
+    ]
+    nb.cells.append(cell)
+    path = tmp_path / "nb.ipynb"
+    nbformat.write(nb, str(path))
+    strip_progress(path)
+    outs = nbformat.read(path, as_version=4).cells[0].outputs
+    assert [(o.name, o.text) for o in outs] == [("stdout", "17 masks evaluated\n"),
+                                               ("stderr", "UserWarning: something real\n")]

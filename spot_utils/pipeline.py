@@ -111,6 +111,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     for stage in stages:
         out_nb = out_dir / f"{stage}.ipynb"
         print(f"[{stage}] running -> {out_nb}", flush=True)
+        manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(out_nb), parameters=params,

@@ -116,7 +116,7 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
     """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles).
 
     Summary: model, spot entries, share in norm/bias vectors, shared core and union of the per-language top-k,
-    and the spot's code / general loss rise at 1% where the run's metrics.json has them.
+    and the code / general loss rise at 1% of the spot and of random_uniform where the run's metrics.json has them.
     """
     rows, spots = [], {}
     for run in run_names:
@@ -129,7 +129,9 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
         row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
         metrics_path = Path(reports_dir) / run / "metrics.json"
         h = headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
-        row["spot_code_rise_at_1pct"], row["spot_general_rise_at_1pct"] = h.get("spot.code_rise"), h.get("spot.general_rise")
+        for kind in ("spot", "random_uniform"):  # the collapse at 1%, beside random damage of the same size
+            row[f"{kind}_code_rise_at_1pct"] = h.get(f"{kind}.code_rise")
+            row[f"{kind}_general_rise_at_1pct"] = h.get(f"{kind}.general_rise")
         rows.append(row)
         spots[run] = spot
     profiles = pd.concat([structure.profile(spots, "module").assign(by="module"),

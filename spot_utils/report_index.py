@@ -17,24 +17,28 @@ from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
+from .params import CODE_LANGUAGES, GENERAL_LANGUAGES
 from .paths import REPORTS_DIR, RUNS_DIR
 
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
 HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
+LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not the likelihood sets)
 
 
 def headline(rows: list[dict], k_percent: float | None = None) -> dict:
     """Headline numbers of one run's metrics rows at k (default 1% if measured, else the largest k):
-    mean baseline loss over code and general subsets, and code_rise / general_rise / selectivity of the spot,
-    code_over_general and random_uniform (global granularity, mean over seeds)."""
+    mean baseline loss over the code and general loss subsets, and code_rise (subset 'code') / general_rise /
+    selectivity of the spot, code_over_general and random_uniform (global granularity, zero mode, mean over seeds)."""
     df = to_frame(rows)
     ks = sorted(float(k) for k in df.k_percent.dropna().unique())
     k = k_percent if k_percent is not None else (1.0 if 1.0 in ks else (ks[-1] if ks else None))
     out = {"k_percent": k, "model": next((m for m in df.model.dropna()), None)}
-    base = df[(df.mask_kind == "baseline") & (df.metric == "loss")]
+    base = df[(df.mask_kind == "baseline") & (df.metric == "loss") & df.subset.isin(LOSS_SUBSETS)]
     out["baseline_loss"] = float(base.value.mean()) if len(base) else None
-    at_k = df[(df.k_percent == k) & (df.granularity.isna() | (df.granularity == "global"))]
+    at_k = df[(df.k_percent == k) & (df.granularity.isna() | (df.granularity == "global"))
+              & (df["mode"].isna() | (df["mode"] == "zero"))
+              & ~((df.metric == "code_rise") & (df.subset != "code"))]  # not the code:scored / code:unseen parts
     for kind in HEADLINE_KINDS:
         for metric in HEADLINE_METRICS:
             v = at_k[(at_k.mask_kind == kind) & (at_k.metric == metric)].value.dropna()

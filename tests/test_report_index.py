@@ -12,6 +12,12 @@ def fake_rows():
                  row(model="m", k_percent=k, granularity="per_tensor", mask_kind="spot", metric="code_rise", subset="code", value=9.0)]
     rows += [row(model="m", k_percent=1.0, granularity="global", mask_kind="random_uniform", seed=s, metric="code_rise",
                  subset="code", value=v) for s, v in ((0, 0.1), (1, 0.3))]
+    # rows the headline must not mix in: a likelihood set's loss, a part of the code rise, another ablation mode
+    rows += [row(model="m", mask_kind="baseline", metric="loss", subset="humaneval", value=100.0),
+             row(model="m", k_percent=1.0, granularity="global", mask_kind="spot", metric="code_rise",
+                 subset="code:unseen", value=7.0),
+             row(model="m", k_percent=1.0, granularity="global", mask_kind="spot", mode="mean", metric="code_rise",
+                 subset="code", value=8.0)]
     return rows
 
 

@@ -38,12 +38,12 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """HEAD commit, with '+dirty' when the tracked tree has changes."""
+    """HEAD commit, with '+dirty' when tracked files outside reports/ (which runs rewrite) have changes."""
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
                               check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=REPO_ROOT,
-                               capture_output=True, text=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
         return head + ("+dirty" if dirty else "")
     except (OSError, subprocess.CalledProcessError):
         return None

@@ -60,3 +60,22 @@ def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):
     outs = nbformat.read(path, as_version=4).cells[0].outputs
     assert [(o.name, o.text) for o in outs] == [("stdout", "17 masks evaluated\n"),
                                                ("stderr", "UserWarning: something real\n")]
+
+
+def test_git_commit_ignores_rewritten_reports_but_not_code(tmp_path, monkeypatch):
+    from spot_utils import pipeline
+    repo = tmp_path / "repo"
+    (repo / "reports").mkdir(parents=True)
+    (repo / "reports" / "r.txt").write_text("a")
+    (repo / "code.py").write_text("a")
+    git = ["git", "-C", str(repo), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(repo)], check=True)
+    subprocess.run(git + ["add", "."], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    monkeypatch.setattr(pipeline, "REPO_ROOT", repo)
+    head = pipeline.git_commit()
+    assert len(head) == 40
+    (repo / "reports" / "r.txt").write_text("b")  # a run rewrote its report
+    assert pipeline.git_commit() == head
+    (repo / "code.py").write_text("b")
+    assert pipeline.git_commit() == head + "+dirty"

@@ -117,7 +117,8 @@ def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Pa
 
 def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = RUNS_DIR,
                 reports_dir: str | Path = REPORTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles).
+    """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles
+    labelled 'run (model)').
 
     Summary: model, spot entries, share in norm/bias vectors, shared core and union of the per-language top-k,
     and the code / general loss rise at 1% of the spot and of random_uniform where the run's metrics.json has them.
@@ -137,7 +138,7 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
             row[f"{kind}_code_rise_at_1pct"] = h.get(f"{kind}.code_rise")
             row[f"{kind}_general_rise_at_1pct"] = h.get(f"{kind}.general_rise")
         rows.append(row)
-        spots[run] = spot
+        spots[f"{run} ({row['model']})" if row["model"] and row["model"] != run else run] = spot
     profiles = pd.concat([structure.profile(spots, "module").assign(by="module"),
                           structure.profile(spots, "depth").assign(by="depth")], ignore_index=True)
     return pd.DataFrame(rows), profiles

@@ -76,4 +76,4 @@ def test_cross_model_summary_and_profiles(tmp_path):
     assert a.spot_code_rise_at_1pct == 0.5 and pd.isna(b.spot_code_rise_at_1pct)
     assert abs(a.random_uniform_code_rise_at_1pct - 0.2) < 1e-12  # mean over its seeds
     last = profiles[(profiles.by == "depth") & (profiles.group == 0.9)].set_index("label")
-    assert last.loc["a", "selected"] == 4 and last.loc["b", "selected"] == 4  # the last layer lines up
+    assert last.loc["a (model-a)", "selected"] == 4 and last.loc["b (model-b)", "selected"] == 4  # last layers line up

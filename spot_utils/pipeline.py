@@ -61,8 +61,8 @@ def strip_progress(notebook: Path) -> None:
         kept = []
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
-                lines = [seg for line in out["text"].split("\n") for seg in line.split("\r")[-1:]]
-                lines = [line for line in lines if not PROGRESS.search(line)]
+                shown = (line.split("\r")[-1] for line in out["text"].split("\n"))  # what a terminal keeps
+                lines = [line for line in shown if not PROGRESS.search(line)]
                 if not lines:
                     continue
                 out["text"] = "\n".join(lines) + "\n"
@@ -95,7 +95,6 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     import papermill as pm
     logging.getLogger("papermill").addFilter(_expected_papermill_warning)
     params = load_params(params_path)
-    os.environ.setdefault("TQDM_MININTERVAL", "20")  # executed notebooks keep a few progress lines, not hundreds
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; accepted: {STAGES}")

@@ -21,6 +21,11 @@ def bootstrap_ci(stat, *arrays, n_boot: int = 1000, seed: int = 0, level: float 
         values = np.asarray(stat(*(a[idx] for a in arrays)), dtype=float)
     else:
         values = np.array([stat(*(a[i] for a in arrays)) for i in idx])
+    return _interval(values, level)
+
+
+def _interval(values, level):
+    """Central percentile interval of resampled values at `level`."""
     alpha = (1 - level) / 2
     return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
@@ -50,9 +55,8 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.9
     d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
     idx = np.random.default_rng(seed).integers(0, len(d), size=(n_boot, len(d)))
     means = d[idx].mean(1)
-    alpha = (1 - level) / 2
-    return dict(diff=float(d.mean()), ci_low=float(np.quantile(means, alpha)),
-                ci_high=float(np.quantile(means, 1 - alpha)), p=bootstrap_p(means))
+    lo, hi = _interval(means, level)
+    return dict(diff=float(d.mean()), ci_low=lo, ci_high=hi, p=bootstrap_p(means))
 
 
 def holm(pvalues) -> np.ndarray:
@@ -89,11 +93,6 @@ def _paired_resamples(frames: list[dict], subsets, n_boot: int, seed: int):
     for _ in range(n_boot):
         pick = {s: rng.integers(0, len(arrays[0][s]), len(arrays[0][s])) for s in subsets}
         yield [{s: a[s][pick[s]] for s in subsets} for a in arrays]
-
-
-def _interval(values, level):
-    alpha = (1 - level) / 2
-    return float(np.quantile(values, alpha)), float(np.quantile(values, 1 - alpha))
 
 
 def rises_ci(ablated: dict, baseline: dict, code_subsets, general: str, n_boot: int = 1000, seed: int = 0,

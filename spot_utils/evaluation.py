@@ -15,30 +15,27 @@ def item_losses(model, subsets: dict[str, list[torch.Tensor]], batch_size: int =
     """One row per evaluation sequence: subset, item, loss (mean token NLL), accuracy, n_tokens.
 
     context_lengths (optional, per subset and item): the first c tokens are context only; the loss and
-    accuracy then cover just the tokens after them (the reference solution given its prompt).
+    accuracy then cover just the tokens after them (the reference solution given its prompt). Batches mix
+    subsets (sequences of similar length together: full batches, little padding); rows keep subset order.
     """
     device = next(model.parameters()).device
-    rows = []
-    total = sum(len(v) for v in subsets.values())
-    with tqdm(total=total, desc=desc, unit="seq", leave=False) as bar:
-        for subset, seqs in subsets.items():
-            order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))  # similar lengths together: less padding
-            found = {}
-            for lo in range(0, len(order), batch_size):
-                idx = order[lo: lo + batch_size]
-                ids, attn = pad_batch([seqs[i] for i in idx], device)
-                target = None
-                if context_lengths is not None:
-                    target = attn.clone()
-                    for row_, i in enumerate(idx):
-                        target[row_, : context_lengths[subset][i]] = 0
-                loss, correct, n = sequence_losses(model, ids, attn, target)
-                for row_, i in enumerate(idx):
-                    found[i] = dict(subset=subset, item=i, loss=float(loss[row_]),
-                                    accuracy=float(correct[row_]) / float(n[row_]), n_tokens=int(n[row_]))
-                bar.update(len(idx))
-            rows += [found[i] for i in range(len(seqs))]
-    return pd.DataFrame(rows)
+    jobs = [(subset, i) for subset, seqs in subsets.items() for i in range(len(seqs))]
+    jobs.sort(key=lambda job: len(subsets[job[0]][job[1]]))
+    found = {}
+    for lo in tqdm(range(0, len(jobs), batch_size), desc=desc, unit="batch", leave=False):
+        batch = jobs[lo: lo + batch_size]
+        ids, attn = pad_batch([subsets[s][i] for s, i in batch], device)
+        target = None
+        if context_lengths is not None:
+            target = attn.clone()
+            for row_, (s, i) in enumerate(batch):
+                target[row_, : context_lengths[s][i]] = 0
+        loss, correct, n = sequence_losses(model, ids, attn, target)
+        for row_, (s, i) in enumerate(batch):
+            found[s, i] = dict(subset=s, item=i, loss=float(loss[row_]),
+                               accuracy=float(correct[row_]) / float(n[row_]), n_tokens=int(n[row_]))
+    return pd.DataFrame([found[s, i] for s, seqs in subsets.items() for i in range(len(seqs))],
+                        columns=["subset", "item", "loss", "accuracy", "n_tokens"])
 
 
 def encode_pairs(tokenizer, pairs: dict[str, list[tuple[str, str]]], max_len: int

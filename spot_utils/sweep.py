@@ -280,7 +280,8 @@ def paired_rows(results, baseline: dict, code_subsets, general_subset: str, n_bo
     """Against random_uniform of the same k and granularity (mean over its seeds), for every other mask:
     selectivity rows (code/general rises with intervals, selectivity), the selectivity difference with a
     paired bootstrap interval and p-value, and a Wilcoxon signed-rank p-value per subset and item metric.
-    All p-values of the run are then Holm-corrected (metric p_holm_*)."""
+    The p-values are Holm-corrected within each family, i.e. each p-value metric over all masks (and
+    subsets) of the run: the selectivity tests together, each Wilcoxon metric together (metric p_holm_*)."""
     refs = reference_frames(results)
     rows = []
     for labels, frames in results:
@@ -311,9 +312,10 @@ def paired_rows(results, baseline: dict, code_subsets, general_subset: str, n_bo
                 for subset in a:
                     rows.append(row(metric=f"p_wilcoxon_{metric}", subset=subset, value=stats.wilcoxon_p(a[subset], r[subset]),
                                     n=len(a[subset]), **ref_labels))
-    p_rows = [r for r in rows if r["metric"].startswith("p_")]
-    for r, adj in zip(p_rows, stats.holm([r["value"] for r in p_rows])):
-        rows.append(dict(r, metric=r["metric"].replace("p_", "p_holm_", 1), value=float(adj)))
+    for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith("p_")):
+        family = [r for r in rows if r["metric"] == metric]
+        for r, adj in zip(family, stats.holm([r["value"] for r in family])):
+            rows.append(dict(r, metric=metric.replace("p_", "p_holm_", 1), value=float(adj)))
     return rows
 
 

@@ -88,3 +88,35 @@ def test_reference_likelihood_counts_only_the_solution(olmo):
     assert not torch.allclose(full, torch.tensor(frame.loss.to_numpy(), dtype=full.dtype))
     long, long_ctx = encode_pairs(tok, {"x": [("c" * 200, "d" * 300)]}, max_len=64)
     assert len(long["x"][0]) == 64 and long_ctx["x"][0] == 1
+
+
+class _NoLogitsToKeep(torch.nn.Module):
+    """The same model behind a forward without `logits_to_keep`: sequence_losses must project every position."""
+
+    def __init__(self, model):
+        super().__init__()
+        self.inner = model
+
+    def forward(self, input_ids, attention_mask):
+        return self.inner(input_ids=input_ids, attention_mask=attention_mask)
+
+
+@pytest.mark.parametrize("arch", ["llama", "qwen2", "gemma3"])
+def test_batched_item_losses_equal_the_batch1_loop(arch):
+    model, _ = load_model(f"random:{arch}")
+    g = torch.Generator().manual_seed(0)
+    subsets = {name: [torch.randint(0, 250, (int(n),), generator=g) for n in lengths]
+               for name, lengths in [("a", [9, 30, 17]), ("b", [30, 5]), ("c", [12])]}
+    context = {name: [len(s) // 2 for s in seqs] for name, seqs in subsets.items()}
+    for ctx in (None, context):
+        one = item_losses(model, subsets, batch_size=1, context_lengths=ctx)
+        mixed = item_losses(model, subsets, batch_size=4, context_lengths=ctx)  # batches cross subsets
+        assert list(zip(mixed.subset, mixed.item)) == [(s, i) for s, v in subsets.items() for i in range(len(v))]
+        assert mixed.n_tokens.tolist() == one.n_tokens.tolist()
+        assert mixed.loss.to_numpy() == pytest.approx(one.loss.to_numpy(), rel=1e-5)
+        assert mixed.accuracy.tolist() == one.accuracy.tolist()
+    # the context-only positions that logits_to_keep skips change nothing
+    full = item_losses(_NoLogitsToKeep(model), subsets, batch_size=4, context_lengths=context)
+    kept = item_losses(model, subsets, batch_size=4, context_lengths=context)
+    assert kept.loss.to_numpy() == pytest.approx(full.loss.to_numpy(), rel=1e-5)
+    assert kept.accuracy.tolist() == full.accuracy.tolist()

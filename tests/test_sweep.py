@@ -1,4 +1,5 @@
 """The ablation experiment on a tiny model: controls, plan, paired statistics, outliers, cross-ablation."""
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -7,6 +8,7 @@ from conftest import random_sequences
 from spot_utils import (counts_per_tensor, magnitude_per_tensor, mask_count, random_per_tensor, random_uniform,
                         save_masks, scoped_parameters, select_top_k, sweep)
 from spot_utils.evaluation import generate_greedy, truncate_at_stop
+from spot_utils import stats
 from spot_utils.params import validate
 
 CODE = ["go", "rust", "python"]
@@ -99,8 +101,8 @@ def test_sweep_rows_paired_tests_and_holm(setup):
     tested = df[df.metric == "p_wilcoxon_loss"]
     assert set(tested.mask_kind) == {"spot", "random", "magnitude", "code_over_general", "code_minus_general"}
     assert (tested.control_of == "random_uniform").all()
-    p = df[df.metric.str.startswith("p_") & ~df.metric.str.startswith("p_holm_")]
-    adj = df[df.metric.str.startswith("p_holm_")]
+    p = df[df.metric == "p_wilcoxon_loss"]
+    adj = df[df.metric == "p_holm_wilcoxon_loss"]
     assert len(adj) == len(p) and (adj.value.to_numpy() >= p.value.to_numpy() - 1e-12).all()
     top = df[df.mask_kind == "top_entries"]
     assert set(top[top.metric == "n_selected"].value) == {1, 10}
@@ -108,6 +110,29 @@ def test_sweep_rows_paired_tests_and_holm(setup):
     # the rise frame feeds the figure with error bars
     rf = sweep.rise_frame(rows)
     assert set(rf.metric) == {"code_rise", "general_rise"} and (rf.ci_low <= rf.ci_high).all()
+
+
+def test_holm_corrects_each_family_of_p_values_apart():
+    rng = np.random.default_rng(0)
+    subsets = CODE + ["english"]
+
+    def frame(rise: dict):
+        return pd.DataFrame([dict(subset=s, item=i, loss=2.0 * (1 + rise.get(s, 0.0)) + 0.01 * rng.random())
+                             for s in subsets for i in range(8)])
+    base = dict(k_percent=1.0, granularity="global", mode="zero")
+    baseline = {"loss": frame({})}
+    results = [(dict(mask_kind="baseline"), baseline),
+               (dict(base, mask_kind="random_uniform", seed=0), {"loss": frame({s: 0.05 for s in subsets})}),
+               (dict(base, mask_kind="spot"), {"loss": frame({**{s: 0.5 for s in CODE}, "english": 0.1})}),
+               (dict(base, mask_kind="code_over_general"), {"loss": frame({**{s: 0.3 for s in CODE}, "english": 0.02})})]
+    df = pd.DataFrame(sweep.paired_rows(results, baseline, CODE, "english", n_boot=200))
+    for family, size in [("selectivity_vs_reference", 2), ("wilcoxon_loss", 2 * len(subsets))]:
+        raw, adj = df[df.metric == f"p_{family}"], df[df.metric == f"p_holm_{family}"]
+        assert len(raw) == size
+        assert adj[["mask_kind", "subset"]].to_numpy().tolist() == raw[["mask_kind", "subset"]].to_numpy().tolist()
+        assert adj.value.to_numpy() == pytest.approx(stats.holm(raw.value.to_numpy()))
+    # both selectivity tests reach 2/201 after correction: the family is 2 tests, not the run's 2 + 18
+    assert (df[df.metric == "p_holm_selectivity_vs_reference"].value < 0.05).all()
 
 
 def test_outlier_table_names_where_the_top_entries_sit():

@@ -39,20 +39,18 @@ def every_position_projected():
         losses._keeps_logits = keeps
 
 
+def item_loss_tensor(model, subsets, batch, context_lengths=None) -> torch.Tensor:
+    """item_losses' per-item losses, in subset order."""
+    return torch.tensor(item_losses(model, subsets, batch, context_lengths=context_lengths).loss.to_numpy())
+
+
 def per_subset(model, subsets, batch):
-    frames = [item_losses(model, {s: seqs}, batch, desc=s) for s, seqs in subsets.items()]
-    return torch.tensor([v for f in frames for v in f.loss])
+    return torch.cat([item_loss_tensor(model, {s: seqs}, batch) for s, seqs in subsets.items()])
 
 
-def mixed(model, subsets, batch):
-    return torch.tensor(item_losses(model, subsets, batch).loss.to_numpy())
-
-
-def likelihood(model, seqs, context, batch, keep: bool):
-    if keep:
-        return torch.tensor(item_losses(model, {"x": seqs}, batch, context_lengths={"x": context}).loss.to_numpy())
+def likelihood_all_positions(model, seqs, context, batch):
     with every_position_projected():
-        return likelihood(model, seqs, context, batch, keep=True)
+        return item_loss_tensor(model, {"x": seqs}, batch, {"x": context})
 
 
 def compare(name, a, b, reps, device) -> dict:
@@ -98,11 +96,12 @@ def main():
     context = [c for c, _ in lengths]
     with torch.no_grad():
         rows = [compare("loss: one subset at a time -> batches across subsets",
-                        lambda: per_subset(model, subsets, args.batch), lambda: mixed(model, subsets, args.batch),
-                        args.reps, args.device),
+                        lambda: per_subset(model, subsets, args.batch),
+                        lambda: item_loss_tensor(model, subsets, args.batch), args.reps, args.device),
                 compare("likelihood: every position projected -> from the first solution token (logits_to_keep)",
-                        lambda: likelihood(model, seqs, context, args.batch, keep=False),
-                        lambda: likelihood(model, seqs, context, args.batch, keep=True), args.reps, args.device)]
+                        lambda: likelihood_all_positions(model, seqs, context, args.batch),
+                        lambda: item_loss_tensor(model, {"x": seqs}, args.batch, {"x": context}), args.reps,
+                        args.device)]
     setup = dict(model=args.model, dtype=args.dtype, device=args.device, vocab=vocab, batch=args.batch,
                  loss_shape=[args.subsets, args.per_subset, args.seq_len],
                  likelihood_shape=[args.items, args.context, args.solution], torch=torch.__version__,

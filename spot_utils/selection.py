@@ -93,7 +93,7 @@ def _radix_threshold(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
     hist = torch.zeros(1 << 16, dtype=torch.int64)
     for t in tensors:
         for keys in _chunks(t):
-            hist += torch.bincount(((keys >> 16) + 32768).long(), minlength=1 << 16)
+            hist += torch.bincount(((keys >> 16) + 32768).long(), minlength=1 << 16).cpu()  # scores may be on a GPU
     above_hi = torch.flip(hist, [0]).cumsum(0)  # count of entries with high bits ≥ bin (from the top)
     pos = int(torch.searchsorted(above_hi, torch.tensor(m)))
     hi = (1 << 16) - 1 - pos
@@ -102,7 +102,7 @@ def _radix_threshold(tensors: list[torch.Tensor], m: int) -> tuple[int, int]:
     for t in tensors:
         for keys in _chunks(t):
             in_bin = keys[((keys >> 16) + 32768) == hi]
-            hist_lo += torch.bincount((in_bin & 0xFFFF).long(), minlength=1 << 16)
+            hist_lo += torch.bincount((in_bin & 0xFFFF).long(), minlength=1 << 16).cpu()
     above_lo = torch.flip(hist_lo, [0]).cumsum(0)
     pos_lo = int(torch.searchsorted(above_lo, torch.tensor(m - greater)))
     lo = (1 << 16) - 1 - pos_lo

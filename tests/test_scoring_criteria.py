@@ -10,7 +10,7 @@ from spot_utils.scoring import cap_length, scope_filter
 def naive(model, seqs, criterion, include=None):
     """Batch 1, plain autograd, every parameter's gradient folded in by hand after each backward (fp32 sums)."""
     params = scoped_parameters(model, include)
-    acc = {n: torch.zeros(p.shape) for n, p in params.items()}
+    acc = {n: torch.zeros(p.shape, device=p.device) for n, p in params.items()}
     for s in seqs:
         logits = model(input_ids=s[None], attention_mask=torch.ones_like(s[None])).logits[0, :-1]
         loss = torch.nn.functional.cross_entropy(logits.float(), s[1:])

@@ -1,4 +1,4 @@
-"""spot_utils: find and test the Coding Spot of a causal language model (see SPEC.md §7 for the API)."""
+"""spot_utils: find and test the Coding Spot of a causal language model (README.md shows the public API)."""
 from .ablation import ablated, check_masks_fit, magnitude_per_tensor, random_per_tensor, random_uniform
 from .aggregation import aggregate
 from .masks import counts_per_tensor, load_masks, mask_and, mask_count, mask_minus, mask_or, save_masks

@@ -9,7 +9,7 @@ PARAMS ?= params/default.yaml
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install -q --upgrade pip
-	$(BIN)/pip install -q torch==2.13.0 --extra-index-url https://download.pytorch.org/whl/cpu  # CPU build (PyPI's Linux torch is a CUDA one); GPU: README "Scaling up"
+	$(BIN)/pip install -q torch==2.13.0          # CPU build here; on a machine whose PyPI torch is a CUDA build, see README "Scaling up"
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 

@@ -1,4 +1,4 @@
-"""Scoring cost, measured in one run on one model and batch (SPEC §8). Prints a table and writes JSON.
+"""Scoring cost, measured in one run on one model and batch. Prints a table and writes JSON.
 
     python benchmarks/scoring.py --model random:llama --batch 2 --seq-len 128 --reps 3
     SPOT_DATA_DIR=/work/main/data python benchmarks/scoring.py --model smollm2-135m --batch 2 --seq-len 128
@@ -7,7 +7,7 @@
 
 1. time: a bare forward+backward of the batches (grads kept in .grad, no optimizer) vs the per-batch work of
    `score` on the same batches (grad_x_weight: `accumulate`, results still on the device); their ratio
-   (target ≤ 1.10). `finalize` (θ ⊙ sum, copy to the CPU, where SPEC §7 puts scores) is a fixed cost per
+   (target ≤ 1.10). `finalize` (θ ⊙ sum, copy to the CPU, where the public API returns scores) is a fixed cost per
    call, timed and reported apart: on a GPU it is dominated by the device-to-host copy (28 GB for an 8B model).
    Interleaved repetitions, median.
 2. the reference way (batch 1, θ·grad multiplied and added for every parameter after each backward) vs

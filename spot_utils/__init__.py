@@ -1,4 +1,4 @@
-"""spot_utils: find and test the Coding Spot of a causal language model (see SPEC.md §7 for the API)."""
+"""spot_utils: find and test the Coding Spot of a causal language model (README.md shows the public API)."""
 from .versions import check_torch
 
 check_torch()  # before anything below imports torch or transformers

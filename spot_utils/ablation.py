@@ -1,4 +1,4 @@
-"""Switching masked parameters off in place, restoring them bit-exactly, and the control masks (SPEC §4)."""
+"""Switching masked parameters off in place, restoring them bit-exactly, and the control masks (docs/METHOD.md, Ablation)."""
 from __future__ import annotations
 
 import hashlib

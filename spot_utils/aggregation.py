@@ -1,4 +1,4 @@
-"""Combining per-language scores into one aggregate per parameter (SPEC §2)."""
+"""Combining per-language scores into one aggregate per parameter (docs/METHOD.md, Aggregation)."""
 from __future__ import annotations
 
 import torch

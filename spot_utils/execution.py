@@ -1,4 +1,4 @@
-"""Run untrusted completions (HumanEval / MBPP) in a limited subprocess (SPEC §4).
+"""Run untrusted completions (HumanEval / MBPP) in a limited subprocess (docs/METHOD.md, Benchmark metrics).
 
 Each program runs in a fresh Python interpreter (`-I`: no user site, no PYTHON* variables) in its own
 temporary working directory with a clean environment, its own process group, and resource limits:

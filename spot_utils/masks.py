@@ -1,4 +1,4 @@
-"""Masks on disk (bit-packed safetensors with a manifest) and mask algebra (SPEC §3)."""
+"""Masks on disk (bit-packed safetensors with a manifest) and mask algebra (docs/METHOD.md, Masks on disk)."""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,4 @@
-"""Tidy metric rows (SPEC §6), bootstrap intervals and the relative loss rise of an ablation."""
+"""Tidy metric rows (docs/METHOD.md, metrics.json rows), bootstrap intervals and the relative loss rise of an ablation."""
 from __future__ import annotations
 
 import numpy as np
@@ -12,7 +12,7 @@ FIELDS = ("model", "k_percent", "granularity", "mask_kind", "seed", "mode", "cri
 
 
 def row(**fields) -> dict:
-    """A metrics row with every SPEC field present (absent ones None)."""
+    """A metrics row with every row field present (absent ones None)."""
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise KeyError(f"unknown metric fields {sorted(unknown)}; accepted: {FIELDS}")

@@ -1,4 +1,4 @@
-"""Overlap between top-k sets and its significance against chance (SPEC §5).
+"""Overlap between top-k sets and its significance against chance (docs/METHOD.md, Overlap statistics).
 
 Two nulls for the overlap |A ∩ B| of two sets of given sizes:
 * uniform: A is a uniform random subset of all N entries -> one hypergeometric;

@@ -66,7 +66,7 @@ SCHEMA = {
     "n_eval_sequences": (_is_int(1), "an integer ≥ 1", 2),
     "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
     "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
-    # issue 4: scoring at full strength (scope parts, over-long sequences, checkpoints)
+    # scoring: scope parts, over-long sequences, checkpoints (docs/METHOD.md, Scoring)
     "score_include": (lambda v: _is_list_of(lambda x: x in ("decoder_layers", "embeddings", "lm_head", "other",
                                                             "all"))(v) and len(v) > 0,
                       "a non-empty list from decoder_layers, embeddings, lm_head, other, all", ["decoder_layers"]),
@@ -74,14 +74,14 @@ SCHEMA = {
     "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
                          "(sequences between scoring checkpoints)", None),
 }
-# --- issue 6: overlap statistics (stage 05) ---
+# --- overlap statistics (stage 05; docs/METHOD.md, Overlap statistics) ---
 SCHEMA.update({
     "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
 })
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
 
-# --- issue 5: ablation controls, uncertainty, benchmarks, k-sweep (stage 04) ---
+# --- ablation controls, uncertainty, benchmarks, k-sweep (stage 04; docs/METHOD.md, Ablation) ---
 _MC = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "csqa", "openbookqa", "sciq", "winogrande", "mmlu")
 SCHEMA.update({
     "ablation_modes": (lambda v: _is_list_of(lambda x: x in ("zero", "mean", "noise"))(v) and len(v) > 0

@@ -1,4 +1,4 @@
-"""Run the five stage notebooks in order with papermill and write reports/<run>/ (SPEC §6).
+"""Run the five stage notebooks in order with papermill and write reports/<run>/ (docs/METHOD.md, Stages).
 
     python -m spot_utils.pipeline params/default.yaml [--stages 01_scoring 02_aggregation ...]
 """

@@ -111,7 +111,7 @@ def _ratio_axis(ax, which: str, values) -> None:
 
 
 def rise_curves(df: pd.DataFrame, title: str):
-    """Code rise and general rise vs k per mask kind, with error bars (issue 5).
+    """Code rise and general rise vs k per mask kind, with error bars.
 
     df: spot_utils.sweep.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
     """
@@ -183,7 +183,7 @@ def stability_curves(stab: pd.DataFrame, title: str):
 
 def selectivity_scatter(df: pd.DataFrame, title: str):
     """Code rise against general rise, one point per (mask kind, k): below the diagonal English suffers
-    more than code, far above it code collapses while English holds (issue 5).
+    more than code, far above it code collapses while English holds.
 
     df: rise_frame rows pivoted to columns code_rise, general_rise with mask_kind and k_percent.
     """

@@ -1,4 +1,4 @@
-"""Per-parameter importance on a corpus: S = θ ⊙ Σ_x ∇θ L(x) and its variants (SPEC §1)."""
+"""Per-parameter importance on a corpus: S = θ ⊙ Σ_x ∇θ L(x) and its variants (docs/METHOD.md, Scoring)."""
 from __future__ import annotations
 
 import hashlib

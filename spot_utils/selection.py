@@ -1,4 +1,4 @@
-"""Exact top-k% selection with a total tie order, and the regions derived from it (SPEC §3).
+"""Exact top-k% selection with a total tie order, and the regions derived from it (docs/METHOD.md, Selection).
 
 Entries are ranked by (value descending, parameter name ascending, flat index ascending), compared as int32
 keys with the float order. The threshold (the m-th largest key) comes from one pass that brackets it between two
@@ -167,13 +167,13 @@ def matrices_only(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def code_minus_general(aggregate: dict, general: dict, k_percent: float) -> dict[str, torch.Tensor]:
-    """top-k(A) minus top-k(G) over 2-D matrices, both global at the same k (SPEC §3)."""
+    """top-k(A) minus top-k(G) over 2-D matrices, both global at the same k (docs/METHOD.md, Contrastive regions)."""
     a, g = matrices_only(aggregate), matrices_only(general)
     return mask_minus(select_top_k(a, k_percent), select_top_k(g, k_percent))
 
 
 def code_over_general(aggregate: dict, general: dict, k_percent: float) -> dict[str, torch.Tensor]:
-    """Global top-k over 2-D matrices of A / (G + ε), ε = 1e-3 · mean(G) (SPEC §3)."""
+    """Global top-k over 2-D matrices of A / (G + ε), ε = 1e-3 · mean(G) (docs/METHOD.md, Contrastive regions)."""
     a, g = matrices_only(aggregate), matrices_only(general)
     n = sum(t.numel() for t in g.values())
     eps = 1e-3 * float(sum(t.double().sum() for t in g.values())) / n
@@ -188,7 +188,7 @@ def general_reference(english_score: dict, n_code_languages: int, method: str = 
     return aggregate({"english": english_score}, method)
 
 
-# --- derived regions and mask modes (SPEC §3) -------------------------------------------------------------------
+# --- derived regions and mask modes (docs/METHOD.md, Regions) ---------------------------------------------------
 
 MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
 

@@ -1,4 +1,4 @@
-"""Uncertainty over evaluation items (SPEC §4): bootstrap intervals, paired tests against a reference mask,
+"""Uncertainty over evaluation items (docs/METHOD.md, Statistical tests): bootstrap intervals, paired tests against a reference mask,
 Holm correction, and the selectivity of an ablation with its paired comparison against random_uniform."""
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def rises(ablated: dict, baseline: dict, code_subsets, general: str) -> tuple[fl
 
 
 def selectivity(code_rise: float, general_rise: float, threshold: float = 0.01) -> float:
-    """code rise / general rise when both exceed `threshold` (SPEC §4), else NaN."""
+    """code rise / general rise when both exceed `threshold` (docs/METHOD.md, Selectivity), else NaN."""
     return code_rise / general_rise if code_rise > threshold and general_rise > threshold else float("nan")
 
 

@@ -1,4 +1,4 @@
-"""The ablation experiment: evaluate masks against the baseline on the same held-out items (SPEC §4).
+"""The ablation experiment: evaluate masks against the baseline on the same held-out items (docs/METHOD.md, Ablation).
 
 A plan is a list of (labels, masks, metric groups). Each entry is ablated once (in place, restored on
 exit) and every metric group it asks for is evaluated on the same items as the baseline: `loss`
@@ -29,7 +29,7 @@ def selectivity_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, 
                      labels: dict, threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
     """code_rise (mean r over code subsets, subset 'code'), general_rise (r on the general subset), with
     bootstrap intervals, and their ratio (selectivity), reported only when both rises exceed `threshold`
-    (SPEC §4). parts (e.g. {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
+    (docs/METHOD.md, Selectivity). parts (e.g. {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     ci = stats.rises_ci(abl, base, code, general_subset, n_boot=n_boot)
@@ -56,7 +56,7 @@ def _by_subset(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- the plan
 
 def mask_plan(params: dict, model):
-    """(labels, masks) for every ablation of the run (SPEC §4, §6).
+    """(labels, masks) for every ablation of the run (docs/METHOD.md, Controls).
 
     At each k and granularity: the spot and random_uniform (n_uniform_seeds seeds); at k_detail (every k
     with `every_k`): random per tensor (every seed) and magnitude, and the spot under each extra ablation
@@ -110,7 +110,7 @@ def outlier_table(outliers: list[tuple[dict, dict]]) -> pd.DataFrame:
 
 
 def specific_regions(lang_masks: dict[str, dict]) -> dict[str, dict]:
-    """Language-specific region of each language: its top-k minus the union of the others' (SPEC §3)."""
+    """Language-specific region of each language: its top-k minus the union of the others' (docs/METHOD.md, Regions)."""
     out = {}
     for lang, m in lang_masks.items():
         others = {}

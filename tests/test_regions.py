@@ -87,7 +87,7 @@ def test_missing_language_is_named(three):
 
 
 def stable_sort_reference(scores, k, granularity):
-    """Top-k by a stable sort of −value over the entries in (name, flat index) order: the SPEC tie rule."""
+    """Top-k by a stable sort of −value over the entries in (name, flat index) order: the tie rule of docs/METHOD.md, Tie order."""
     out = {}
     if granularity == "per_tensor":
         for n, s in scores.items():

@@ -168,3 +168,19 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
         with pytest.raises(RunLocked, match=f"process {os.getpid()}"):  # and it holds against others
             with run_lock(tmp_path / "run"):
                 pass
+
+
+def test_stage_05_leaves_out_another_run_it_cannot_verify(tmp_path):
+    import torch
+    from spot_utils.masks import save_masks
+    from spot_utils.report_index import cross_model
+    masks = {"model.layers.0.mlp.up_proj.weight": torch.rand(8, 4, generator=torch.Generator().manual_seed(0)) > 0.5}
+    for run in ("mine", "good", "broken"):
+        save_masks(tmp_path / run / "masks/spot/k1_global.safetensors", masks, {"model": run})
+    path = tmp_path / "broken/masks/spot/k1_global.safetensors"
+    path.write_bytes(path.read_bytes()[:-1] + bytes([path.read_bytes()[-1] ^ 0xFF]))
+    with pytest.warns(UserWarning, match="run 'broken' left out .*corrupt"):
+        summary, _ = cross_model(["mine", "good", "broken"], 1.0, tmp_path, tmp_path / "reports")
+    assert list(summary.run) == ["mine", "good"]
+    with pytest.raises(ValueError, match="corrupt"):  # this run's own masks are never skipped
+        cross_model(["broken", "good"], 1.0, tmp_path, tmp_path / "reports")

@@ -22,6 +22,10 @@ def aggregate(scores_by_lang: dict[str, dict[str, torch.Tensor]], method: str = 
     for lang in langs[1:]:
         if list(scores_by_lang[lang]) != names:
             raise ValueError(f"scores of {lang!r} cover other parameters than those of {langs[0]!r}")
+        for n in names:
+            shape, first = tuple(scores_by_lang[lang][n].shape), tuple(scores_by_lang[langs[0]][n].shape)
+            if shape != first:
+                raise ValueError(f"scores of {n!r} of {lang!r} has shape {shape}, of {langs[0]!r} {first}")
     out = {n: torch.zeros_like(scores_by_lang[langs[0]][n], dtype=torch.float32) for n in names}
     for i, lang in enumerate(langs):
         scores = scores_by_lang[lang]

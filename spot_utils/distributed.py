@@ -75,7 +75,7 @@ def main(argv=None) -> None:
     from . import stage  # imported here: it needs the corpus module, which workers of score_distributed do not
     from .io import write_json
     from .models import load_model
-    from .params import load_params
+    from .params import load_params, resolve_model
     from .runs import run_dir, save_tensors
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -85,7 +85,7 @@ def main(argv=None) -> None:
     device = init(P["device"])
     rank = dist.get_rank()
     torch.manual_seed(P["seed"])
-    model, tokenizer = load_model(P["model"], dtype=P["dtype"], device=str(device))
+    model, tokenizer = load_model(resolve_model(P["model"]), dtype=P["dtype"], device=str(device))
     langs = P["languages"] + [P["general_language"]]
     if rank == 0:  # build the corpora once, then every rank reads the same deterministic sequences
         stage.sequences(P, tokenizer, langs, "score", P["n_score_sequences"], P["max_len"])

@@ -1,19 +1,22 @@
 """Masks on disk (bit-packed safetensors with a manifest) and mask algebra (docs/METHOD.md, Masks on disk)."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
+from pathlib import Path
 
 import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from .io import atomic_path
+from .io import _json_default, atomic_path
 
 
 def save_masks(path: str | os.PathLike, masks: dict[str, torch.Tensor], manifest: dict) -> None:
-    """Write masks as np.packbits(flat, bitorder="little") per tensor, shapes and manifest in the metadata."""
+    """Write masks as np.packbits(flat, bitorder="little") per tensor; shapes, manifest and a SHA-256 of the
+    content in the metadata. Identical masks and manifest give identical bytes (one metadata key, sorted JSON)."""
     packed, shapes = {}, {}
     for n, m in masks.items():
         if m.dtype != torch.bool:
@@ -22,27 +25,44 @@ def save_masks(path: str | os.PathLike, masks: dict[str, torch.Tensor], manifest
         shapes[n] = list(m.shape)
     manifest = dict(manifest, counts={n: int(m.sum()) for n, m in masks.items()},
                     total=int(sum(int(m.sum()) for m in masks.values())))
+    manifest = json.loads(json.dumps(manifest, default=_json_default))  # what load_masks will read back
+    header = {"shapes": shapes, "manifest": manifest, "sha256": _content_hash(shapes, manifest, packed)}
     with atomic_path(path) as tmp:
-        save_file(packed, str(tmp), metadata={"shapes": json.dumps(shapes), "manifest": json.dumps(manifest)})
+        # safetensors writes its metadata map in arbitrary order: a single key keeps the bytes reproducible
+        save_file(packed, str(tmp), metadata={_KEY: json.dumps(header, sort_keys=True)})
 
 
 def load_masks(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
-    """Read masks written by save_masks; returns (masks, manifest)."""
+    """Read masks written by save_masks, checking their content hash; returns (masks, manifest)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "a folder" if path.is_dir() else "missing"
+        raise ValueError(f"cannot read masks from {path}: it is {what}, not a mask file (.safetensors)")
     try:
         with safe_open(str(path), framework="pt") as f:
-            meta = f.metadata() or {}
-            shapes, manifest = json.loads(meta["shapes"]), json.loads(meta["manifest"])
-            masks = {}
-            for n, shape in shapes.items():
-                count = int(np.prod(shape))
-                bits = np.unpackbits(f.get_tensor(n).numpy(), bitorder="little", count=count)
-                masks[n] = torch.from_numpy(bits.astype(bool)).reshape(shape)
-    except (KeyError, json.JSONDecodeError, OSError, Exception) as e:  # safetensors raises its own errors
+            header = json.loads((f.metadata() or {})[_KEY])
+            shapes, manifest = header["shapes"], header["manifest"]
+            packed = {n: f.get_tensor(n) for n in shapes}
+    except KeyError as e:
+        raise ValueError(f"cannot read masks from {path}: {e} is missing (not a mask file written by save_masks)") from e
+    except Exception as e:  # safetensors raises its own errors for files that are not safetensors
         raise ValueError(f"cannot read masks from {path}: {e}") from e
-    for n, m in masks.items():
-        if int(m.sum()) != manifest["counts"][n]:
-            raise ValueError(f"mask file {path} is corrupt: count of {n!r} does not match its manifest")
+    if header.get("sha256") != _content_hash(shapes, manifest, packed):
+        raise ValueError(f"mask file {path} is corrupt: its content does not match its SHA-256")
+    masks = {n: torch.from_numpy(np.unpackbits(packed[n].numpy(), bitorder="little", count=int(np.prod(shape)))
+                                 .astype(bool)).reshape(shape) for n, shape in shapes.items()}
     return masks, manifest
+
+
+_KEY = "spot_masks"
+
+
+def _content_hash(shapes: dict, manifest: dict, packed: dict[str, torch.Tensor]) -> str:
+    """SHA-256 of shapes, manifest and packed bits, in a fixed order."""
+    h = hashlib.sha256(json.dumps({"shapes": shapes, "manifest": manifest}, sort_keys=True).encode())
+    for n in sorted(shapes):
+        h.update(n.encode() + b"\0" + packed[n].numpy().tobytes())
+    return h.hexdigest()
 
 
 def _combine(a: dict, b: dict, op) -> dict[str, torch.Tensor]:

@@ -130,6 +130,10 @@ def validate(params: dict) -> dict:
             problems.append(f"k_detail {merged['k_detail']} must be one of k_grid {merged['k_grid']}")
         if "julia" in merged["languages"] + merged["unseen_languages"] and merged["corpus_source"] is None:
             problems.append("julia has no offline source: set corpus_source to a folder holding julia/")
+        for key in ("languages", "unseen_languages", "general_eval", "k_grid", "random_seeds"):
+            repeated = sorted({x for x in merged[key] if merged[key].count(x) > 1}, key=str)
+            if repeated:
+                problems.append(f"{key}: {repeated} listed more than once")
         overlap = set(merged["languages"]) & set(merged["unseen_languages"])
         if overlap:
             problems.append(f"languages and unseen_languages overlap: {sorted(overlap)}")
@@ -138,18 +142,94 @@ def validate(params: dict) -> dict:
     return merged
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
 def load_params(path: str | Path) -> dict:
-    """Read and validate a params YAML file."""
+    """Read and validate a params YAML file (duplicate keys, an empty file and parse errors name the file)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path}")
-    data = yaml.safe_load(path.read_text()) or {}
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        raise ValueError(f"{path} is empty: a params file names at least run_name (see params/tiny.yaml)")
     if not isinstance(data, dict):
         raise ValueError(f"{path}: expected a mapping of parameter names to values")
     try:
         return validate(data)
     except ValueError as e:
         raise ValueError(f"{path}: {e}") from None
+
+
+def resolve_model(spec: str) -> str:
+    """The model spec load_model should get: a path (a .gguf, or a folder that exists) relative to the repository
+    root made absolute, like corpus_source; names (random:..., embedded, hub ids) unchanged."""
+    if spec.startswith("random:"):
+        return spec
+    path = resolve_path(spec)
+    return str(path) if spec.endswith(".gguf") or path.exists() or Path(spec).is_absolute() else spec
+
+
+def _model_problem(spec: str) -> str | None:
+    from .models import ACCEPTED, ASSEMBLED, EMBEDDED, TINY_CONFIGS
+    if spec.startswith("random:"):
+        name = spec.removeprefix("random:")
+        return None if name in TINY_CONFIGS else f"model: unknown random model {name!r}; accepted: {sorted(TINY_CONFIGS)}"
+    if spec in EMBEDDED or spec in ASSEMBLED:
+        return None
+    path = Path(resolve_model(spec))
+    if spec.endswith(".gguf"):
+        return None if path.is_file() else f"model: GGUF file {path} not found"
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else \
+            f"model: folder {path} has no config.json (expected a folder written by save_pretrained)"
+    if path.is_absolute() and path.exists():
+        return f"model: {path} is neither a model folder nor a .gguf file"
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return None  # a hub id (resolved when the model loads)
+    return f"model: {spec!r} is not a local path ({path} does not exist) nor a known name; accepted: {ACCEPTED}"
+
+
+def corpus_languages(params: dict) -> list[str]:
+    """Every language whose corpus a run reads: scored, unseen and general-text ones."""
+    return list(dict.fromkeys(params["languages"] + params["unseen_languages"] + params["general_eval"]))
+
+
+def preflight(params: dict) -> None:
+    """Check what the validated params refer to before a run writes anything: the model spec resolves, and a
+    corpus_source folder holds a corpus per language (a <language>/ folder or <language>.jsonl). One error
+    lists every problem."""
+    problems = [p for p in [_model_problem(params["model"])] if p]
+    source = params["corpus_source"]
+    if source is not None and not source.startswith("hf:"):
+        root = resolve_path(source)
+        if not root.exists():
+            problems.append(f"corpus_source: {root} does not exist")
+        elif root.is_dir():
+            missing = [lang for lang in corpus_languages(params)
+                       if not (root / lang).is_dir() and not (root / f"{lang}.jsonl").is_file()]
+            if missing:
+                problems.append(f"corpus_source: {root} has no corpus for {missing} (expected a folder per language)")
+    if problems:
+        raise ValueError(f"run {params['run_name']!r} cannot start:\n  " + "\n  ".join(problems))
 
 
 def from_notebook(namespace: dict, names_before: set) -> dict:

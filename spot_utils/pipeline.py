@@ -16,9 +16,10 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 from .io import atomic_path, read_json, write_json, write_text
-from .params import load_params
+from .params import load_params, preflight
 from .report_index import write_index
 from .paths import REPO_ROOT
+from .runlock import run_lock
 from .runs import report_dir, run_dir
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -91,39 +92,55 @@ def _expected_papermill_warning(record: logging.LogRecord) -> bool:
 
 
 def run(params_path: str | Path, stages=STAGES) -> Path:
-    """Execute `stages` for the run defined by `params_path`; stop at the first failing stage."""
+    """Execute `stages` for the run defined by `params_path`; stop at the first failing stage.
+
+    Everything checkable from the params is checked before anything is written; then the run folder is locked
+    (a second pipeline on the same run name fails at once). Executed notebooks appear only once complete. The
+    manifest gives every stage a status: ok, failed (with its error) or stale (an earlier stage ran after it).
+    """
     import papermill as pm
     logging.getLogger("papermill").addFilter(_expected_papermill_warning)
     params = load_params(params_path)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
         raise ValueError(f"unknown stages {unknown}; accepted: {STAGES}")
-    out_dir = report_dir(params)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run_dir(params).mkdir(parents=True, exist_ok=True)
-    manifest_path = out_dir / "manifest.json"
-    manifest = read_json(manifest_path) if manifest_path.exists() else {}
-    manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
-                    git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
-                    processor=platform.processor(), cpu_count=os.cpu_count())
-    timings = manifest.setdefault("stage_seconds", {})
-    for stage in stages:
-        out_nb = out_dir / f"{stage}.ipynb"
-        print(f"[{stage}] running -> {out_nb}", flush=True)
-        manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
-        start = time.perf_counter()
-        try:
-            pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(out_nb), parameters=params,
-                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
-        finally:
-            timings[stage] = round(time.perf_counter() - start, 1)
-            strip_progress(out_nb)
-            render_html(out_nb)
+    preflight(params)
+    with run_lock(run_dir(params), params_file=str(params_path)):
+        out_dir = report_dir(params)
+        out_dir.mkdir(parents=True, exist_ok=True)
+        manifest_path = out_dir / "manifest.json"
+        manifest = read_json(manifest_path) if manifest_path.exists() else {}
+        manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
+                        git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
+                        processor=platform.processor(), cpu_count=os.cpu_count())
+        timings = manifest.setdefault("stage_seconds", {})
+        records = manifest.setdefault("stages", {})
+        for stage in stages:
+            out_nb = out_dir / f"{stage}.ipynb"
+            print(f"[{stage}] running -> {out_nb}", flush=True)
+            manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
+            for later in STAGES[STAGES.index(stage) + 1:]:  # their inputs are about to change
+                if later in records:
+                    records[later]["status"] = "stale"
             stage_info = run_dir(params) / f"{stage}.json"  # written by the stage: inputs, device, threads
-            if stage_info.exists():
-                manifest.setdefault("stages", {})[stage] = read_json(stage_info)
-            write_json(manifest_path, manifest)
-        print(f"[{stage}] done in {timings[stage]} s", flush=True)
+            stage_info.unlink(missing_ok=True)  # a failing stage must not leave an earlier run's record
+            tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
+            start = time.perf_counter()
+            try:
+                pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(tmp_nb), parameters=params,
+                                    cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+                records[stage] = dict(read_json(stage_info) if stage_info.exists() else {}, status="ok")
+            except BaseException as e:
+                records[stage] = dict(stage=stage, status="failed", error=f"{type(e).__name__}: {str(e)[:2000]}")
+                raise
+            finally:
+                timings[stage] = round(time.perf_counter() - start, 1)
+                if tmp_nb.exists():  # complete (or as far as a failing stage got): replaces the old one at once
+                    strip_progress(tmp_nb)
+                    os.replace(tmp_nb, out_nb)
+                    render_html(out_nb)
+                write_json(manifest_path, manifest)
+            print(f"[{stage}] done in {timings[stage]} s", flush=True)
     print("index of all runs:", write_index(out_dir.parent))
     return out_dir
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import html
 import math
+import warnings
 from pathlib import Path
 
 import pandas as pd
@@ -118,19 +119,25 @@ def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Pa
 def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = RUNS_DIR,
                 reports_dir: str | Path = REPORTS_DIR) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Compare the global spot at k across runs (models): (one summary row per run, module and depth profiles
-    labelled 'run (model)').
+    labelled 'run (model)'). A run after the first whose masks fail verification is left out with a warning.
 
     Summary: model, spot entries, share in norm/bias vectors, shared core and union of the per-language top-k,
     and the code / general loss rise at 1% of the spot and of random_uniform where the run's metrics.json has them.
     """
     rows, spots = [], {}
-    for run in run_names:
+    for i, run in enumerate(run_names):
         masks_dir = Path(runs_dir) / run / "masks"
-        spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
-        row = dict(run=run, model=manifest.get("model"), **{f"spot_{k}": v for k, v in structure.summary(spot).items()})
-        for region in ("shared", "union"):
-            path = masks_dir / region / f"k{k_percent:g}_global.safetensors"
-            row[region] = load_masks(path)[1]["total"] if path.is_file() else None
+        try:
+            spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
+            totals = {region: load_masks(path)[1]["total"] if path.is_file() else None for region, path in
+                      ((r, masks_dir / r / f"k{k_percent:g}_global.safetensors") for r in ("shared", "union"))}
+        except ValueError as e:
+            if i == 0:
+                raise
+            warnings.warn(f"run {run!r} left out of the comparison across models: its masks cannot be verified ({e})")
+            continue
+        row = dict(run=run, model=manifest.get("model"), **{f"spot_{k}": v for k, v in structure.summary(spot).items()},
+                   **totals)
         row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
         metrics_path = Path(reports_dir) / run / "metrics.json"
         h = headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}

@@ -175,6 +175,8 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     """
     if criterion not in CRITERIA:
         raise ValueError(f"unknown criterion {criterion!r}; accepted: {CRITERIA}")
+    if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
+        raise ValueError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     label = name or "corpus"
     params = scoped_parameters(model, include)
     if not params:
@@ -186,10 +188,17 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
             acc[n].copy_(p.detach().abs())
         return params, acc
     sequences = [torch.as_tensor(s) for s in sequences]
+    vocab = model.get_input_embeddings().weight.shape[0]
     for i, s in enumerate(sequences):
         if s.ndim != 1 or len(s) < 2:
             raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
                              f"got shape {tuple(s.shape)}")
+        if s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
+            raise TypeError(f"{label}: sequence {i} holds {s.dtype} values; token ids must be an integer tensor")
+        low, high = int(s.min()), int(s.max())
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{label}: sequence {i} has token id {low if low < 0 else high}, outside the "
+                             f"model's vocabulary of {vocab} ids (0-{vocab - 1})")
     ids = list(range(len(sequences))) if sequence_ids is None else list(sequence_ids)
     sequences, origin, n_over = _cap(sequences, max_len, overlong)
     origin = [ids[i] for i in origin]
@@ -197,7 +206,10 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
         raise ValueError(f"empty corpus for {label!r}: nothing to score")
     if criterion in PER_SEQUENCE:
         batch_size = 1  # exact per-sequence gradients
-    job = dict(criterion=criterion, name=label, total=len(sequences), corpus=corpus_fingerprint(sequences))
+    job = checkpoint_dir and dict(criterion=criterion, name=label, total=len(sequences),
+                                  corpus=corpus_fingerprint(sequences), batch_size=batch_size, max_len=max_len,
+                                  overlong=overlong, model=model_fingerprint(model),
+                                  dtype=str(next(iter(params.values())).dtype).removeprefix("torch."))
     start = _resume(checkpoint_dir, acc, job)
     began = time.perf_counter()
     pending = []  # (first position, per-sequence non-finite loss) since the last check: checked lazily (no sync)
@@ -289,7 +301,11 @@ def _save_checkpoint(checkpoint_dir, acc, job: dict, position: int) -> None:
 
 
 def _resume(checkpoint_dir, acc, job: dict) -> int:
-    """Load accumulators from a checkpoint of the same job; return the position to continue from."""
+    """Load accumulators from a checkpoint of the same job; return the position to continue from.
+
+    The job is what the sums depend on: criterion, name, corpus (token ids), batch composition (batch_size,
+    max_len, overlong), model (config and weights fingerprint) and dtype; any difference refuses to resume.
+    """
     if not checkpoint_dir:
         return 0
     path = _checkpoint_path(checkpoint_dir)
@@ -299,12 +315,36 @@ def _resume(checkpoint_dir, acc, job: dict) -> int:
         return 0
     with safe_open(str(path), framework="pt") as f:
         state = json.loads(f.metadata()["state"])
-        if {k: state.get(k) for k in job} != job:
-            raise ValueError(f"checkpoint {path} belongs to another job (criterion {state.get('criterion')!r}, "
-                             f"name {state.get('name')!r}, {state.get('total')} sequences); "
+        differ = [f"{k}: {_short(state.get(k))} in the checkpoint, {_short(v)} now"
+                  for k, v in job.items() if state.get(k) != v]
+        if differ:
+            raise ValueError(f"checkpoint {path} belongs to another job ({'; '.join(differ)}); "
                              "remove it or use another checkpoint_dir")
         if set(f.keys()) != set(acc):
             raise ValueError(f"checkpoint {path} covers other parameters than this model's scope")
         for n, a in acc.items():
             a.copy_(f.get_tensor(n))
     return state["position"]
+
+
+def _short(value):
+    """A value for an error message: hashes cut to 12 characters."""
+    return repr(value[:12] + "…") if isinstance(value, str) and len(value) == 64 else repr(value)
+
+
+def model_fingerprint(model, sample: int = 1024) -> str:
+    """SHA-256 of a model's config and weights, cheap enough for every checkpoint: per parameter its name, dtype,
+    shape, float64 sum over all entries and a strided sample of at most `sample` entries (so any two models
+    that differ in config, in a tensor or in a systematic change of one entry get different fingerprints)."""
+    config = model.config.to_dict() if hasattr(model, "config") else {}
+    for volatile in ("_name_or_path", "torch_dtype", "dtype", "use_cache", "transformers_version"):
+        config.pop(volatile, None)
+    h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, p in sorted(model.named_parameters(), key=lambda item: clean_name(item[0])):
+            flat = p.detach().reshape(-1)
+            picked = flat[:: max(1, flat.numel() // sample)][:sample].float().cpu()
+            total = torch.sum(flat, dtype=torch.float64).item() if flat.numel() else 0.0
+            h.update(f"{clean_name(name)}|{p.dtype}|{tuple(p.shape)}|{total!r}|".encode())
+            h.update(picked.numpy().tobytes())
+    return h.hexdigest()

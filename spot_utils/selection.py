@@ -9,6 +9,7 @@ selection never holds a second full-size copy of the scores; the sample only aff
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 
@@ -20,6 +21,8 @@ _SMALL = 1 << 21  # up to this many entries the threshold comes from one k-th va
 
 
 def check_k(k_percent: float) -> float:
+    if not isinstance(k_percent, numbers.Real) or isinstance(k_percent, bool):
+        raise TypeError(f"k_percent must be a number (a percentage: 1.0 means 1%), got {k_percent!r}")
     k = float(k_percent)
     if not (0.0 < k < 100.0) or math.isnan(k):
         raise ValueError(f"k_percent must be in (0, 100) (a percentage: 1.0 means 1%), got {k_percent!r}")
@@ -133,10 +136,18 @@ def select_top_k(scores: dict[str, torch.Tensor], k_percent: float, granularity:
     k = check_k(k_percent)
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}; accepted: {GRANULARITIES}")
+    if not scores:
+        raise ValueError("select_top_k got no scores to select from")
     _check_finite(scores)
     if granularity == "per_tensor":
+        largest = max(s.numel() for s in scores.values())
+        if math.floor(k / 100 * largest) == 0:
+            raise ValueError(f"k = {k:g}% selects no entry in any tensor (the largest holds {largest} entries)")
         return {n: top_count(s, math.floor(k / 100 * s.numel())) for n, s in scores.items()}
-    total = math.floor(k / 100 * sum(s.numel() for s in scores.values()))
+    n_entries = sum(s.numel() for s in scores.values())
+    total = math.floor(k / 100 * n_entries)
+    if total == 0:
+        raise ValueError(f"k = {k:g}% selects no entry: {k:g}% of {n_entries} entries rounds down to 0")
     return top_count_global(scores, total)
 
 

@@ -12,7 +12,7 @@ import torch
 from . import corpus
 from .io import write_json
 from .models import load_model
-from .params import from_notebook, resolve_path
+from .params import from_notebook, resolve_model, resolve_path
 from .runs import run_dir
 
 
@@ -41,8 +41,8 @@ def finish(params: dict, **info) -> None:
 
 
 def model_for(params: dict):
-    """(model, tokenizer) of the run, in its dtype on its device."""
-    return load_model(params["model"], dtype=params["dtype"], device=params["device"])
+    """(model, tokenizer) of the run, in its dtype on its device (a relative model path from the repository root)."""
+    return load_model(resolve_model(params["model"]), dtype=params["dtype"], device=params["device"])
 
 
 def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:

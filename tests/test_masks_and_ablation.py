@@ -25,6 +25,49 @@ def test_corrupt_mask_file_is_detected(tmp_path):
         load_masks(path)
 
 
+def _swap_bits_in_data(path, old: int, new: int) -> None:
+    """Replace the first data byte `old` by `new` (same number of set bits) after the safetensors header."""
+    data = bytearray(path.read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")
+    at = data.index(bytes([old]), start)
+    data[at] = new
+    path.write_bytes(bytes(data))
+
+
+def test_mask_with_swapped_bits_is_rejected_in_any_folder(tmp_path):
+    mask = torch.zeros(64, dtype=torch.bool)
+    mask[0] = True
+    save_masks(tmp_path / "m.safetensors", {"a": mask}, {"k_percent": 1.0})
+    moved = tmp_path / "elsewhere" / "copy.safetensors"  # no index.json next to it: the file checks itself
+    moved.parent.mkdir()
+    moved.write_bytes((tmp_path / "m.safetensors").read_bytes())
+    assert torch.equal(load_masks(moved)[0]["a"], mask)
+    _swap_bits_in_data(moved, 0b01, 0b10)  # same count of set bits, another entry
+    with pytest.raises(ValueError, match="corrupt"):
+        load_masks(moved)
+
+
+def test_identical_masks_give_identical_bytes(tmp_path):
+    masks = {"b": torch.tensor([True, False, True]), "a": torch.ones(2, 2, dtype=torch.bool)}
+    blobs = set()
+    for i in range(8):
+        save_masks(tmp_path / f"{i}.safetensors", masks, {"model": "x", "k_percent": 1.0, "seed": 0})
+        blobs.add((tmp_path / f"{i}.safetensors").read_bytes())
+    assert len(blobs) == 1
+
+
+def test_load_masks_names_a_folder_or_a_foreign_file(tmp_path):
+    with pytest.raises(ValueError, match="folder"):
+        load_masks(tmp_path)
+    (tmp_path / "notes.txt").write_text("hello")
+    with pytest.raises(ValueError, match="cannot read masks from .*notes.txt"):
+        load_masks(tmp_path / "notes.txt")
+    from safetensors.torch import save_file
+    save_file({"w": torch.zeros(2)}, str(tmp_path / "w.safetensors"))  # a safetensors file, but not masks
+    with pytest.raises(ValueError, match="not a mask file"):
+        load_masks(tmp_path / "w.safetensors")
+
+
 def test_mask_algebra_hand_case():
     a = {"x": torch.tensor([True, True, False, False])}
     b = {"x": torch.tensor([True, False, True, False]), "y": torch.tensor([True])}

@@ -122,3 +122,51 @@ def test_truncated_or_corrupt_score_file_is_detected(tmp_path, damage):
     path.write_bytes(bytes(data))
     with pytest.raises(ValueError, match="truncated or corrupt"):
         load_tensors(path)
+
+
+def _interrupted_checkpoint(model, seqs, ckpt, **kw):
+    """Score until the second batch, then stop as a kill would: a checkpoint at position 2 is left."""
+    calls = {"n": 0}
+
+    def stop_second_batch(module, args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+    handle = model.model.register_forward_pre_hook(stop_second_batch)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            score(model, seqs, name="go", checkpoint_dir=ckpt, checkpoint_every=2, **kw)
+    finally:
+        handle.remove()
+    assert checkpoint_position(ckpt / "checkpoint.safetensors") == 2
+
+
+def test_checkpoint_of_another_same_shaped_model_is_refused(tmp_path):
+    seqs = random_sequences(6)
+    model_a, _ = load_model("random:llama")
+    _interrupted_checkpoint(model_a, seqs, tmp_path, batch_size=2)
+    model_b, _ = load_model("random:llama")
+    with torch.no_grad():  # same config and shapes, other weights
+        model_b.model.layers[0].mlp.up_proj.weight.mul_(1.5)
+    with pytest.raises(ValueError, match=r"another job \(model: '[0-9a-f]{12}…' in the checkpoint"):
+        score(model_b, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2)
+    info = {}
+    score(model_a, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2, info=info)
+    assert info["resumed_from"] == 2  # the model that wrote it still resumes
+
+
+@pytest.mark.parametrize("change, match", [
+    (dict(dtype=torch.bfloat16), "dtype: 'float32' in the checkpoint, 'bfloat16' now"),
+    (dict(batch_size=1), "batch_size: 2 in the checkpoint, 1 now"),
+    (dict(max_len=8), "max_len: None in the checkpoint, 8 now"),
+    (dict(criterion="abs_grad_x_weight"), "criterion: 'grad_x_weight' in the checkpoint"),
+])
+def test_checkpoint_refuses_another_dtype_batching_or_criterion(tmp_path, change, match):
+    seqs = random_sequences(6)
+    model, _ = load_model("random:llama")
+    _interrupted_checkpoint(model, seqs, tmp_path, batch_size=2)
+    if "dtype" in change:
+        model = model.to(change.pop("dtype"))
+    kw = dict(dict(batch_size=2), **change)
+    with pytest.raises(ValueError, match=match):
+        score(model, seqs, name="go", checkpoint_dir=tmp_path, checkpoint_every=2, **kw)

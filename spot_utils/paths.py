@@ -30,3 +30,9 @@ REPO_ROOT = find_repository()
 DATA_DIR = Path(os.environ.get("SPOT_DATA_DIR", REPO_ROOT / "data"))
 RUNS_DIR = Path(os.environ.get("SPOT_RUNS_DIR", REPO_ROOT / "runs"))
 REPORTS_DIR = Path(os.environ.get("SPOT_REPORTS_DIR", REPO_ROOT / "reports"))
+
+
+def shown(path: str | Path) -> str:
+    """A path as a report prints it: relative to the repository when inside it (no machine-specific prefix)."""
+    path = Path(path).resolve()
+    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)

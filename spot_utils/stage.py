@@ -14,6 +14,7 @@ from . import corpus
 from .io import write_json
 from .models import load_model
 from .params import from_notebook, resolve_path
+from .paths import shown
 from .runs import run_dir
 
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore")
@@ -28,7 +29,7 @@ def check_inputs(params: dict, stage: str) -> None:
     if missing:
         raise FileNotFoundError(
             f"stage {stage} of run '{params['run_name']}' reads the outputs of {', '.join(missing)}, which are missing "
-            f"from {run_dir(params)}: run notebooks/{missing[0]}.ipynb with run_name = '{params['run_name']}' first "
+            f"from {shown(run_dir(params))}: run notebooks/{missing[0]}.ipynb with run_name = '{params['run_name']}' first "
             f"(or `python -m spot_utils.pipeline <params file> --stages {' '.join(missing)}`)")
 
 

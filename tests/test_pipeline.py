@@ -6,7 +6,7 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap"]
+STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore"]
 
 
 def test_tiny_run_writes_the_whole_report(tmp_path):
@@ -28,6 +28,14 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
     for kind in ("spot", "random", "random_uniform"):
         subsets = {r["subset"] for r in at_1 if r["mask_kind"] == kind}
         assert {"go", "python", "english"} <= subsets, kind
+    import pandas as pd
+    layers = pd.read_csv(report / "03_layers_modules.csv")  # what 06_explore maps without runs/
+    spot = layers[(layers.kind == "spot") & (layers.k_percent == 1.0)]
+    assert spot.selected.sum() == next(r["value"] for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == 1.0
+                                       and r["metric"] == "n_selected" and r["granularity"] == "global")
+    explore = (report / "06_explore.html").read_text()  # the default view, read from reports/ alone
+    assert "mask kind spot · k = 1%" in explore and "Damage-matched comparison" in explore and "<img" in explore
+    assert "Traceback" not in explore
 
 
 def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):
@@ -37,7 +45,7 @@ def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):
                            "02_aggregation", "03_selection"], cwd=ROOT, env=env, capture_output=True, text=True,
                           timeout=300)
     assert proc.returncode == 1
-    assert "runs/tiny/scores" in proc.stderr or "missing" in proc.stderr
+    assert "01_scoring" in proc.stderr and "missing" in proc.stderr  # names the stage to run first
     assert (tmp_path / "reports" / "tiny" / "02_aggregation.ipynb").is_file()
     assert not (tmp_path / "reports" / "tiny" / "03_selection.ipynb").exists()
 
@@ -53,13 +61,19 @@ def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):
         nbformat.v4.new_output("stream", name="stdout", text="17 masks evaluated\n"),
         nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n\r  0%| | 0/10 [00:00<?, ?it/s]"),
     ]
-    nb.cells.append(cell)
+    lmeval = nbformat.v4.new_code_cell("y")
+    lmeval.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
+        "`pretrained` model kwarg is not of type `str`. Many other model arguments may be ignored.\n"
+        "Passed an already-initialized model through `pretrained`, assuming single-process call\n"))]
+    nb.cells += [cell, lmeval]
     path = tmp_path / "nb.ipynb"
     nbformat.write(nb, str(path))
     strip_progress(path)
     outs = nbformat.read(path, as_version=4).cells[0].outputs
     assert [(o.name, o.text) for o in outs] == [("stdout", "17 masks evaluated\n"),
                                                ("stderr", "UserWarning: something real\n")]
+    outs = nbformat.read(path, as_version=4).cells[1].outputs  # expected lm-eval notices: counted, not shown
+    assert [(o.name, o.text) for o in outs] == [("stdout", "(2 expected lm-eval notice(s) about the loaded model hidden)\n")]
 
 
 def test_git_commit_ignores_rewritten_reports_but_not_code(tmp_path, monkeypatch):
@@ -79,3 +93,17 @@ def test_git_commit_ignores_rewritten_reports_but_not_code(tmp_path, monkeypatch
     assert pipeline.git_commit() == head
     (repo / "code.py").write_text("b")
     assert pipeline.git_commit() == head + "+dirty"
+
+
+def test_a_stage_names_the_stage_to_run_first(tmp_path, monkeypatch):
+    import pytest
+    from spot_utils import stage
+    monkeypatch.setattr(stage, "run_dir", lambda params: tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"reads the outputs of 02_aggregation, 03_selection.*notebooks/02_aggregation"):
+        stage.check_inputs({"run_name": "r"}, "04_ablation")
+    (tmp_path / "02_aggregation.json").write_text("{}")
+    with pytest.raises(FileNotFoundError, match=r"outputs of 03_selection,? which.*run_name = 'r'"):
+        stage.check_inputs({"run_name": "r"}, "04_ablation")
+    (tmp_path / "03_selection.json").write_text("{}")
+    stage.check_inputs({"run_name": "r"}, "04_ablation")
+    stage.check_inputs({"run_name": "r"}, "01_scoring")  # the first stage needs nothing

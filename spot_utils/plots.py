@@ -12,9 +12,19 @@ import torch
 from .io import atomic_path
 
 _CB = sns.color_palette("colorblind")
-MASK_COLORS = {"baseline": _CB[7], "spot": _CB[3], "random": _CB[0], "random_uniform": _CB[9],
-               "magnitude": _CB[2], "code_minus_general": _CB[4], "code_over_general": _CB[1],
-               "top_entries": _CB[5]}
+MASK_COLORS = {"baseline": _CB[7], "spot": _CB[3], "code_minus_general": _CB[4], "code_over_general": _CB[1],
+               "top_entries": _CB[5]}  # the fixed kinds; controls get theirs from the control table (mask_color)
+_CONTROL_SLOTS = (9, 0, 2, 6, 8)  # palette slots the fixed kinds leave free, given out in control-table order
+
+
+def mask_color(kind: str):
+    """Colour of a mask kind: a fixed kind's, else a control's by its position in ablation.CONTROLS (black if
+    neither or the palette is used up)."""
+    from .ablation import CONTROLS
+    if kind in MASK_COLORS:
+        return MASK_COLORS[kind]
+    slot = list(CONTROLS).index(kind) if kind in CONTROLS else len(_CONTROL_SLOTS)
+    return _CB[_CONTROL_SLOTS[slot]] if slot < len(_CONTROL_SLOTS) else "k"
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
@@ -113,7 +123,7 @@ def _ratio_axis(ax, which: str, values) -> None:
 def rise_curves(df: pd.DataFrame, title: str):
     """Code rise and general rise vs k per mask kind, with error bars (issue 5).
 
-    df: spot_utils.sweep.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
+    df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
     """
     metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), sharey=True, squeeze=False)
@@ -122,7 +132,7 @@ def rise_curves(df: pd.DataFrame, title: str):
             g = g.sort_values("k_percent")
             y = 1 + g.value
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
-            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=MASK_COLORS.get(kind, "k"), label=kind)
+            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=mask_color(kind), label=kind)
         ax.set_xscale("log")
         ax.axhline(1, color="grey", lw=0.8)
         ax.set_xlabel("k (% of scoped entries ablated)")
@@ -189,7 +199,7 @@ def selectivity_scatter(df: pd.DataFrame, title: str):
     """
     fig, ax = plt.subplots(figsize=(6, 5.5))
     for kind, g in df.groupby("mask_kind", sort=False):
-        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=MASK_COLORS.get(kind, "k"), label=kind, s=40)
+        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=mask_color(kind), label=kind, s=40)
         for r in g.itertuples():
             ax.annotate(f"{r.k_percent:g}%", (1 + r.general_rise, 1 + r.code_rise), fontsize=7,
                         xytext=(3, 3), textcoords="offset points")
@@ -229,7 +239,7 @@ def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str):
                                                           hi=("ci_high", "max")).reindex(subsets)
         y = np.arange(len(subsets)) + (j - (len(kinds) - 1) / 2) * 0.15
         ax.errorbar(g.value, y, xerr=np.vstack([g.value - g.lo, g.hi - g.value]).clip(0), fmt="o", capsize=2,
-                    color=MASK_COLORS.get(kind, "k"), label=kind)
+                    color=mask_color(kind), label=kind)
     ax.set_yticks(range(len(subsets)), subsets)
     ax.set_xlabel(xlabel)
     ax.legend(fontsize=8)

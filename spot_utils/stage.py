@@ -15,6 +15,8 @@ from .models import load_model
 from .params import from_notebook, resolve_path
 from .runs import run_dir
 
+STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")  # notebooks/<stage>.ipynb
+
 
 def start(namespace: dict, names_before: set, stage: str) -> dict:
     """Validate the notebook's parameters, seed everything, set threads; print what a reader needs."""

@@ -58,7 +58,7 @@ def _list_of(key, non_empty=True, first=None):
                            + (f", starting with {first}" if first else ""))
 
 
-# key -> (check, what the check wants, default). Defaults run in seconds on a tiny model + fixture corpus.
+# key -> (check, what the check wants: text or a callable giving it, default). Defaults run in seconds on a tiny model + fixture corpus.
 SCHEMA = {
     "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
     "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),

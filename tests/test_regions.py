@@ -3,7 +3,28 @@ import pytest
 import torch
 
 from spot_utils import load_masks, mask_count, save_masks, select_top_k
-from spot_utils.selection import (MASK_MODES, language_specific, mask_mode, regions, shared_core, union_of)
+from spot_utils.selection import MASK_MODES, mask_mode, regions
+
+
+def shared_core(masks_by_lang):
+    """Naive reference: entries every language selects (a fold of logical and)."""
+    names = next(iter(masks_by_lang.values()))
+    return {n: torch.stack([m[n] for m in masks_by_lang.values()]).all(0) for n in names}
+
+
+def union_of(masks_by_lang):
+    """Naive reference: entries at least one language selects."""
+    names = next(iter(masks_by_lang.values()))
+    return {n: torch.stack([m[n] for m in masks_by_lang.values()]).any(0) for n in names}
+
+
+def language_specific(masks_by_lang, lang):
+    """Naive reference: the language's entries minus the union of the others'."""
+    others = {l: m for l, m in masks_by_lang.items() if l != lang}
+    if not others:
+        return dict(masks_by_lang[lang])
+    union = union_of(others)
+    return {n: m & ~union[n] for n, m in masks_by_lang[lang].items()}
 
 
 def t(*bits):
@@ -28,7 +49,10 @@ def test_shared_union_and_specific_on_a_hand_case(three):
     assert language_specific(three, "rust")["w"].tolist() == [False, False, True, False, False, False]
     assert language_specific(three, "java")["w"].tolist() == [False, False, False, True, False, False]
     r = regions(three)
-    assert set(r) == {"shared", "union", "specific_go", "specific_rust", "specific_java"}
+    assert set(r) == {"shared", "union", "specific:go", "specific:rust", "specific:java"}
+    for name, ref in (("shared", shared_core(three)), ("union", union_of(three)),
+                      *((f"specific:{l}", language_specific(three, l)) for l in three)):
+        assert all(torch.equal(r[name][n], ref[n]) for n in ref), name
     # inputs are not modified in place
     assert three["go"]["w"].tolist() == [True, True, False, False, True, False]
 
@@ -43,9 +67,9 @@ def test_region_sizes_add_up_on_random_sets():
     member = sum(torch.cat([m["w"].flatten(), m["n"]]).long() for m in masks.values())
     assert mask_count(r["union"]) == int((member > 0).sum())
     assert mask_count(r["shared"]) == int((member == 4).sum())
-    assert sum(mask_count(r[f"specific_{l}"]) for l in masks) == int((member == 1).sum())
+    assert sum(mask_count(r[f"specific:{l}"]) for l in masks) == int((member == 1).sum())
     for lang in masks:  # a specific region lies inside its language and outside every other
-        spec = r[f"specific_{lang}"]
+        spec = r[f"specific:{lang}"]
         assert all(not (spec[n] & ~masks[lang][n]).any() for n in spec)
         assert all(not (spec[n] & masks[o][n]).any() for o in masks if o != lang for n in spec)
 
@@ -53,7 +77,7 @@ def test_region_sizes_add_up_on_random_sets():
 def test_single_language_regions_are_that_language():
     one = {"go": {"w": t(1, 0, 1)}}
     r = regions(one)
-    assert r["shared"]["w"].tolist() == r["union"]["w"].tolist() == r["specific_go"]["w"].tolist() == [True, False, True]
+    assert r["shared"]["w"].tolist() == r["union"]["w"].tolist() == r["specific:go"]["w"].tolist() == [True, False, True]
 
 
 def test_mask_modes_on_a_hand_case():
@@ -79,11 +103,9 @@ def test_regions_round_trip_through_disk(tmp_path, three):
         assert all(torch.equal(back[n], masks[n]) for n in masks)
 
 
-def test_missing_language_is_named(three):
-    with pytest.raises(KeyError, match="'python'"):
-        language_specific(three, "python")
+def test_regions_need_a_language():
     with pytest.raises(ValueError, match="at least one"):
-        shared_core({})
+        regions({})
 
 
 def stable_sort_reference(scores, k, granularity):
@@ -135,14 +157,14 @@ def test_stage_masks_yield_every_kind_with_consistent_sizes():
     got = dict(stage_masks(A, G, lang_scores, W, 10))
     assert set(got) == {"spot", "magnitude_global", "spot_region_minus_magnitude", "spot_magnitude_minus_region",
                         "general", "code_over_general", "code_minus_general", "lang_go", "lang_rust", "lang_java",
-                        "shared", "union", "specific_go", "specific_rust", "specific_java"}
+                        "shared", "union", "specific:go", "specific:rust", "specific:java"}
     assert mask_count(got["spot"]) == mask_count(got["general"]) == mask_count(got["lang_go"]) == 21
     assert set(got["code_over_general"]) == {"layers.0.w"}  # contrastive regions: matrices only
     inter = mask_count(got["spot"]) - mask_count(got["spot_region_minus_magnitude"])
     assert mask_count(got["spot_magnitude_minus_region"]) == mask_count(got["magnitude_global"]) - inter
     by_lang = {l: got[f"lang_{l}"] for l in lang_scores}
-    for kind in ("shared", "union", "specific_go", "specific_java"):
-        ref = {"shared": shared_core, "union": union_of}.get(kind, lambda m: language_specific(m, kind.split("_")[1]))(by_lang)
+    for kind in ("shared", "union", "specific:go", "specific:java"):
+        ref = {"shared": shared_core, "union": union_of}.get(kind, lambda m: language_specific(m, kind.split(":")[1]))(by_lang)
         assert all(torch.equal(got[kind][n], ref[n]) for n in shapes), kind
 
 

@@ -3,7 +3,7 @@ import subprocess
 import pandas as pd
 from spot_utils.io import write_json, write_text
 from spot_utils.metrics import row
-from spot_utils.report_index import collect, format_rise, format_seconds, headline, runs_with, write_index
+from spot_utils.report_index import collect, format_rise, format_seconds, run_headline, runs_with, write_index
 
 
 def fake_rows():
@@ -23,13 +23,13 @@ def fake_rows():
     return rows
 
 
-def test_headline_picks_one_percent_global_and_averages_seeds():
-    h = headline(fake_rows())
+def test_run_headline_picks_one_percent_global_and_averages_seeds():
+    h = run_headline(fake_rows())
     assert h["k_percent"] == 1.0 and h["model"] == "m" and h["baseline_loss"] == 3.0
     assert h["spot.code_rise"] == 0.5 and h["spot.general_rise"] == 0.25
     assert abs(h["random_uniform.code_rise"] - 0.2) < 1e-12
     assert h["spot.selectivity"] is None and h["code_over_general.code_rise"] is None
-    assert headline(fake_rows(), 0.1)["spot.code_rise"] == 0.05
+    assert run_headline(fake_rows(), 0.1)["spot.code_rise"] == 0.05
 
 
 def test_index_lists_runs_with_links(tmp_path):

@@ -5,8 +5,10 @@ import pytest
 import torch
 
 from conftest import random_sequences
-from spot_utils import (counts_per_tensor, magnitude_per_tensor, mask_count, random_per_tensor, random_uniform,
-                        save_masks, scoped_parameters, select_top_k, sweep)
+from spot_utils import (ablation_loop, ablation_plan, ablation_tables, counts_per_tensor, magnitude_per_tensor,
+                        mask_count, paired_tests, random_per_tensor, random_uniform, save_masks, scoped_parameters,
+                        select_top_k)
+from spot_utils.metric_groups import build_evaluators
 from spot_utils.evaluation import generate_greedy, truncate_at_stop
 from spot_utils import stats
 from spot_utils.params import validate
@@ -55,9 +57,9 @@ def test_controls_have_the_spots_counts(llama):
 
 def test_plan_covers_both_granularities_and_the_controls(setup):
     model, _, params, _, _ = setup
-    plan = list(sweep.mask_plan(params, model))
+    plan = list(ablation_plan.mask_plan(params, model))
     kinds = pd.DataFrame([lab for lab, _ in plan]).fillna({"seed": -1})
-    assert sweep.controls_match(plan)
+    assert ablation_plan.controls_match(plan)
     for gran in ("global", "per_tensor"):
         at = kinds[(kinds.granularity == gran)]
         assert set(at[at.k_percent == 1.0].mask_kind) == {"spot", "random_uniform"} | (
@@ -70,11 +72,11 @@ def test_plan_covers_both_granularities_and_the_controls(setup):
 
 
 def test_empty_zero_ablation_leaves_every_metric_bit_identical(setup):
-    model, _, params, _, subsets = setup
-    ev = sweep.Evaluators(model, subsets, batch_size=4)
+    model, tok, params, _, subsets = setup
+    ev = build_evaluators(params, model, tok, subsets, None)
     empty = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in scoped_parameters(model).items()}
     labels = dict(model="m", k_percent=5.0, granularity="global", mask_kind="spot")
-    rows, results, baseline = sweep.run_entries(model, [(labels, empty)], ev, params)
+    rows, results, baseline = ablation_loop.ablate_and_evaluate(model, [(labels, empty)], ev, params)
     base = {(r["metric"], r["subset"]): r["value"] for r in rows if r["mask_kind"] == "baseline"}
     abl = {(r["metric"], r["subset"]): r["value"] for r in rows if r["mask_kind"] == "spot"}
     assert all(abl[key] == v for key, v in base.items())
@@ -83,15 +85,15 @@ def test_empty_zero_ablation_leaves_every_metric_bit_identical(setup):
 
 
 def test_sweep_rows_paired_tests_and_holm(setup):
-    model, _, params, scores, subsets = setup
+    model, tok, params, scores, subsets = setup
     params = dict(params, k_grid=[5.0], granularities=["global"])
     subsets = {s: seqs[:4] for s, seqs in subsets.items()}
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
-    ev = sweep.Evaluators(model, subsets, batch_size=4)
-    plan = list(sweep.mask_plan(params, model))
-    outliers = sweep.outlier_masks(scores, params["outlier_counts"])
-    rows, results, baseline = sweep.run_entries(model, plan + outliers, ev, params)
-    rows += sweep.paired_rows(results, baseline, CODE, "english", n_boot=100)
+    ev = build_evaluators(params, model, tok, subsets, None)
+    plan = list(ablation_plan.mask_plan(params, model))
+    outliers = ablation_plan.outlier_masks(scores, params["outlier_counts"])
+    rows, results, baseline = ablation_loop.ablate_and_evaluate(model, plan + outliers, ev, params)
+    rows += paired_tests.paired_rows(results, baseline, CODE, "english", n_boot=100)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     df = pd.DataFrame(rows)
     assert set(df.columns) >= {"mask_kind", "metric", "subset", "value", "ci_low", "ci_high", "control_of"}
@@ -108,7 +110,7 @@ def test_sweep_rows_paired_tests_and_holm(setup):
     assert set(top[top.metric == "n_selected"].value) == {1, 10}
     assert ev.timings()["loss"]["calls"] == len(plan) + len(outliers) + 1
     # the rise frame feeds the figure with error bars
-    rf = sweep.rise_frame(rows)
+    rf = ablation_tables.rise_frame(rows)
     assert set(rf.metric) == {"code_rise", "general_rise"} and (rf.ci_low <= rf.ci_high).all()
 
 
@@ -125,7 +127,7 @@ def test_holm_corrects_each_family_of_p_values_apart():
                (dict(base, mask_kind="random_uniform", seed=0), {"loss": frame({s: 0.05 for s in subsets})}),
                (dict(base, mask_kind="spot"), {"loss": frame({**{s: 0.5 for s in CODE}, "english": 0.1})}),
                (dict(base, mask_kind="code_over_general"), {"loss": frame({**{s: 0.3 for s in CODE}, "english": 0.02})})]
-    df = pd.DataFrame(sweep.paired_rows(results, baseline, CODE, "english", n_boot=200))
+    df = pd.DataFrame(paired_tests.paired_rows(results, baseline, CODE, "english", n_boot=200))
     for family, size in [("selectivity_vs_reference", 2), ("wilcoxon_loss", 2 * len(subsets))]:
         raw, adj = df[df.metric == f"p_{family}"], df[df.metric == f"p_holm_{family}"]
         assert len(raw) == size
@@ -137,32 +139,36 @@ def test_holm_corrects_each_family_of_p_values_apart():
 
 def test_outlier_table_names_where_the_top_entries_sit():
     agg = {"a.weight": torch.tensor([[1.0, 9.0], [3.0, 2.0]]), "b.norm.weight": torch.tensor([10.0, 0.5])}
-    table = sweep.outlier_table(sweep.outlier_masks(agg, [1, 3]))
+    table = ablation_tables.outlier_table(ablation_plan.outlier_masks(agg, [1, 3]))
     assert table[table.top_n == 1].param.tolist() == ["b.norm.weight"]
     three = table[table.top_n == 3].set_index("param").selected.to_dict()
     assert three == {"a.weight": 2, "b.norm.weight": 1}
 
 
-def test_specific_regions_hand_case():
-    lang = {"go": {"w": torch.tensor([1, 1, 0, 0], dtype=torch.bool)},
-            "rust": {"w": torch.tensor([0, 1, 1, 0], dtype=torch.bool)},
-            "ruby": {"w": torch.tensor([0, 0, 1, 1], dtype=torch.bool)}}
-    spec = sweep.specific_regions(lang)
-    assert spec["go"]["w"].tolist() == [True, False, False, False]
-    assert spec["rust"]["w"].tolist() == [False, False, False, False]
-    assert spec["ruby"]["w"].tolist() == [False, False, False, True]
-
-
 def test_cross_ablation_rows(llama):
-    model, _ = llama
+    from spot_utils import ablated
+    from spot_utils.evaluation import item_losses
+    from spot_utils.metrics import loss_rows
+    model, tok = llama
     params = scoped_parameters(model)
     gen = torch.Generator().manual_seed(0)
     lang = {l: {n: torch.rand(p.shape, generator=gen) < 0.05 for n, p in params.items()} for l in CODE}
     subsets = {s: random_sequences(3, seed=i) for i, s in enumerate(CODE)}
-    rows = sweep.cross_ablation(model, lang, subsets, 4, dict(model="m", k_percent=1.0, granularity="global"))
+    run = validate(dict(model="m", batch_size=4))
+    ev = build_evaluators(run, model, tok, subsets, None, groups=["loss"])
+    rows = ablation_loop.cross_ablation(model, lang, ev, run, dict(model="m", k_percent=1.0, granularity="global"))
     rises = pd.DataFrame([r for r in rows if r["metric"] == "loss_rise"])
     assert len(rises) == len(CODE) ** 2 and set(rises.mask_kind) == {f"specific:{l}" for l in CODE}
     assert (rises.value != 0).any()
+    # the same rows as ablating each language's own entries minus the others' by hand, against a fresh baseline
+    base = item_losses(model, subsets, 4)
+    for l in CODE:
+        region = {n: lang[l][n] & ~torch.stack([lang[o][n] for o in CODE if o != l]).any(0) for n in params}
+        with ablated(model, region):
+            ref = loss_rows(item_losses(model, subsets, 4), base, mask_kind=f"specific:{l}")
+        got = rises[rises.mask_kind == f"specific:{l}"]
+        assert got.value.tolist() == [r["value"] for r in ref if r["metric"] == "loss_rise"]
+        assert rows[[r["mask_kind"] for r in rows].index(f"specific:{l}") + len(CODE)]["value"] == mask_count(region)
 
 
 def test_batched_greedy_generation_equals_a_plain_argmax_loop(llama):
@@ -248,9 +254,9 @@ def test_headline_and_finding_read_the_rows():
     rows += [dict(lab, mask_kind="spot", metric="selectivity_minus_reference", subset="code/english", value=3.0,
                   ci_low=1.0, ci_high=5.0, control_of="random_uniform"),
              dict(lab, mask_kind="spot", metric="p_holm_selectivity_vs_reference", subset="code/english", value=0.01)]
-    table = sweep.headline(rows, 1.0, "global")
+    table = ablation_tables.rise_table(rows, 1.0, "global")
     assert table.loc["spot", "code_rise"] == "0.500 [0.400, 0.600]"
     assert table.loc["spot", "code_rise unseen"] == "9.000 [8.000, 10.000]"
     assert table.loc["spot", "p_holm vs random_uniform"] == "0.01" and table.loc["random_uniform", "selectivity"] == "2.000"
-    text = sweep.finding(rows, 1.0, "global")
+    text = ablation_tables.finding(rows, 1.0, "global")
     assert "+50.0%" in text and "+20.0%" in text and "more coding-specific than random damage" in text

@@ -1,6 +1,6 @@
 """Paired statistics of the ablation results: code and general-text rises with intervals, selectivity, and every
 mask against the reference control (random_uniform) on the same items, Holm-corrected per family
-(docs/METHOD.md, Statistics)."""
+(docs/METHOD.md, Statistical tests)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -18,7 +18,7 @@ def selectivity_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, 
                      labels: dict, threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
     """code_rise (mean r over code subsets, subset 'code'), general_rise (r on the general subset), with
     bootstrap intervals, and their ratio (selectivity), reported only when both rises exceed `threshold`
-    (docs/METHOD.md, Statistics). parts (e.g. {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
+    (docs/METHOD.md, Statistical tests). parts (e.g. {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     ci = stats.rises_ci(abl, base, code, general_subset, n_boot=n_boot)

@@ -73,6 +73,8 @@ SCHEMA = {
     "overlong": (lambda v: v in ("chunk", "drop"), "chunk or drop (sequences longer than max_len)", "chunk"),
     "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
                          "(sequences between scoring checkpoints)", None),
+    "score_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16 (dtype of the score files on disk; "
+                    "scores always accumulate in float32)", "float32"),
 }
 # --- issue 6: overlap statistics (stage 05) ---
 SCHEMA.update({

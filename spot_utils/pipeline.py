@@ -19,7 +19,7 @@ from .io import atomic_path, read_json, write_json, write_text
 from .params import load_params
 from .report_index import write_index
 from .paths import REPO_ROOT
-from .runs import report_dir, run_dir
+from .runs import report_dir, run_dir, stage_record_path
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
@@ -119,7 +119,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
             timings[stage] = round(time.perf_counter() - start, 1)
             strip_progress(out_nb)
             render_html(out_nb)
-            stage_info = run_dir(params) / f"{stage}.json"  # written by the stage: inputs, device, threads
+            stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
             if stage_info.exists():
                 manifest.setdefault("stages", {})[stage] = read_json(stage_info)
             write_json(manifest_path, manifest)

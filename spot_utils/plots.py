@@ -26,14 +26,30 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor]], sample: int = 200_000, seed: int = 0):
-    """Distribution of log10 |S| per language (a random sample of entries, zeros excluded)."""
+def sample_abs(scores: dict[str, torch.Tensor], sample: int = 200_000, gen: torch.Generator | None = None):
+    """|S| at `sample` random entries (drawn with replacement over all tensors), without concatenating them."""
+    sizes = torch.tensor([s.numel() for s in scores.values()])
+    total = int(sizes.sum())
+    idx = torch.randint(0, total, (min(sample, total),), generator=gen)
+    ends = sizes.cumsum(0)
+    which = torch.searchsorted(ends, idx, right=True)
+    out = torch.empty(len(idx))
+    for i, s in enumerate(scores.values()):
+        sel = (which == i).nonzero().flatten()
+        out[sel] = s.reshape(-1)[idx[sel] - (ends[i] - sizes[i])].abs().float()
+    return out
+
+
+def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor] | torch.Tensor], sample: int = 200_000,
+                       seed: int = 0):
+    """Distribution of log10 |S| per language (a random sample of entries, zeros excluded).
+
+    A value may also be a sample already drawn with sample_abs (e.g. one language at a time, generator seeded
+    with `seed` and used in the same order: the same figure)."""
     gen = torch.Generator().manual_seed(seed)
     frames = []
     for lang, scores in scores_by_lang.items():
-        flat = torch.cat([s.flatten() for s in scores.values()]).abs()
-        idx = torch.randint(0, len(flat), (min(sample, len(flat)),), generator=gen)
-        v = flat[idx]
+        v = scores if isinstance(scores, torch.Tensor) else sample_abs(scores, sample, gen)
         frames.append(pd.DataFrame({"language": lang, "log10 |score|": torch.log10(v[v > 0]).numpy()}))
     df = pd.concat(frames)
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(scores_by_lang) + 1.5))

@@ -19,6 +19,7 @@ from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
 from .params import CODE_LANGUAGES, GENERAL_LANGUAGES
 from .paths import REPORTS_DIR, RUNS_DIR
+from .runs import mask_path
 
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
@@ -104,14 +105,16 @@ def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
     return out
 
 
-def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Path = RUNS_DIR) -> dict[str, Path]:
-    """{run name: path} of every run folder in runs/ that holds `relative_path` (e.g. 'masks/spot/k1_global.safetensors')."""
+def runs_with_mask(kind: str, k_percent: float, granularity: str = "global", exclude: str | None = None,
+                   runs_dir: str | Path = RUNS_DIR) -> dict[str, Path]:
+    """{run name: mask path} of every run folder in runs/ that holds the mask `kind` at k (e.g. 'spot', 1.0)."""
     found = {}
     root = Path(runs_dir)
     if root.is_dir():
-        for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name != exclude):
-            if (run / relative_path).is_file():
-                found[run.name] = run / relative_path
+        for run in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != exclude):
+            path = mask_path(run, kind, k_percent, granularity, root=root)
+            if path.is_file():
+                found[run] = path
     return found
 
 
@@ -125,11 +128,10 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
     """
     rows, spots = [], {}
     for run in run_names:
-        masks_dir = Path(runs_dir) / run / "masks"
-        spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
+        spot, manifest = load_masks(mask_path(run, "spot", k_percent, root=runs_dir))
         row = dict(run=run, model=manifest.get("model"), **{f"spot_{k}": v for k, v in structure.summary(spot).items()})
         for region in ("shared", "union"):
-            path = masks_dir / region / f"k{k_percent:g}_global.safetensors"
+            path = mask_path(run, region, k_percent, root=runs_dir)
             row[region] = load_masks(path)[1]["total"] if path.is_file() else None
         row["shared_over_union"] = row["shared"] / row["union"] if row["shared"] is not None and row["union"] else None
         metrics_path = Path(reports_dir) / run / "metrics.json"

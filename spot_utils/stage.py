@@ -13,7 +13,7 @@ from . import corpus
 from .io import write_json
 from .models import load_model
 from .params import from_notebook, resolve_path
-from .runs import run_dir
+from .runs import run_dir, stage_record_path
 
 
 def start(namespace: dict, names_before: set, stage: str) -> dict:
@@ -36,7 +36,7 @@ def finish(params: dict, **info) -> None:
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
                   python=platform.python_version(), **info)
-    write_json(run_dir(params) / f"{params['_stage']}.json", json.loads(json.dumps(record, default=str)))
+    write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 
 

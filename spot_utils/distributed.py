@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import math
 import os
+from functools import partial
 
 import torch
 import torch.distributed as dist
@@ -56,13 +57,14 @@ def _fail_together(error: Exception | None, device, name) -> None:
 
 def score_distributed(model, sequences, criterion: str = "grad_x_weight", batch_size: int = 8, include=None,
                       name: str | None = None, checkpoint_dir=None, checkpoint_every: int | None = None,
-                      **kwargs) -> dict:
+                      everywhere: bool = True, **kwargs) -> dict | None:
     """`spot_utils.score` over all ranks of the initialised process group (data-parallel: every rank holds the
-    model); every rank gets the full scores.
+    model); every rank gets the full scores, or with everywhere=False only rank 0 (the others None: one host
+    copy of the scores per node instead of one per GPU).
 
     Each rank scores shard(sequences, rank, world) (checkpointed under checkpoint_dir/rank<r>of<w>), then the
-    fp32 accumulators are summed with all_reduce. An error on any rank (e.g. NaN) is raised on every rank,
-    so none waits forever in the collective. Same arguments as `score`.
+    fp32 accumulators are summed with all_reduce (reduce to rank 0). An error on any rank (e.g. NaN) is raised
+    on every rank, so none waits forever in the collective. Same arguments as `score`.
     """
     sequences = list(sequences)
     if not sequences and criterion != "magnitude":
@@ -79,8 +81,8 @@ def score_distributed(model, sequences, criterion: str = "grad_x_weight", batch_
     _fail_together(error, next(model.parameters()).device, name)
     if criterion != "magnitude":
         for a in acc.values():
-            dist.all_reduce(a)
-    return finalize(params, acc, criterion)
+            dist.all_reduce(a) if everywhere else dist.reduce(a, dst=0)
+    return finalize(params, acc, criterion) if everywhere or rank == 0 else None
 
 
 def shard_model(model, device: torch.device):
@@ -224,7 +226,7 @@ def main(argv=None) -> None:
         scorer = score_sharded
     else:
         model, tokenizer = load_model(P["model"], dtype=P["dtype"], device=str(device))
-        scorer = score_distributed
+        scorer = partial(score_distributed, everywhere=False)
     langs = P["languages"] + [P["general_language"]]
     if rank == 0:  # build the corpora once, then every rank reads the same deterministic sequences
         stage.sequences(P, tokenizer, langs, "score", P["n_score_sequences"], P["max_len"])

@@ -129,6 +129,17 @@ def load_tensors(path: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     return tensors, manifest
 
 
+def iter_tensors(path: str | Path):
+    """(name, tensor) of a file written by save_tensors, one tensor in memory at a time (after load_tensors' hash
+    check; float32 as load_tensors returns them)."""
+    manifest = verify_tensors(path)
+    widen = manifest.get("storage_dtype", "float32") != "float32"
+    with safe_open(str(path), framework="pt") as f:
+        for n in f.keys():
+            t = f.get_tensor(n)
+            yield n, t.float() if widen and t.is_floating_point() else t
+
+
 def tensors_of(value: dict | str | Path) -> dict[str, torch.Tensor]:
     """The tensors themselves: a dict as given, a path read with load_tensors."""
     return load_tensors(value)[0] if isinstance(value, (str, Path)) else value

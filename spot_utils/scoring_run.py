@@ -61,7 +61,7 @@ def score_languages(params: dict, model, sequences_by_lang: dict[str, list], sco
         if writer and not (len(row["kept"]) == 2 and runs.is_complete(full, **about)):
             # the full score is the sum of the halves as stored: the same whether or not a half was resumed
             total = runs.load_tensors(runs.scores_path(params, lang, runs.HALVES[0]))[0]
-            for n, t in runs.load_tensors(runs.scores_path(params, lang, runs.HALVES[1]))[0].items():
+            for n, t in runs.iter_tensors(runs.scores_path(params, lang, runs.HALVES[1])):
                 total[n].add_(t)
             runs.save_tensors(full, total, about, dtype)
             del total

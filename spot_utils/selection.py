@@ -264,14 +264,13 @@ def stage_masks(aggregate_: dict, general: dict, weights: dict, k_percent: float
     yield "code_minus_general", code_minus_general(aggregate_, general, k_percent)
 
 
-def language_masks(lang_scores: Mapping[str, dict], k_grid):
-    """(lang, k, global top-k of |S_lang|) for every language and k; each language's scores are read once, and
-    only one language's are needed at a time (lang_scores may read them from disk on access: runs.Lazy)."""
-    for lang, scores in lang_scores.items():
-        absolute = {n: t.abs() for n, t in scores.items()}
-        del scores
+def language_masks(lang_magnitudes: Mapping[str, dict], k_grid):
+    """(lang, k, global top-k of |S_lang|) for every language and k, from {lang: {param: |S_lang|}}; each
+    language's are read once, and only one language's are needed at a time (the mapping may read them from disk
+    on access: runs.Lazy)."""
+    for lang, magnitudes in lang_magnitudes.items():
         for k in k_grid:
-            yield lang, k, select_top_k(absolute, k)
+            yield lang, k, select_top_k(magnitudes, k)
 
 
 def mask_mode(region: dict, magnitude_global: dict, mode: str) -> dict[str, torch.Tensor]:

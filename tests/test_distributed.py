@@ -21,6 +21,11 @@ def _worker(rank, world, init_file, out_dir):
         for criterion in CRITERIA:
             scores = score_distributed(model, seqs, criterion=criterion, batch_size=2, name="go")
             save_file(scores, f"{out_dir}/{criterion}.rank{rank}.safetensors")
+        on_rank0 = score_distributed(model, seqs, batch_size=2, name="go", everywhere=False)
+        if rank == 0:
+            save_file(on_rank0, f"{out_dir}/rank0_only.safetensors")
+        else:
+            assert on_rank0 is None
         seqs[4][1] = 255  # a NaN embedding row reached only by sequence 4, which rank 0 scores
         with torch.no_grad():
             model.model.embed_tokens.weight[255] = float("nan")
@@ -118,6 +123,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path):
         for n in single:
             for got in ranks:  # every rank holds the all-reduced result
                 torch.testing.assert_close(got[n], single[n], rtol=1e-5, atol=1e-8)
+    rank0 = load_file(tmp_path / "rank0_only.safetensors")
+    assert all(torch.equal(rank0[n], t) for n, t in load_file(tmp_path / "grad_x_weight.rank0.safetensors").items())
     errors = [(tmp_path / f"error.rank{r}.txt").read_text() for r in range(2)]
     assert errors[0].startswith("FloatingPointError") and "'go', sequence 4" in errors[0]
     assert errors[1].startswith("RuntimeError") and "failed on another rank" in errors[1]

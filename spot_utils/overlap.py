@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import itertools
 import math
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
@@ -21,21 +20,73 @@ import torch
 from scipy.stats import hypergeom, norm
 
 from .aggregation import aggregate
-from .masks import mask_and, mask_count, mask_or
+from .runs import HALVES, tensors_of
 from .selection import select_top_k
 
 EXACT_WORK_LIMIT = 3e8  # multiply-adds of the exact convolution above which the normal approximation is used
-HALVES = ("half_a", "half_b")
+
+
+class Packed:
+    """A boolean mask tensor held bit-packed (1 bit per entry, np.packbits little-endian): what the functions
+    here need of a tensor (shape, ndim, numel(), sum()), at 1/8 of its memory."""
+
+    __slots__ = ("bits", "shape")
+
+    def __init__(self, mask: torch.Tensor):
+        self.bits = np.packbits(mask.cpu().numpy().reshape(-1), bitorder="little")
+        self.shape = tuple(mask.shape)
+
+    @property
+    def ndim(self) -> int:
+        return len(self.shape)
+
+    def numel(self) -> int:
+        return math.prod(self.shape)
+
+    def sum(self) -> int:
+        return _popcount(self.bits)
+
+    def flat(self) -> torch.Tensor:
+        """The mask, unpacked and flattened."""
+        return torch.from_numpy(np.unpackbits(self.bits, count=self.numel(), bitorder="little").astype(bool))
+
+
+def packed(masks: dict[str, torch.Tensor]) -> dict[str, Packed]:
+    """Masks held bit-packed: e.g. every language's top-k at once for the pairwise statistics."""
+    return {n: Packed(m) for n, m in masks.items()}
+
+
+def _flat(m) -> torch.Tensor:
+    return m.flat() if isinstance(m, Packed) else m.reshape(-1)
+
+
+def intersection(a: dict, b: dict) -> int:
+    """|a ∩ b| of two masks, tensors or Packed (a tensor missing from one counts as all False)."""
+    total = 0
+    for n in a.keys() & b.keys():
+        x, y = a[n], b[n]
+        if x.shape != y.shape:
+            raise ValueError(f"masks of {n!r} have different shapes {tuple(x.shape)} and {tuple(y.shape)}")
+        if isinstance(x, Packed) and isinstance(y, Packed):
+            total += _popcount(x.bits & y.bits)  # padding bits are 0 in both
+        else:
+            total += int((_flat(x) & _flat(y)).sum())
+    return total
+
+
+def _count(masks: dict) -> int:
+    return sum(int(m.sum()) for m in masks.values())
 
 
 def jaccard(a: dict, b: dict) -> float:
-    union = mask_count(mask_or(a, b))
-    return mask_count(mask_and(a, b)) / union if union else 0.0
+    inter = intersection(a, b)
+    union = _count(a) + _count(b) - inter
+    return inter / union if union else 0.0
 
 
 def overlap_coefficient(a: dict, b: dict) -> float:
-    smaller = min(mask_count(a), mask_count(b))
-    return mask_count(mask_and(a, b)) / smaller if smaller else 0.0
+    smaller = min(_count(a), _count(b))
+    return intersection(a, b) / smaller if smaller else 0.0
 
 
 def uniform_null(n_total: int, size_a: int, size_b: int, observed: int) -> tuple[float, float]:
@@ -103,7 +154,7 @@ def compare(a: dict, b: dict, n_permutations: int = 0, seed: int = 0, _sizes_ab:
     counts = _counts(*(_sizes_ab or (_sizes(a), _sizes(b))))
     n_total = int(counts[:, 0].sum())
     size_a, size_b = int(counts[:, 1].sum()), int(counts[:, 2].sum())
-    inter = mask_count(mask_and(a, b))
+    inter = intersection(a, b)
     union = size_a + size_b - inter
     expected, p = uniform_null(n_total, size_a, size_b, inter)
     pt = per_tensor_null(counts, inter)
@@ -170,7 +221,7 @@ def membership_patterns(masks_by_lang: dict[str, dict]) -> pd.DataFrame:
     for name in masks_by_lang[langs[0]]:
         code = torch.zeros(masks_by_lang[langs[0]][name].numel(), dtype=torch.int64)
         for i, lang in enumerate(langs):
-            code |= masks_by_lang[lang][name].reshape(-1).to(torch.int64) << i
+            code |= _flat(masks_by_lang[lang][name]).to(torch.int64) << i
         values, counts = torch.unique(code[code > 0], return_counts=True)
         for v, c in zip(values.tolist(), counts.tolist()):
             totals[v] = totals.get(v, 0) + c
@@ -181,19 +232,6 @@ def membership_patterns(masks_by_lang: dict[str, dict]) -> pd.DataFrame:
 
 
 # --- stability between two disjoint halves of the score split -----------------------------------------------
-
-def split_halves(sequences: list) -> tuple[list, list]:
-    """Two disjoint halves of a language's score sequences (first ⌈n/2⌉, the rest); score each, add for the full."""
-    cut = (len(sequences) + 1) // 2
-    return list(sequences[:cut]), list(sequences[cut:])
-
-
-def half_scores_path(run_directory: str | Path, half: str, lang: str) -> Path:
-    """runs/<run>/scores/<half>/<lang>.safetensors, half in HALVES."""
-    if half not in HALVES:
-        raise ValueError(f"unknown half {half!r}; accepted: {HALVES}")
-    return Path(run_directory) / "scores" / half / f"{lang}.safetensors"
-
 
 def chance_jaccard(n_total: int, size: int) -> float:
     """Expected Jaccard of two uniform random sets of `size` entries among n_total (first order)."""
@@ -216,7 +254,7 @@ def _half_masks(load_half, half, languages, k_grid, per_language_k, method, gran
         yield "aggregate", k, select_top_k(agg, k, granularity)
     del agg
     for lang in languages if per_language_k else []:
-        absolute = {n: s.abs() for n, s in load_half(half, lang).items()}
+        absolute = {n: s.abs() for n, s in tensors_of(load_half(half, lang)).items()}
         for k in per_language_k:
             yield lang, k, select_top_k(absolute, k, granularity)
 
@@ -226,10 +264,11 @@ def stability(load_half: Callable[[str, str], dict], languages: list[str], k_gri
               granularity: str = "global") -> pd.DataFrame:
     """Jaccard between the top-k sets computed from each half of the score split, per k.
 
-    load_half(half, lang) -> that half's signed scores. Rows: subset ('aggregate' or a language), k_percent, size,
-    intersection, jaccard, jaccard_chance (two random sets of that size). Languages are compared at
-    per_language_k (default: every k). The first half's masks are kept bit-packed (1 bit per entry) until the
-    second half's are ready.
+    load_half(half, lang) -> that half's signed scores, or the path of its score file (then one language's
+    scores are in memory at a time: load_half=lambda h, l: runs.scores_path(params, l, h)). Rows: subset
+    ('aggregate' or a language), k_percent, size, intersection, jaccard, jaccard_chance (two random sets of that
+    size). Languages are compared at per_language_k (default: every k). The first half's masks are kept
+    bit-packed (1 bit per entry) until the second half's are ready.
     """
     per_language_k = k_grid if per_language_k is None else per_language_k
     first, rows = {}, []

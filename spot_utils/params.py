@@ -89,6 +89,8 @@ SCHEMA = {
     "overlong": (*_one_of("overlong"), "chunk"),  # sequences longer than max_len
     "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
                          "(sequences between scoring checkpoints)", None),
+    "score_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16 (dtype of the score files on disk; "
+                    "scores always accumulate in float32)", "float32"),
     # overlap statistics (stage 05)
     "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
     # ablation controls, uncertainty, benchmarks, k-sweep (stage 04)

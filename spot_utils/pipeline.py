@@ -21,7 +21,7 @@ from .report_index import write_index
 from .paths import REPO_ROOT
 from .runlock import run_lock
 from .render import render_html, render_run
-from .runs import report_dir, run_dir
+from .runs import report_dir, run_dir, stage_record_path
 from .stage import STAGES
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
@@ -126,7 +126,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
             for later in STAGES[STAGES.index(stage) + 1:]:  # their inputs are about to change
                 if later in records:
                     records[later]["status"] = "stale"
-            stage_info = run_dir(params) / f"{stage}.json"  # written by the stage: inputs, device, threads
+            stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
             stage_info.unlink(missing_ok=True)  # a failing stage must not leave an earlier run's record
             tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
             start = time.perf_counter()

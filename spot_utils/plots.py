@@ -82,18 +82,39 @@ def save(fig, path: str | Path) -> Path:
     return path
 
 
-def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor]], sample: int = 200_000, seed: int = 0):
-    """Distribution of log10 |S| per language (a random sample of entries, zeros excluded)."""
+def sample_abs(scores: dict[str, torch.Tensor], sample: int = 200_000, gen: torch.Generator | None = None):
+    """|S| at `sample` random entries (drawn with replacement over all tensors), without concatenating them."""
+    sizes = torch.tensor([s.numel() for s in scores.values()])
+    total = int(sizes.sum())
+    idx = torch.randint(0, total, (min(sample, total),), generator=gen)
+    ends = sizes.cumsum(0)
+    which = torch.searchsorted(ends, idx, right=True)
+    out = torch.empty(len(idx))
+    for i, s in enumerate(scores.values()):
+        sel = (which == i).nonzero().flatten()
+        out[sel] = s.reshape(-1)[idx[sel] - (ends[i] - sizes[i])].abs().float()
+    return out
+
+
+def score_distribution(scores_by_lang: dict[str, dict[str, torch.Tensor] | torch.Tensor], sample: int = 200_000,
+                       seed: int = 0):
+    """Distribution of log10 |S| per language (a random sample of entries, zeros excluded).
+
+    A value may also be a sample already drawn with sample_abs (e.g. one language at a time, generator seeded
+    with `seed` and used in the same order: the same figure)."""
     gen = torch.Generator().manual_seed(seed)
-    frames = []
-    for lang, scores in scores_by_lang.items():
-        flat = torch.cat([s.flatten() for s in scores.values()]).abs()
-        idx = torch.randint(0, len(flat), (min(sample, len(flat)),), generator=gen)
-        v = flat[idx]
-        frames.append(pd.DataFrame({"language": lang, "log10 |score|": torch.log10(v[v > 0]).numpy()}))
-    df = pd.concat(frames)
+    logs = []
+    for scores in scores_by_lang.values():
+        v = scores if isinstance(scores, torch.Tensor) else sample_abs(scores, sample, gen)
+        logs.append(torch.log10(v[v > 0]).numpy())
     fig, ax = plt.subplots(figsize=(9, 0.45 * len(scores_by_lang) + 1.5))
-    sns.boxplot(df, x="log10 |score|", y="language", ax=ax, fliersize=0.5, color=_CB[0])
+    # matplotlib's boxplot on the arrays: seaborn's on a long table needs ~30 MB more per language
+    ax.boxplot(logs, orientation="horizontal", tick_labels=list(scores_by_lang), widths=0.6, patch_artist=True,
+               boxprops=dict(facecolor=_CB[0]), medianprops=dict(color="black"),
+               flierprops=dict(marker="d", markersize=0.5))
+    ax.invert_yaxis()  # first language on top
+    ax.set_xlabel("log10 |score|")
+    ax.set_ylabel("language")
     ax.set_title("Per-language importance scores span many orders of magnitude")
     return fig
 

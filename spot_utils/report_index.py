@@ -22,6 +22,7 @@ from .metrics import to_frame
 from .paths import REPORTS_DIR, RUNS_DIR
 from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
 from .stage import STAGES
+from .runs import mask_path
 
 HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
 HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
@@ -186,14 +187,16 @@ def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
     return out
 
 
-def runs_with(relative_path: str, exclude: str | None = None, runs_dir: str | Path = RUNS_DIR) -> dict[str, Path]:
-    """{run name: path} of every run folder in runs/ that holds `relative_path` (e.g. 'masks/spot/k1_global.safetensors')."""
+def runs_with_mask(kind: str, k_percent: float, granularity: str = "global", exclude: str | None = None,
+                   runs_dir: str | Path = RUNS_DIR) -> dict[str, Path]:
+    """{run name: mask path} of every run folder in runs/ that holds the mask `kind` at k (e.g. 'spot', 1.0)."""
     found = {}
     root = Path(runs_dir)
     if root.is_dir():
-        for run in sorted(p for p in root.iterdir() if p.is_dir() and p.name != exclude):
-            if (run / relative_path).is_file():
-                found[run.name] = run / relative_path
+        for run in sorted(p.name for p in root.iterdir() if p.is_dir() and p.name != exclude):
+            path = mask_path(run, kind, k_percent, granularity, root=root)
+            if path.is_file():
+                found[run] = path
     return found
 
 
@@ -207,11 +210,10 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
     """
     rows, spots = [], {}
     for i, run in enumerate(run_names):
-        masks_dir = Path(runs_dir) / run / "masks"
         try:
-            spot, manifest = load_masks(masks_dir / "spot" / f"k{k_percent:g}_global.safetensors")
+            spot, manifest = load_masks(mask_path(run, "spot", k_percent, root=runs_dir))
             totals = {region: load_masks(path)[1]["total"] if path.is_file() else None for region, path in
-                      ((r, masks_dir / r / f"k{k_percent:g}_global.safetensors") for r in ("shared", "union"))}
+                      ((r, mask_path(run, r, k_percent, root=runs_dir)) for r in ("shared", "union"))}
         except ValueError as e:
             if i == 0:
                 raise

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Mapping
 
 import torch
 
@@ -207,23 +208,27 @@ MASK_MODES = ("region", "region_minus_magnitude", "magnitude_minus_region")
 SPECIFIC = "specific:"  # label of a language-specific region: specific:<lang>
 
 
-def iter_regions(masks_by_lang: dict[str, dict]):
+def iter_regions(masks_by_lang: Mapping[str, dict]):
     """The regions of the per-language top-k, one at a time: ('shared', entries every language selects), ('union',
     entries at least one selects), then ('specific:<lang>', entries only <lang> selects: its top-k minus the union
     of the others') per language. The one place regions are computed: from per-entry counts of how many languages
-    select each entry (a uint8 per entry: no per-language unions are rebuilt)."""
+    select each entry (a uint8 per entry: no per-language unions are rebuilt).
+
+    Each language's masks are read twice, one language at a time (once for the counts, once for its specific
+    region), so masks_by_lang may read them from disk on access (runs.Lazy).
+    """
     if not masks_by_lang:
         raise ValueError("regions need the masks of at least one language")
     langs = list(masks_by_lang)
-    names = list(dict.fromkeys(n for masks in masks_by_lang.values() for n in masks))
-    shapes = {n: next(m[n].shape for m in masks_by_lang.values() if n in m) for n in names}
-    members = {n: sum((masks_by_lang[l][n].to(torch.uint8) for l in langs if n in masks_by_lang[l]),
-                      torch.zeros(shapes[n], dtype=torch.uint8)) for n in names}
+    members = {}
+    for lang in langs:
+        for n, m in masks_by_lang[lang].items():
+            members.setdefault(n, torch.zeros(m.shape, dtype=torch.uint8)).add_(m.to(torch.uint8))
     yield "shared", {n: c == len(langs) for n, c in members.items()}
     yield "union", {n: c > 0 for n, c in members.items()}
     for lang in langs:
         own = masks_by_lang[lang]
-        yield SPECIFIC + lang, {n: (own[n] & (c == 1)) if n in own else torch.zeros(shapes[n], dtype=torch.bool)
+        yield SPECIFIC + lang, {n: (own[n] & (c == 1)) if n in own else torch.zeros(c.shape, dtype=torch.bool)
                                 for n, c in members.items()}
 
 
@@ -232,10 +237,10 @@ def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]
     return dict(iter_regions(masks_by_lang))
 
 
-def stage_masks(aggregate_: dict, general: dict, lang_scores: dict[str, dict], weights: dict, k_percent: float):
-    """Every global mask stage 03 writes at k, one at a time as (kind, masks): spot, magnitude_global (top-k |θ|),
-    the spot's mask modes, general (top-k of G), code_over_general, code_minus_general, lang_<l> (top-k |S_l|),
-    shared, union and specific:<l> (iter_regions)."""
+def stage_masks(aggregate_: dict, general: dict, weights: dict, k_percent: float):
+    """The global masks stage 03 writes at k that need no single language, one at a time as (kind, masks): spot,
+    magnitude_global (top-k |θ|), the spot's mask modes, general (top-k of G), code_over_general and
+    code_minus_general. The per-language ones come from language_masks, their regions from iter_regions."""
     spot = select_top_k(aggregate_, k_percent)
     magnitude = select_top_k(weights, k_percent)
     yield "spot", spot
@@ -246,11 +251,15 @@ def stage_masks(aggregate_: dict, general: dict, lang_scores: dict[str, dict], w
     yield "general", select_top_k(general, k_percent)
     yield "code_over_general", code_over_general(aggregate_, general, k_percent)
     yield "code_minus_general", code_minus_general(aggregate_, general, k_percent)
-    per_lang = {}
-    for lang, s in lang_scores.items():
-        per_lang[lang] = select_top_k({n: t.abs() for n, t in s.items()}, k_percent)
-        yield f"lang_{lang}", per_lang[lang]
-    yield from iter_regions(per_lang)
+
+
+def language_masks(lang_magnitudes: Mapping[str, dict], k_grid):
+    """(lang, k, global top-k of |S_lang|) for every language and k, from {lang: {param: |S_lang|}}; each
+    language's are read once, and only one language's are needed at a time (the mapping may read them from disk
+    on access: runs.Lazy)."""
+    for lang, magnitudes in lang_magnitudes.items():
+        for k in k_grid:
+            yield lang, k, select_top_k(magnitudes, k)
 
 
 def mask_mode(region: dict, magnitude_global: dict, mode: str) -> dict[str, torch.Tensor]:

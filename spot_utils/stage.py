@@ -15,7 +15,7 @@ from .io import write_json
 from .models import load_model
 from .params import from_notebook, resolve_model, resolve_path
 from .paths import shown
-from .runs import run_dir
+from .runs import run_dir, stage_record_path
 
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore")
 NEEDS = {"02_aggregation": ("01_scoring",), "03_selection": ("01_scoring", "02_aggregation"),
@@ -56,7 +56,7 @@ def finish(params: dict, **info) -> None:
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
                   python=platform.python_version(), **info)
-    write_json(run_dir(params) / f"{params['_stage']}.json", json.loads(json.dumps(record, default=str)))
+    write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 
 

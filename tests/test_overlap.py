@@ -5,9 +5,11 @@ import pytest
 import torch
 from scipy.stats import hypergeom
 
-from spot_utils import overlap
+from spot_utils import runs
+from spot_utils.masks import mask_and, mask_count, mask_or
 from spot_utils.overlap import (against, compare, holm, membership_patterns, pairwise, per_tensor_null,
-                                simulate_overlap, split_halves, stability, uniform_null)
+                                simulate_overlap, stability, uniform_null)
+from spot_utils.scoring_run import split_halves
 
 
 def masks_from_positions(sizes, positions):
@@ -59,7 +61,7 @@ def test_per_tensor_null_matches_a_simulation_by_shuffling():
     sims = []
     for _ in range(3000):  # shuffle A within each tensor, count its overlap with B
         a = masks_from_positions(sizes, [torch.randperm(n, generator=gen)[:c].tolist() for n, c in zip(sizes, a_counts)])
-        sims.append(overlap.mask_count(overlap.mask_and(a, b)))
+        sims.append(mask_count(mask_and(a, b)))
     sims = np.array(sims)
     counts = np.array([[n, ca, cb] for n, ca, cb in zip(sizes, a_counts, b_counts)])
     observed = 45
@@ -109,7 +111,7 @@ def test_membership_patterns_on_a_hand_case():
     df = membership_patterns(masks)
     got = {row.languages: row.count for row in df.itertuples()}
     assert got == {("go", "rust", "java"): 1, ("go", "java"): 1, ("go", "rust"): 2, ("rust",): 1, ("java",): 1}
-    assert df["count"].sum() == overlap.mask_count(overlap.mask_or(overlap.mask_or(masks["go"], masks["rust"]), masks["java"]))
+    assert df["count"].sum() == mask_count(mask_or(mask_or(masks["go"], masks["rust"]), masks["java"]))
     assert df.iloc[0].languages == ("go", "rust") and df.iloc[0].degree == 2
 
 
@@ -133,4 +135,4 @@ def test_stability_between_halves():
     row = indep.iloc[0]
     assert row.jaccard < 3 * row.jaccard_chance and row.jaccard_chance == pytest.approx(0.1 / 1.9, rel=0.05)
     with pytest.raises(ValueError, match="unknown half"):
-        overlap.half_scores_path("runs/x", "half_c", "go")
+        runs.scores_path("x", "go", "half_c")

@@ -146,22 +146,35 @@ def test_every_threshold_path_agrees_with_a_sort(monkeypatch, path, granularity)
         assert any(u is not None for u in used) and any(u is None for u in used)  # taken, and fell back at least once
 
 
-def test_stage_masks_yield_every_kind_with_consistent_sizes():
-    from spot_utils.selection import stage_masks
+def test_stage_masks_language_masks_and_regions_from_disk_are_consistent(tmp_path):
+    from spot_utils import load_masks, save_masks
+    from spot_utils.runs import Lazy
+    from spot_utils.selection import iter_regions, language_masks, stage_masks
     gen = torch.Generator().manual_seed(0)
     shapes = {"layers.0.w": (20, 10), "layers.0.norm": (10,)}
     lang_scores = {l: {n: torch.randn(s, generator=gen) for n, s in shapes.items()} for l in ("go", "rust", "java")}
     A = {n: sum(lang_scores[l][n].abs() for l in lang_scores) for n in shapes}
     G = {n: torch.rand(s, generator=gen) for n, s in shapes.items()}
     W = {n: torch.rand(s, generator=gen) for n, s in shapes.items()}
-    got = dict(stage_masks(A, G, lang_scores, W, 10))
+    got = dict(stage_masks(A, G, W, 10))
     assert set(got) == {"spot", "magnitude_global", "spot_region_minus_magnitude", "spot_magnitude_minus_region",
-                        "general", "code_over_general", "code_minus_general", "lang_go", "lang_rust", "lang_java",
-                        "shared", "union", "specific:go", "specific:rust", "specific:java"}
+                        "general", "code_over_general", "code_minus_general"}
+    reads = []
+    lazy_scores = Lazy(lang_scores, lambda s: reads.append(1) or {n: t.abs() for n, t in s.items()})
+    for lang, k, masks in language_masks(lazy_scores, [10, 5]):
+        save_masks(tmp_path / f"{lang}_k{k}.safetensors", masks, {})
+        got[f"lang_{lang}" if k == 10 else f"lang5_{lang}"] = masks
+    assert len(reads) == 3  # each language's scores read once for every k
     assert mask_count(got["spot"]) == mask_count(got["general"]) == mask_count(got["lang_go"]) == 21
+    assert mask_count(got["lang5_go"]) == 10
     assert set(got["code_over_general"]) == {"layers.0.w"}  # contrastive regions: matrices only
     inter = mask_count(got["spot"]) - mask_count(got["spot_region_minus_magnitude"])
     assert mask_count(got["spot_magnitude_minus_region"]) == mask_count(got["magnitude_global"]) - inter
+    loads = []
+    on_disk = Lazy({l: tmp_path / f"{l}_k10.safetensors" for l in lang_scores},
+                   lambda p: loads.append(p) or load_masks(p)[0])
+    got.update(iter_regions(on_disk))
+    assert len(loads) == 6  # twice per language, one language at a time
     by_lang = {l: got[f"lang_{l}"] for l in lang_scores}
     for kind in ("shared", "union", "specific:go", "specific:java"):
         ref = {"shared": shared_core, "union": union_of}.get(kind, lambda m: language_specific(m, kind.split(":")[1]))(by_lang)

@@ -3,7 +3,7 @@ import subprocess
 import pandas as pd
 from spot_utils.io import write_json, write_text
 from spot_utils.metrics import row
-from spot_utils.report_index import collect, format_rise, format_seconds, run_headline, runs_with, write_index
+from spot_utils.report_index import collect, format_rise, format_seconds, run_headline, runs_with_mask, write_index
 
 
 def fake_rows():
@@ -78,7 +78,7 @@ def test_runs_with_finds_other_runs(tmp_path):
         (tmp_path / run / "masks" / "spot").mkdir(parents=True)
     (tmp_path / "default" / "masks" / "spot" / "k1_global.safetensors").write_bytes(b"x")
     (tmp_path / "gemma3-270m" / "masks" / "spot" / "k1_global.safetensors").write_bytes(b"x")
-    found = runs_with("masks/spot/k1_global.safetensors", exclude="default", runs_dir=tmp_path)
+    found = runs_with_mask("spot", 1.0, exclude="default", runs_dir=tmp_path)
     assert list(found) == ["gemma3-270m"]
 
 

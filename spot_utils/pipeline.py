@@ -126,6 +126,14 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     return out_dir
 
 
+def kernel_config():
+    """Kernel settings for papermill: CurveZMQ-encrypted connections to the stage's kernel where pyzmq and the
+    kernelspec support it (the kernel then no longer warns that it runs over TCP without encryption)."""
+    import zmq
+    from traitlets.config import Config
+    return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
+
+
 def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expected) -> None:
     """Execute `stages` in order, each recorded in `manifest` (written after every stage) as ok or failed, the stages
     after a running one marked stale."""
@@ -144,7 +152,8 @@ def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expecte
         start = time.perf_counter()
         try:
             pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(tmp_nb), parameters=params,
-                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
+                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False,
+                                config=kernel_config())
             records[stage] = dict(read_json(stage_info) if stage_info.exists() else {}, status="ok")
         except BaseException as e:
             records[stage] = dict(stage=stage, status="failed", error=f"{type(e).__name__}: {str(e)[:2000]}")

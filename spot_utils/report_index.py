@@ -19,7 +19,7 @@ from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
-from .paths import REPORTS_DIR, RUNS_DIR
+from .paths import REPO_ROOT, REPORTS_DIR, RUNS_DIR
 from .render import stage_problems
 from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
 from .stage import STAGES
@@ -59,6 +59,11 @@ def _git(folder: Path, *args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def _commit_date(run: Path, commit: str) -> str | None:
+    """The date of a commit, from the checkout the run folder is in, else from the repository's."""
+    return _git(run, "show", "-s", "--format=%cs", commit) or _git(REPO_ROOT, "show", "-s", "--format=%cs", commit)
+
+
 def run_files(run: Path) -> dict[str, list[str]]:
     """Every file of a report folder by kind, relative to the folder: pages, notebooks, data, figures."""
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
@@ -90,7 +95,7 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
         row = dict(run=run.name, model=params.get("model"), languages=len(params.get("languages", [])) or None,
                    seconds=sum(manifest.get("stage_seconds", {}).values()) or None, stages=stages,
                    git_commit=commit, local=tracked == "",
-                   commit_date=_git(run, "show", "-s", "--format=%cs", commit.removesuffix("+dirty")) if commit else None,
+                   commit_date=_commit_date(run, commit.removesuffix("+dirty")) if commit else None,
                    files=run_files(run), problems=stage_problems(run))
         if (run / "metrics.json").is_file():
             h = run_headline(read_json(run / "metrics.json"))
@@ -116,11 +121,14 @@ def format_seconds(s) -> str:
 
 
 def format_rise(r) -> str:
-    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%'."""
+    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%', and below
+    0.1% with one significant digit: -0.00003 -> '−0.003%', 0 -> '0%'."""
     if _missing(r):
         return "–"
     p = 100 * float(r)
-    text = f"{p:+,.0f}%" if abs(p) >= 1 else f"{p:+.1f}%"
+    if p == 0:
+        return "0%"
+    text = f"{p:+,.0f}%" if abs(p) >= 1 else f"{p:+.1f}%" if abs(p) >= 0.095 else f"{p:+.1g}%"
     return text.replace("-", "−")
 
 
@@ -184,7 +192,7 @@ def index_html(table: pd.DataFrame) -> str:
         "body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
         "table{border-collapse:collapse;font-size:13px;width:100%}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-        "td:nth-child(4),td:nth-child(5){white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
+        "td{white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
         "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.bad{color:#a00;font-weight:600}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
         "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
         "at k (percent of scoped entries, global granularity, zero ablation) in percent; <i>code</i> is the mean over "

@@ -128,7 +128,8 @@ def format_rise(r) -> str:
     p = 100 * float(r)
     if p == 0:
         return "0%"
-    text = f"{p:+,.0f}%" if abs(p) >= 1 else f"{p:+.1f}%" if abs(p) >= 0.095 else f"{p:+.1g}%"
+    decimals = 0 if abs(p) >= 1 else 1 if abs(p) >= 0.095 else -math.floor(math.log10(abs(p)))
+    text = f"{p:+,.{decimals}f}%"
     return text.replace("-", "−")
 
 

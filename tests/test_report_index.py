@@ -71,7 +71,8 @@ def test_index_marks_runs_git_does_not_track_as_local(tmp_path):
 def test_durations_and_rises_read_as_in_the_readme():
     assert [format_seconds(s) for s in (9.6, 927, 1539.4, 7530)] == ["10 s", "15 min 27 s", "25 min 39 s", "2 h 05 min"]
     assert [format_rise(r) for r in (16.58, 0.36, 0.004, -0.2, None)] == ["+1,658%", "+36%", "+0.4%", "−20%", "–"]
-    assert [format_rise(r) for r in (-0.00003, 0.00042, 0.0, 0.00096)] == ["−0.003%", "+0.04%", "0%", "+0.1%"]
+    assert [format_rise(r) for r in (-0.00003, 0.00042, 0.0, 0.00096, 2e-9)] == ["−0.003%", "+0.04%", "0%", "+0.1%",
+                                                                    "+0.0000002%"]
 
 
 def test_runs_with_finds_other_runs(tmp_path):

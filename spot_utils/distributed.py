@@ -13,6 +13,7 @@ files: scores, half scores, and a resumable run.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 from functools import partial
@@ -22,7 +23,7 @@ import torch.distributed as dist
 
 from .losses import pad_batch, sequence_losses
 from .scoring import (CRITERIA, _cap, _checkpoint_path, _resume, _save_checkpoint, _scoring_state, accumulate,
-                      corpus_fingerprint, decoder_layers_prefix, finalize, scoped_parameters)
+                      corpus_fingerprint, decoder_layers_prefix, finalize, model_fingerprint, scoped_parameters)
 
 STRATEGIES = ("ddp", "fsdp")
 
@@ -113,7 +114,8 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
     weight 0). FSDP's reduce-scatter adds the ranks' gradients of a step, and each rank folds its shard of that
     sum into its shard of the fp32 accumulator (a post-accumulate-grad hook on the sharded parameter). A NaN/inf
     loss stops every rank at that step, naming the sequence. Checkpoints: each rank's accumulator shard and the
-    step, under checkpoint_dir/fsdp_rank<r>of<w>. The per-sequence criteria need each sequence's own gradient,
+    step, under checkpoint_dir/fsdp_rank<r>of<w>, with the job as in `score` (the model's fingerprint taken over all
+    ranks' shards, so every rank refuses a checkpoint of another model alike). The per-sequence criteria need each sequence's own gradient,
     which the reduce-scatter has already summed over ranks: they are refused (use score_distributed).
     """
     crit = CRITERIA.pick(criterion)
@@ -142,9 +144,10 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
     steps = math.ceil(math.ceil(len(capped) / world) / batch_size)  # rank 0's shard is the largest
     device = next(iter(params.values())).device
     local = {n: a.to_local() for n, a in acc.items()}
-    job = dict(criterion=criterion, name=label, total=len(capped), corpus=corpus_fingerprint(capped),
-               strategy="fsdp", world=world, steps=steps)
     ckpt = None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"fsdp_rank{rank}of{world}")
+    job = ckpt and dict(criterion=criterion, name=label, total=len(capped), corpus=corpus_fingerprint(capped),
+                        strategy="fsdp", world=world, steps=steps, model=sharded_fingerprint(model, device),
+                        dtype=str(next(iter(params.values())).dtype).removeprefix("torch."))
     start = _resume(ckpt, local, job)
     every = max(1, (checkpoint_every or 0) // (batch_size * world))  # steps between checkpoints
 
@@ -171,6 +174,10 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
                 if ckpt and checkpoint_every and done < steps and done % every == 0:
                     _check_finite_sharded(local, label, device)
                     _save_checkpoint(ckpt, local, job, done)
+    except BaseException:  # FSDP's recovery after a step cut short: parameters resharded, the step's state dropped
+        if hasattr(model, "reset_iter_state"):  # torch >= 2.13
+            model.reset_iter_state()
+        raise
     finally:
         for h in handles:
             h.remove()
@@ -184,6 +191,15 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
         for n, a in acc.items():
             crit.finalize(a, params[n])  # e.g. θ ⊙ Σ∇L, shard by shard
     return _gather(acc, rank)
+
+
+def sharded_fingerprint(model, device) -> str:
+    """scoring.model_fingerprint of every rank's parameter shards, combined in rank order: the same on every rank,
+    and different when the config or any rank's shard differs."""
+    digest = torch.tensor(list(bytes.fromhex(model_fingerprint(model))), dtype=torch.uint8, device=device)
+    parts = [torch.empty_like(digest) for _ in range(dist.get_world_size())]
+    dist.all_gather(parts, digest)
+    return hashlib.sha256(b"".join(bytes(p.cpu().tolist()) for p in parts)).hexdigest()
 
 
 def _check_finite_sharded(local: dict, label: str, device) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import torch
 from transformers import (AutoConfig, AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast)
 
-from .io import atomic_path, sha256_file
+from .io import atomic_path, current_umask, sha256_file
 from .paths import DATA_DIR
 
 DEFAULT_MODEL = "smollm2-135m"
@@ -118,6 +118,10 @@ def _embedded_folder(spec: str) -> Path:
     try:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
+        umask = current_umask()  # mkdtemp's private 0700, and the weights' 0600 from save_pretrained, would stay
+        for path in tmp.rglob("*"):
+            path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+        tmp.chmod(0o777 & ~umask)
         tmp.rename(folder)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

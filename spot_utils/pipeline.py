@@ -117,39 +117,57 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
         manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
                         git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
                         processor=platform.processor(), cpu_count=os.cpu_count())
-        timings = manifest.setdefault("stage_seconds", {})
-        records = manifest.setdefault("stages", {})
-        for stage in stages:
-            out_nb = out_dir / f"{stage}.ipynb"
-            print(f"[{stage}] running -> {out_nb}", flush=True)
-            manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
-            for later in STAGES[STAGES.index(stage) + 1:]:  # their inputs are about to change
-                if later in records:
-                    records[later]["status"] = "stale"
-            stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
-            stage_info.unlink(missing_ok=True)  # a failing stage must not leave an earlier run's record
-            tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
-            start = time.perf_counter()
-            try:
-                pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(tmp_nb), parameters=params,
-                                    cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False)
-                records[stage] = dict(read_json(stage_info) if stage_info.exists() else {}, status="ok")
-            except BaseException as e:
-                records[stage] = dict(stage=stage, status="failed", error=f"{type(e).__name__}: {str(e)[:2000]}")
-                raise
-            finally:
-                timings[stage] = round(time.perf_counter() - start, 1)
-                if tmp_nb.exists():  # complete (or as far as a failing stage got): replaces the old one at once
-                    strip_progress(tmp_nb)
-                    os.replace(tmp_nb, out_nb)
-                    render_html(out_nb)
-                write_json(manifest_path, manifest)
-            print(f"[{stage}] done in {timings[stage]} s ({expected.hidden} expected papermill warnings about "
-                  f"parameters the notebook does not use hidden)", flush=True)
-            expected.hidden = 0
-        render_run(out_dir)  # again, so that every page links the stages run after it
-    print("index of all runs:", write_index(out_dir.parent))
+        try:
+            _run_stages(pm, params, stages, out_dir, manifest, expected)
+        finally:  # also after a failure: every page shows each stage's status and links the stages run after it
+            render_run(out_dir)
+            index = write_index(out_dir.parent)
+    print("index of all runs:", index)
     return out_dir
+
+
+def kernel_config():
+    """Kernel settings for papermill: CurveZMQ-encrypted connections to the stage's kernel where pyzmq and the
+    kernelspec support it (the kernel then no longer warns that it runs over TCP without encryption)."""
+    import zmq
+    from traitlets.config import Config
+    return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
+
+
+def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expected) -> None:
+    """Execute `stages` in order, each recorded in `manifest` (written after every stage) as ok or failed, the stages
+    after a running one marked stale."""
+    manifest_path = out_dir / "manifest.json"
+    timings, records = manifest.setdefault("stage_seconds", {}), manifest.setdefault("stages", {})
+    for stage in stages:
+        out_nb = out_dir / f"{stage}.ipynb"
+        print(f"[{stage}] running -> {out_nb}", flush=True)
+        manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
+        for later in STAGES[STAGES.index(stage) + 1:]:  # their inputs are about to change
+            if later in records:
+                records[later]["status"] = "stale"
+        stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
+        stage_info.unlink(missing_ok=True)  # a failing stage must not leave an earlier run's record
+        tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
+        start = time.perf_counter()
+        try:
+            pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(tmp_nb), parameters=params,
+                                cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False,
+                                config=kernel_config())
+            records[stage] = dict(read_json(stage_info) if stage_info.exists() else {}, status="ok")
+        except BaseException as e:
+            records[stage] = dict(stage=stage, status="failed", error=f"{type(e).__name__}: {str(e)[:2000]}")
+            raise
+        finally:
+            timings[stage] = round(time.perf_counter() - start, 1)
+            write_json(manifest_path, manifest)  # before the page, which shows the stage's status
+            if tmp_nb.exists():  # complete (or as far as a failing stage got): replaces the old one at once
+                strip_progress(tmp_nb)
+                os.replace(tmp_nb, out_nb)
+                render_html(out_nb)
+        print(f"[{stage}] done in {timings[stage]} s ({expected.hidden} expected papermill warnings about "
+              f"parameters the notebook does not use hidden)", flush=True)
+        expected.hidden = 0
 
 
 def main(argv=None) -> None:

@@ -11,7 +11,7 @@ import html
 import re
 from pathlib import Path
 
-from .io import write_text
+from .io import read_json, write_text
 from .stage import STAGES
 
 # $$display$$ or $inline$ (no space just inside an inline pair, as in Markdown math), outside code spans and fences
@@ -27,7 +27,8 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 """
 CSS = ("nav.spot{position:sticky;top:0;z-index:10;background:#f6f6f6;border-bottom:1px solid #ccc;"
        "padding:6px 16px;font:13px sans-serif;display:flex;flex-wrap:wrap;gap:4px 14px}"
-       "nav.spot a{text-decoration:none}nav.spot .files{color:#555}"
+       "nav.spot a{text-decoration:none}nav.spot .files{color:#555}.spot-status{color:#a00;font-weight:600}"
+       "div.spot-status{background:#fff3f3;border:1px solid #e0a0a0;padding:6px 16px;font:14px sans-serif}"
        "math[display=block]{margin:0.6em 0}")
 
 
@@ -59,19 +60,44 @@ def data_files(run: Path) -> list[str]:
     return sorted(p.name for p in run.iterdir() if p.is_file() and p.suffix in (".json", ".csv"))
 
 
+def stage_problems(run: Path) -> dict[str, dict]:
+    """{stage: {status, error}} of the run's stages whose manifest status is not 'ok' (failed or stale)."""
+    path = Path(run) / "manifest.json"
+    records = read_json(path).get("stages", {}) if path.is_file() else {}
+    return {s: dict(status=r.get("status"), error=r.get("error")) for s, r in records.items()
+            if isinstance(r, dict) and r.get("status", "ok") != "ok"}
+
+
+def _marked(stage: str, problems: dict) -> str:
+    """A stage name with its status after it when that is not ok."""
+    status = problems.get(stage, {}).get("status")
+    return html.escape(stage) + (f' <span class="spot-status">({html.escape(status)})</span>' if status else "")
+
+
 def nav_bar(notebook: Path) -> str:
-    """Links from a stage page to the index, the neighbouring stages that exist and the run's data files."""
+    """Links from a stage page to the index, the neighbouring stages that exist and the run's data files; each
+    stage marked failed or stale as the run's manifest records it, with a note under the bar for this page's stage."""
     run, stage = notebook.parent, notebook.stem
+    problems = stage_problems(run)
     present = [s for s in STAGES if (run / f"{s}.ipynb").is_file() or s == stage]
     i = present.index(stage) if stage in present else None
     links = ['<a href="../index.html">↑ all runs</a>', f"<b>{html.escape(run.name)}</b>"]
     if i is not None and i > 0:
-        links.append(f'<a href="{present[i - 1]}.html">← {present[i - 1]}</a>')
+        links.append(f'<a href="{present[i - 1]}.html">← {_marked(present[i - 1], problems)}</a>')
     if i is not None and i + 1 < len(present):
-        links.append(f'<a href="{present[i + 1]}.html">{present[i + 1]} →</a>')
+        links.append(f'<a href="{present[i + 1]}.html">{_marked(present[i + 1], problems)} →</a>')
     files = [f'<a href="{html.escape(notebook.name)}">executed notebook</a>']
     files += [f'<a href="{html.escape(f)}">{html.escape(f)}</a>' for f in data_files(run)]
-    return f'<nav class="spot">{" ".join(links)}<span class="files">files: {" · ".join(files)}</span></nav>'
+    bar = f'<nav class="spot">{" ".join(links)}<span class="files">files: {" · ".join(files)}</span></nav>'
+    problem = problems.get(stage, {})
+    error = f" (<code>{html.escape(problem['error'])}</code>)" if problem.get("error") else ""
+    if problem.get("status") == "failed":
+        bar += (f'<div class="spot-status">{html.escape(stage)} failed in its last run{error}; this page shows its '
+                "output as far as it got.</div>")
+    elif problem.get("status") == "stale":
+        bar += (f'<div class="spot-status">{html.escape(stage)} is stale: an earlier stage ran again after it, so its '
+                f"inputs have changed since this page was made; rerun {html.escape(stage)}.</div>")
+    return bar
 
 
 def page(nb, nav: str = "") -> str:

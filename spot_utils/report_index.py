@@ -19,7 +19,8 @@ from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
 from .metrics import to_frame
-from .paths import REPORTS_DIR, RUNS_DIR
+from .paths import REPO_ROOT, REPORTS_DIR, RUNS_DIR
+from .render import stage_problems
 from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
 from .stage import STAGES
 from .runs import mask_path
@@ -58,6 +59,11 @@ def _git(folder: Path, *args: str) -> str | None:
     return proc.stdout.strip() if proc.returncode == 0 else None
 
 
+def _commit_date(run: Path, commit: str) -> str | None:
+    """The date of a commit, from the checkout the run folder is in, else from the repository's."""
+    return _git(run, "show", "-s", "--format=%cs", commit) or _git(REPO_ROOT, "show", "-s", "--format=%cs", commit)
+
+
 def run_files(run: Path) -> dict[str, list[str]]:
     """Every file of a report folder by kind, relative to the folder: pages, notebooks, data, figures."""
     files = sorted(p.relative_to(run).as_posix() for p in run.rglob("*") if p.is_file())
@@ -75,7 +81,8 @@ def run_files(run: Path) -> dict[str, list[str]]:
 
 def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
     """One row per run folder in reports/: name, model, seconds, code commit and its date, whether the run is only
-    local (not tracked by git), its files, headline numbers and which stage reports exist."""
+    local (not tracked by git), its files, headline numbers, which stage reports exist and the stages the manifest
+    marks failed or stale."""
     rows = []
     for run in sorted(p for p in Path(reports_dir).iterdir() if p.is_dir()):
         stages = [s for s in STAGES if (run / f"{s}.html").is_file()]
@@ -88,8 +95,8 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
         row = dict(run=run.name, model=params.get("model"), languages=len(params.get("languages", [])) or None,
                    seconds=sum(manifest.get("stage_seconds", {}).values()) or None, stages=stages,
                    git_commit=commit, local=tracked == "",
-                   commit_date=_git(run, "show", "-s", "--format=%cs", commit.removesuffix("+dirty")) if commit else None,
-                   files=run_files(run))
+                   commit_date=_commit_date(run, commit.removesuffix("+dirty")) if commit else None,
+                   files=run_files(run), problems=stage_problems(run))
         if (run / "metrics.json").is_file():
             h = run_headline(read_json(run / "metrics.json"))
             row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
@@ -114,11 +121,15 @@ def format_seconds(s) -> str:
 
 
 def format_rise(r) -> str:
-    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%'."""
+    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%', and below
+    0.1% with one significant digit: -0.00003 -> '−0.003%', 0 -> '0%'."""
     if _missing(r):
         return "–"
     p = 100 * float(r)
-    text = f"{p:+,.0f}%" if abs(p) >= 1 else f"{p:+.1f}%"
+    if p == 0:
+        return "0%"
+    decimals = 0 if abs(p) >= 1 else 1 if abs(p) >= 0.095 else -math.floor(math.log10(abs(p)))
+    text = f"{p:+,.{decimals}f}%"
     return text.replace("-", "−")
 
 
@@ -128,6 +139,10 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.3g}"
     return html.escape(str(v))
+
+
+def _short(text: str, n: int = 300) -> str:
+    return text if len(text) <= n else text[:n] + " …"
 
 
 def _links(run: str, files: list[str], label=lambda f: f) -> str:
@@ -142,12 +157,15 @@ def index_html(table: pd.DataFrame) -> str:
     body, sections = [], []
     for r in table.to_dict("records"):
         name = html.escape(r["run"]) + (" <i>(local, not committed)</i>" if r.get("local") else "")
+        problems = r.get("problems") if isinstance(r.get("problems"), dict) else {}
+        flags = "".join(f'<br><span class="bad">{html.escape(s)} {html.escape(str(p["status"]))}</span>'
+                        for s, p in problems.items())
         commit = r.get("git_commit")
         commit_cell = "–" if not commit else (f"<code>{html.escape(commit[:7])}</code>"
                                              + ("+dirty" if commit.endswith("+dirty") else "")
                                              + (f" {html.escape(r['commit_date'])}" if r.get("commit_date") else ""))
         k = r.get("k_percent")
-        cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>', _fmt(r.get("model")), _fmt(r.get("languages")),
+        cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")), _fmt(r.get("languages")),
                  format_seconds(r.get("seconds")), commit_cell, "–" if _missing(k) else f"{k:g}%",
                  _fmt(r.get("baseline_loss"))]
         cells += [f"{format_rise(r.get(f'{kind}.code_rise'))} / {format_rise(r.get(f'{kind}.general_rise'))}"
@@ -155,11 +173,19 @@ def index_html(table: pd.DataFrame) -> str:
         cells.append(_fmt(r.get("spot.selectivity")))
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         files = r.get("files") or {}
-        parts = [("stage reports", _links(r["run"], files.get("pages", []), lambda f: Path(f).stem)),
+        pages = " · ".join(f'<a href="{html.escape(r["run"])}/{html.escape(f)}">{html.escape(Path(f).stem)}</a>'
+                           + (f' <span class="bad">({html.escape(str(problems[Path(f).stem]["status"]))})</span>'
+                              if Path(f).stem in problems else "") for f in files.get("pages", []))
+        parts = [("stage reports", pages),
                  ("executed notebooks", _links(r["run"], files.get("notebooks", []))),
                  ("data", _links(r["run"], files.get("data", []))),
                  ("figures", _links(r["run"], files.get("figures", []), lambda f: Path(f).stem))]
         parts += [("other", _links(r["run"], files["other"]))] if files.get("other") else []
+        parts += [("stage status", "<br>".join(
+            f'<span class="bad">{html.escape(s)} {html.escape(str(p["status"]))}</span>'
+            + (f": <code>{html.escape(_short(p['error']))}</code>" if p.get("error") else
+               " (an earlier stage ran again after it: rerun it)" if p["status"] == "stale" else "")
+            for s, p in problems.items()))] if problems else []
         sections.append(f'<h2 id="{html.escape(r["run"])}">{name}</h2>\n<dl>'
                         + "".join(f"<dt>{t}</dt><dd>{v or '–'}</dd>" for t, v in parts) + "</dl>")
     return (
@@ -167,8 +193,8 @@ def index_html(table: pd.DataFrame) -> str:
         "body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
         "table{border-collapse:collapse;font-size:13px;width:100%}"
         "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-        "td:nth-child(4),td:nth-child(5){white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
-        "h2{margin-top:1.4em;border-bottom:1px solid #ddd}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
+        "td{white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
+        "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.bad{color:#a00;font-weight:600}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
         "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
         "at k (percent of scoped entries, global granularity, zero ablation) in percent; <i>code</i> is the mean over "
         "code languages, <i>English</i> is English prose; selectivity = code rise / English rise (only where both "

@@ -367,14 +367,15 @@ def _short(value):
 def model_fingerprint(model, sample: int = 1024) -> str:
     """SHA-256 of a model's config and weights, cheap enough for every checkpoint: per parameter its name, dtype,
     shape, float64 sum over all entries and a strided sample of at most `sample` entries (so any two models
-    that differ in config, in a tensor or in a systematic change of one entry get different fingerprints)."""
+    that differ in config, in a tensor or in a systematic change of one entry get different fingerprints). Of a
+    sharded (DTensor) parameter, only this process's shard is read."""
     config = model.config.to_dict() if hasattr(model, "config") else {}
     for volatile in ("_name_or_path", "torch_dtype", "dtype", "use_cache", "transformers_version"):
         config.pop(volatile, None)
     h = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, p in sorted(model.named_parameters(), key=lambda item: clean_name(item[0])):
-            flat = p.detach().reshape(-1)
+            flat = (p.to_local() if hasattr(p, "to_local") else p).detach().reshape(-1)
             picked = flat[:: max(1, flat.numel() // sample)][:sample].float().cpu()
             total = torch.sum(flat, dtype=torch.float64).item() if flat.numel() else 0.0
             h.update(f"{clean_name(name)}|{p.dtype}|{tuple(p.shape)}|{total!r}|".encode())

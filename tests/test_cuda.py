@@ -82,3 +82,27 @@ def test_top_k_of_cuda_scores_equals_top_k_on_cpu(granularity, size):
         got = select_top_k(on_gpu, k, granularity)
         for n in scores:
             assert torch.equal(got[n].cpu(), ref[n]), (k, n)
+
+
+@pytest.mark.parametrize("arch", ARCHITECTURES)
+def test_batched_generation_on_cuda_equals_single_prompts(arch):
+    """Left-padded batches on the GPU give each prompt's tokens as one-prompt calls do (tests/test_evaluation.py
+    checks the same on CPU against a plain argmax loop)."""
+    from test_evaluation import PROMPTS, generated_tokens
+    model, tok = load_model(f"random:{arch}", device="cuda")
+    batched = generated_tokens(model, tok, PROMPTS, 20, batch_size=len(PROMPTS))
+    assert batched == generated_tokens(model, tok, PROMPTS, 20, batch_size=1)
+
+
+def test_lm_eval_multiple_choice_runs_on_the_cuda_model_as_on_cpu(tmp_path):
+    import numpy as np
+    from spot_utils.lmeval import MultipleChoice
+    from test_lmeval import ITEMS
+    scores = {}
+    for device in ("cpu", "cuda"):
+        model, tok = load_model("random:llama", device=device)
+        mc = MultipleChoice(model, tok, {"hand": ITEMS}, tmp_path / device, batch_size=2)
+        assert mc.lm.model is model and mc.lm.device.type == device
+        scores[device] = mc.item_scores()
+    assert np.allclose(np.concatenate(scores["cuda"].logliks.to_list()),
+                       np.concatenate(scores["cpu"].logliks.to_list()), atol=1e-3)

@@ -64,6 +64,18 @@ def _fsdp_worker(rank, world, init_file, out_dir):
             pass
         handle.remove()
         dist.barrier()
+        weight = model.model.layers[1].mlp.up_proj.weight.to_local()  # another model: one entry of rank 1's shard
+        kept = weight.clone()
+        with torch.no_grad():
+            if rank == 1:
+                weight[0, 0] += 1.0
+        try:
+            score_sharded(model, seqs, batch_size=1, name="go", max_len=16, checkpoint_dir=out_dir / "ckpt",
+                          checkpoint_every=4)
+        except ValueError as e:
+            (out_dir / f"fsdp_other_model.rank{rank}.txt").write_text(str(e))
+        with torch.no_grad():
+            weight.copy_(kept)
         info = {}
         resumed = score_sharded(model, seqs, batch_size=1, name="go", max_len=16, checkpoint_dir=out_dir / "ckpt",
                                 checkpoint_every=4, info=info)
@@ -103,7 +115,8 @@ def test_fsdp_over_two_gloo_processes_equals_one_process(tmp_path):
     assert (tmp_path / "resumed_from.txt").read_text() == "4"  # 2 steps of 1 sequence on each of 2 ranks
     for n in single:
         torch.testing.assert_close(resumed[n], single[n], rtol=1e-5, atol=1e-8)
-    for r in range(2):
+    for r in range(2):  # the checkpoint of the same-shaped other model was refused on both ranks, and kept
+        assert "belongs to another job (model:" in (tmp_path / f"fsdp_other_model.rank{r}.txt").read_text()
         assert "'go', sequence 4" in (tmp_path / f"fsdp_error.rank{r}.txt").read_text()
         assert "use the ddp strategy" in (tmp_path / f"fsdp_fisher.rank{r}.txt").read_text()
 

@@ -50,3 +50,20 @@ def test_ablation_in_place_shows_up_and_restores_exactly(mc):
     after = evaluator.item_scores()
     assert not np.allclose(np.concatenate(during.logliks.to_list()), np.concatenate(before.logliks.to_list()))
     assert np.concatenate(after.logliks.to_list()).tolist() == np.concatenate(before.logliks.to_list()).tolist()
+
+
+def test_lm_eval_wraps_the_model_in_memory_on_its_device(mc, monkeypatch, tmp_path):
+    """No reload and no copy: lm-eval's wrapper holds the same module on the model's device, and scoring leaves every
+    parameter where it was (a model on a GPU is evaluated there)."""
+    import transformers
+    model, tok, evaluator = mc
+    assert evaluator.lm.model is model and evaluator.lm.device == next(model.parameters()).device
+    where = {n: (p.device, p.data_ptr()) for n, p in model.named_parameters()}
+    evaluator.item_scores()
+    assert {n: (p.device, p.data_ptr()) for n, p in model.named_parameters()} == where
+
+    def no_loading(*a, **k):
+        raise AssertionError("lm-eval loaded a model")
+    monkeypatch.setattr(transformers.AutoModelForCausalLM, "from_pretrained", no_loading)
+    monkeypatch.setattr(transformers.AutoTokenizer, "from_pretrained", no_loading)
+    assert MultipleChoice(model, tok, {"hand": ITEMS}, tmp_path).lm.model is model

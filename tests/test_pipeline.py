@@ -48,6 +48,9 @@ def test_a_failing_stage_stops_the_run_and_keeps_its_notebook(tmp_path):
     assert "01_scoring" in proc.stderr and "missing" in proc.stderr  # names the stage to run first
     assert (tmp_path / "reports" / "tiny" / "02_aggregation.ipynb").is_file()
     assert not (tmp_path / "reports" / "tiny" / "03_selection.ipynb").exists()
+    import zmq
+    if zmq.has("curve"):  # the kernel's connection is encrypted: no warning about plain TCP
+        assert "02_aggregation" in proc.stdout and "without encryption" not in proc.stdout + proc.stderr
 
 
 def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):

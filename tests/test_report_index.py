@@ -71,6 +71,8 @@ def test_index_marks_runs_git_does_not_track_as_local(tmp_path):
 def test_durations_and_rises_read_as_in_the_readme():
     assert [format_seconds(s) for s in (9.6, 927, 1539.4, 7530)] == ["10 s", "15 min 27 s", "25 min 39 s", "2 h 05 min"]
     assert [format_rise(r) for r in (16.58, 0.36, 0.004, -0.2, None)] == ["+1,658%", "+36%", "+0.4%", "−20%", "–"]
+    assert [format_rise(r) for r in (-0.00003, 0.00042, 0.0, 0.00096, 2e-9)] == ["−0.003%", "+0.04%", "0%", "+0.1%",
+                                                                    "+0.0000002%"]
 
 
 def test_runs_with_finds_other_runs(tmp_path):
@@ -102,3 +104,12 @@ def test_cross_model_summary_and_profiles(tmp_path):
     assert abs(a.random_uniform_code_rise_at_1pct - 0.2) < 1e-12  # mean over its seeds
     last = profiles[(profiles.by == "depth") & (profiles.group == 0.9)].set_index("label")
     assert last.loc["a (model-a)", "selected"] == 4 and last.loc["b (model-b)", "selected"] == 4  # last layers line up
+
+
+def test_commit_date_comes_from_the_repository_when_reports_are_outside_it(tmp_path):
+    from spot_utils.paths import REPO_ROOT
+    head = subprocess.run(["git", "-C", str(REPO_ROOT), "log", "-1", "--format=%H %cs"], capture_output=True,
+                          text=True, check=True).stdout.split()
+    write_json(tmp_path / "r" / "manifest.json", {"params": {"model": "m"}, "git_commit": head[0]})
+    write_json(tmp_path / "r" / "metrics.json", fake_rows())
+    assert collect(tmp_path).iloc[0].commit_date == head[1]

@@ -2,6 +2,7 @@
 complete executed notebooks only, and a manifest that marks failed and stale stages."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -66,12 +67,22 @@ def test_failed_stage_is_recorded_and_later_stages_marked_stale(dirs, monkeypatc
                       "04_ablation": "stale", "05_overlap": "stale", "06_explore": "stale"}
     assert "02_aggregation broke" in manifest["stages"]["02_aggregation"]["error"]
     assert (dirs / "reports/guard/02_aggregation.ipynb").is_file()  # the failing notebook is kept
+    index = (dirs / "reports/index.html").read_text()  # the index and the pages show it
+    assert "02_aggregation failed" in index and "02_aggregation broke" in index and "05_overlap stale" in index
+    failed = (dirs / "reports/guard/02_aggregation.html").read_text()
+    assert "02_aggregation failed in its last run" in failed and "02_aggregation broke" in failed
+    assert "03_selection is stale" in (dirs / "reports/guard/03_selection.html").read_text()
+    first = (dirs / "reports/guard/01_scoring.html").read_text()
+    assert re.search(r'href="02_aggregation.html">02_aggregation <span class="spot-status">\(failed\)', first)
     # rerunning one stage alone leaves the stages after it stale
     fake_papermill(monkeypatch)
     pipeline.run(p, stages=["02_aggregation"])
     manifest = json.loads((dirs / "reports/guard/manifest.json").read_text())
     assert manifest["stages"]["02_aggregation"]["status"] == "ok"
     assert manifest["stages"]["03_selection"]["status"] == "stale"
+    index = (dirs / "reports/index.html").read_text()
+    assert "02_aggregation failed" not in index and "03_selection stale" in index
+    assert "is stale" not in (dirs / "reports/guard/02_aggregation.html").read_text()
 
 
 def test_executed_notebook_appears_only_when_complete(dirs, monkeypatch):

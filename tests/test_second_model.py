@@ -56,3 +56,24 @@ def test_missing_wheels_are_named(monkeypatch, fake_spec):
 
 def test_gemma3_270m_is_a_known_spec():
     assert "gemma3-270m" in models.ASSEMBLED and "gemma3-270m" in models.ACCEPTED
+
+
+@pytest.mark.parametrize("umask, folder_mode, file_mode", [(0o022, 0o755, 0o644), (0o077, 0o700, 0o600)])
+def test_dequantised_model_cache_follows_the_umask(monkeypatch, fake_spec, umask, folder_mode, file_mode):
+    import os
+    import stat
+
+    def from_gguf(path, dtype):  # a GGUF-loaded model, as transformers returns it
+        model, tok = models.load_model("random:llama")
+        model.config.quantization_config = {"quant_method": "gguf"}
+        return model, tok
+    monkeypatch.setattr(models, "_from_gguf", from_gguf)
+    monkeypatch.setattr(models, "embedded_gguf_path", lambda spec: fake_spec / "fake.gguf")
+    old = os.umask(umask)
+    try:
+        folder = models._embedded_folder("fake-1m")
+    finally:
+        os.umask(old)
+    assert folder == fake_spec / "data" / "models" / "fake-1m" and (folder / "config.json").is_file()
+    assert stat.S_IMODE(folder.stat().st_mode) == folder_mode
+    assert {stat.S_IMODE(f.stat().st_mode) for f in folder.iterdir()} == {file_mode}

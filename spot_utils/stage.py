@@ -12,7 +12,7 @@ import torch
 from . import corpus
 from .io import write_json
 from .models import load_model
-from .params import from_notebook, resolve_path
+from .params import from_notebook
 from .runs import run_dir
 
 
@@ -47,10 +47,9 @@ def model_for(params: dict):
 
 def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:
     """n token sequences of at most max_len tokens per language from the run's corpus `split`."""
-    source_root = resolve_path(params["corpus_source"])
     out = {}
     for lang in languages:
-        source = source_root / lang if source_root is not None else None
         out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
-                                          source=source, eval_fraction=params["eval_fraction"])
+                                          source=corpus.language_source(params["corpus_source"], lang),
+                                          eval_fraction=params["eval_fraction"])
     return out

@@ -12,7 +12,7 @@ from .paths import REPO_ROOT
 SCORED_LANGUAGES = ["bash", "csharp", "cpp", "go", "java", "javascript", "ruby", "rust", "typescript"]
 UNSEEN_LANGUAGES = ["python", "c", "php"]
 CODE_LANGUAGES = SCORED_LANGUAGES + ["julia"] + UNSEEN_LANGUAGES
-GENERAL_LANGUAGES = ["english", "english_doc"]
+GENERAL_LANGUAGES = ["english", "english_modern", "english_doc"]
 
 
 def _is_str(v):
@@ -47,7 +47,8 @@ SCHEMA = {
                   f"a non-empty list of code languages from {CODE_LANGUAGES}", SCORED_LANGUAGES),
     "unseen_languages": (_is_list_of(lambda x: x in CODE_LANGUAGES), "a list of code languages", UNSEEN_LANGUAGES),
     "general_language": (lambda v: v in GENERAL_LANGUAGES, f"one of {GENERAL_LANGUAGES}", "english"),
-    "general_eval": (_is_list_of(lambda x: x in GENERAL_LANGUAGES), f"a list from {GENERAL_LANGUAGES}", GENERAL_LANGUAGES),
+    "general_eval": (_is_list_of(lambda x: x in GENERAL_LANGUAGES), f"a list from {GENERAL_LANGUAGES}",
+                     ["english", "english_doc"]),
     "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages), a folder with a subfolder or "
                       "<language>.jsonl per language, a .jsonl file or hf:<dataset> (rows with a language field)",
                       "tests/fixtures/corpus"),

@@ -312,3 +312,52 @@ def test_documented_corpus_sources_work_through_the_stage(tok, tmp_path, monkeyp
             assert len(seqs[lang]) == 3 and seqs[lang].info["n_files"] == 3
             full = "".join(tok.decode(s.tolist()) for s in seqs[lang])
             assert all(full[:20] not in t for t in texts[other]) and any(marker[lang] in t for t in texts[lang])
+
+
+# ----------------------------------------------------------------------------------------- modern English
+
+_PAGE = """<page xmlns="http://projectmallard.org/1.0/" xmlns:if="http://projectmallard.org/if/1.0/"
+      xmlns:its="http://www.w3.org/2005/11/its" type="topic" id="demo">
+  <info>
+    <credit type="author"><name>Someone</name></credit>
+    <desc>Metadata, not prose.</desc>
+  </info>
+  <title>Connect to a network</title>
+  <comment><p>Editorial note for writers.</p></comment>
+  <p>Open the <gui>system menu</gui> and
+     choose <guiseq><gui>Settings</gui><gui>Network</gui></guiseq>.</p>
+  <steps>
+    <item><p>Press <keyseq><key>Ctrl</key><key>C</key></keyseq> to copy the address.</p></item>
+    <item><p>An icon (<media type="image" src="figures/x.svg"/>) shows the strength.</p></item>
+  </steps>
+  <if:choose>
+    <if:when test="platform:gnome-classic"><p>Classic text.</p></if:when>
+    <p>Default text.</p>
+  </if:choose>
+  <p>Type <cmd>nmcli device</cmd> and press <key>Enter</key>.</p>
+  <code>*-network
+   description: Wireless interface</code>
+  <screen><output>$ </output><input>gsettings set a b</input></screen>
+  <note style="tip"><p>Tips stay.</p></note>
+</page>
+"""
+
+
+def test_mallard_text_keeps_prose_and_leaves_code_out():
+    assert S.mallard_text(_PAGE) == (
+        "Connect to a network\n\nOpen the system menu and choose Settings ▸ Network.\n\n"
+        "Press Ctrl+C to copy the address.\n\nAn icon shows the strength.\n\nDefault text.\n\nTips stay.\n")
+    assert S.mallard_text("<page><p>unclosed</page>") == ""
+
+
+def test_english_modern_source_extracts_pages_offline(tmp_path):
+    [src] = S.sources_for("english_modern")
+    assert (src.kind, src.package, src.licence) == ("apt", "gnome-user-docs", "CC-BY-SA-3.0")
+    help_dir = tmp_path / src.key / src.roots[0]  # an unpacked package already in the cache: nothing downloads
+    help_dir.mkdir(parents=True)
+    (help_dir / "demo.page").write_text(_PAGE)
+    (help_dir / "empty.page").write_text("<page><info/><code>x = 1</code></page>")
+    (help_dir / "legal.xml").write_text("<p>Licence.</p>")
+    assert list(S.iter_files("english_modern", tmp_path)) == [
+        ("gnome-user-docs/usr/share/help/C/gnome-help/demo.page", S.mallard_text(_PAGE))]
+    assert "english_modern" in S.PROSE_LANGUAGES and clean_text("Plain prose.\n", "english_modern") == "Plain prose.\n"

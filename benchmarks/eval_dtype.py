@@ -10,7 +10,8 @@ On the same held-out windows (`--items` per subset of `--seq-len` tokens, eval s
 3. a few masks — a spot (global top-k of grad_x_weight on `--score-items` score-split windows per code
    language, scored once in float32), magnitude (global top-k |θ|) and random_uniform with two seeds, at each
    k of `--k` — ablated in each dtype: the mean loss over all items, and whether sorting the masks by it gives
-   the same order in both dtypes (over all items and per subset).
+   the same order in both dtypes (over all items and per subset); and each mask's rise (ablated / baseline
+   − 1) per subset in both dtypes, with the largest difference.
 Writes JSON (default benchmarks/results/eval_dtype_<model>_cpu.json) and prints a summary.
 """
 from __future__ import annotations
@@ -56,6 +57,17 @@ def mean(values) -> float:
 
 def order(values: dict[str, float]) -> list[str]:
     return sorted(values, key=values.get)
+
+
+def rises(result: dict) -> dict:
+    """Per mask and subset, the rise (ablated / baseline − 1) in each dtype and bfloat16's minus float32's."""
+    out = {}
+    for name, per in result["masks"].items():
+        out[name] = {}
+        for s in result["subsets"]:
+            r = {dt: per[dt][s] / result["baseline"][s][dt] - 1 for dt in ("float32", "bfloat16")}
+            out[name][s] = {**r, "difference": r["bfloat16"] - r["float32"]}
+    return out
 
 
 def main():
@@ -131,6 +143,8 @@ def main():
         o = {dt: order({n: result["masks"][n][dt][scope] for n in masks}) for dt in models}
         same[scope] = {"float32": o["float32"], "bfloat16": o["bfloat16"], "same": o["float32"] == o["bfloat16"]}
     result["mask_order"] = same
+    result["rises"] = rises(result)
+    result["max_abs_rise_difference"] = max(abs(v["difference"]) for m in result["rises"].values() for v in m.values())
     result["max_abs_baseline_relative_difference"] = max(abs(v["relative_difference"])
                                                          for v in result["baseline"].values())
     result["within_1_percent"] = result["max_abs_baseline_relative_difference"] <= 0.01
@@ -148,6 +162,7 @@ def main():
           f"cpu flags {result['cpu_flags']}")
     for name, v in result["masks"].items():
         print(f"{name:<24} mean loss float32 {v['float32']['mean']:8.3f}  bfloat16 {v['bfloat16']['mean']:8.3f}")
+    print(f"largest |rise difference| (bfloat16 − float32): {result['max_abs_rise_difference']:.4f}")
     print(f"same mask order: {result['same_mask_order']} ({', '.join(s for s, v in same.items() if not v['same']) or 'all scopes'})"
           f"; baseline within 1%: {result['within_1_percent']}; total {result['seconds_total']:.0f} s -> {out}")
 

@@ -35,7 +35,7 @@ def finish(params: dict, **info) -> None:
     """Record what this stage saw (device, threads, seconds, input hashes) for the run manifest."""
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
-                  python=platform.python_version(), **info)
+                  python=platform.python_version(), sequences=params.get("_sequences", {}), **info)
     write_json(run_dir(params) / f"{params['_stage']}.json", json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 
@@ -46,10 +46,12 @@ def model_for(params: dict):
 
 
 def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:
-    """n token sequences of at most max_len tokens per language from the run's corpus `split`."""
+    """n token sequences of at most max_len tokens per language from the run's corpus `split`; what was drawn
+    (sampling, files used, short files left out, corpus hash) goes into the stage record (`finish`)."""
     out = {}
     for lang in languages:
         out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
                                           source=corpus.language_source(params["corpus_source"], lang),
                                           eval_fraction=params["eval_fraction"])
+        params.setdefault("_sequences", {})[f"{split}/{lang}"] = out[lang].info
     return out

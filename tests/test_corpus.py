@@ -306,8 +306,10 @@ def test_documented_corpus_sources_work_through_the_stage(tok, tmp_path, monkeyp
                         functools.partial(corpus.load_sequences, corpora_dir=tmp_path / "corpora"))
     marker = {"go": "package ", "rust": "fn "}
     for source in (one, folder):
-        seqs = stage.sequences({"corpus_source": str(source), "seed": 0, "eval_fraction": 0.25}, tok,
-                               ["go", "rust"], "score", 3, 64)
+        params = {"corpus_source": str(source), "seed": 0, "eval_fraction": 0.25}
+        seqs = stage.sequences(params, tok, ["go", "rust"], "score", 3, 64)
+        assert params["_sequences"] == {"score/go": seqs["go"].info, "score/rust": seqs["rust"].info}  # for finish()
+        assert params["_sequences"]["score/go"]["short_files"] == 0
         for lang, other in (("go", "rust"), ("rust", "go")):
             assert len(seqs[lang]) == 3 and seqs[lang].info["n_files"] == 3
             full = "".join(tok.decode(s.tolist()) for s in seqs[lang])

@@ -70,8 +70,9 @@ SCHEMA = {
     "unseen_languages": (*_list_of("unseen_languages", non_empty=False), list(UNSEEN_LANGUAGES)),
     "general_language": (*_one_of("general_language"), "english"),
     "general_eval": (*_list_of("general_eval", non_empty=False), list(GENERAL_LANGUAGES)),
-    "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages) or a folder with one subfolder "
-                      "per language", "tests/fixtures/corpus"),
+    "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages), a folder with a subfolder or "
+                      "<language>.jsonl per language, a .jsonl file or hf:<dataset> (rows with a language field)",
+                      "tests/fixtures/corpus"),
     "eval_fraction": (lambda v: isinstance(v, float) and 0 < v < 1, "a fraction in (0, 1)", 0.34),
     "n_score_sequences": (_is_int(1), "an integer ≥ 1", 4),
     "max_len": (_is_int(2), "an integer ≥ 2", 64),

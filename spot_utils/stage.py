@@ -13,7 +13,7 @@ import torch
 from . import corpus
 from .io import write_json
 from .models import load_model
-from .params import from_notebook, resolve_model, resolve_path
+from .params import from_notebook, resolve_model
 from .paths import shown
 from .runs import run_dir, stage_record_path
 

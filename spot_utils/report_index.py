@@ -32,14 +32,19 @@ LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not 
 def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
     """Headline numbers of one run's metrics rows at k (default 1% if measured, else the largest k):
     mean baseline loss over the code and general loss subsets, and code_rise (subset 'code') / general_rise /
-    selectivity of the spot, code_over_general and random_uniform (global granularity, zero mode, mean over seeds)."""
+    selectivity of the spot, code_over_general and random_uniform (the global configuration, or global granularity
+    in runs without configurations; against literary English, the first general-text reference; zero mode, mean
+    over seeds)."""
     df = to_frame(rows)
     ks = sorted(float(k) for k in df.k_percent.dropna().unique())
     k = k_percent if k_percent is not None else (1.0 if 1.0 in ks else (ks[-1] if ks else None))
     out = {"k_percent": k, "model": next((m for m in df.model.dropna()), None)}
     base = df[(df.mask_kind == "baseline") & (df.metric == "loss") & df.subset.isin(LOSS_SUBSETS)]
     out["baseline_loss"] = float(base.value.mean()) if len(base) else None
-    at_k = df[(df.k_percent == k) & (df.granularity.isna() | (df.granularity == "global"))
+    where = df.configuration if df.configuration.notna().any() else df.granularity
+    first_reference = next(iter(df.reference.dropna()), None)
+    at_k = df[(df.k_percent == k) & (where.isna() | (where == "global"))
+              & (df.reference.isna() | (df.reference == first_reference))
               & (df["mode"].isna() | (df["mode"] == "zero"))
               & ~((df.metric == "code_rise") & (df.subset != "code"))]  # not the code:scored / code:unseen parts
     for kind in HEADLINE_KINDS:

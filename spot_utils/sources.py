@@ -27,6 +27,8 @@ SCORED_LANGUAGES = ("bash", "csharp", "cpp", "go", "java", "javascript", "ruby",
 UNSEEN_LANGUAGES = ("python", "c", "php")
 CODE_LANGUAGES = SCORED_LANGUAGES + UNSEEN_LANGUAGES + ("julia",)
 PROSE_LANGUAGES = ("english", "english_modern", "english_doc")
+PROSE_LABELS = {"english": "literary English", "english_modern": "modern English prose",
+                "english_doc": "Python documentation"}  # how tables and figures name each general-text reference
 LANGUAGES = CODE_LANGUAGES + PROSE_LANGUAGES
 DEFAULT_CACHE = DATA_DIR / "cache"
 MAX_FILE_BYTES = 200_000

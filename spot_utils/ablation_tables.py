@@ -65,7 +65,7 @@ def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
     code = df[(df.metric == "code_rise") & (df.subset == "code")].set_index(key)
     gen = df[(df.metric == "general_rise") & (df.reference == reference)].set_index(key)
     both = code[["value", "ci_low", "ci_high", "k_percent", "n_entries"]].join(
-        gen[["value", "ci_low", "ci_high", "destroyed"]], lsuffix="_c", rsuffix="_g", how="inner").reset_index()
+        gen[["value", "ci_low", "ci_high", "destroyed"]], suffixes=("_c", "_g"), how="inner").reset_index()
     out = (both.groupby(["mask_kind", "point"], sort=False)
            .agg(code_rise=("value_c", "mean"), c_lo=("ci_low_c", "min"), c_hi=("ci_high_c", "max"),
                 c_min=("value_c", "min"), c_max=("value_c", "max"), general_rise=("value_g", "mean"),

@@ -67,7 +67,7 @@ class FrameStore:
 
     def __init__(self, run: dict | str):
         self.run = run
-        self.reused, self.measured = [], []
+        self.reused, self.written = [], []  # entries read from an earlier sitting, entries written in this one
 
     def path(self, entry: str):
         from .runs import ablation_entry_path
@@ -96,7 +96,7 @@ class FrameStore:
 
     def put(self, entry: str, digest: str, labels: dict, frames: dict[str, pd.DataFrame]) -> None:
         write_json(self.path(entry), dict(entry=entry, labels=labels, mask_digest=digest, frames=_encode(frames)))
-        self.measured.append(entry)
+        self.written.append(entry)
 
 
 def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, baseline: dict | None = None,
@@ -104,8 +104,9 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
     """Evaluate (labels, masks) entries, each ablated in its mode (a baseline entry first if `baseline` is None).
 
     store: per-item results are read from it where an entry was measured before on the same mask, and written to
-    it as soon as measured; cache: {entry id: frames} shared between calls (a mask used in several configurations
-    is measured once). vocab (|V|): subsets at or above ln |V| are marked destroyed in the rows, and the baseline
+    it as soon as measured; cache: frames by mask (its digest, mode and metric groups) shared between calls, so that
+    a mask met twice (a contrastive region in both configurations, an outlier mask equal to a spot) is measured
+    once. vocab (|V|): subsets at or above ln |V| are marked destroyed in the rows, and the baseline
     gets a uniform_loss row (ln |V|).
     Returns (rows, results, baseline): results is a list of (labels, {group: per-item frame}) for the paired
     tests; baseline is the unablated {group: frame}.
@@ -127,17 +128,18 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
         labels = dict(labels, mode=labels.get("mode") or "zero")
         labels.setdefault("n_entries", mask_count(masks))
         groups = [g for g in plan_metrics(labels, params) if g in evaluators.groups]
-        key = entry_id(labels)
-        frames = cache.get(key)
+        key, digest = entry_id(labels), mask_digest(masks)
+        same = (digest, labels["mode"], labels.get("seed") if labels["mode"] == "noise" else None, tuple(groups))
+        frames, stored = cache.get(same), False
+        if frames is None and store is not None:
+            frames = store.get(key, digest, groups)
+            stored = frames is not None
         if frames is None:
-            digest = mask_digest(masks) if store is not None else None
-            frames = store.get(key, digest, groups) if store is not None else None
-            if frames is None:
-                with ablated(model, masks, mode=labels["mode"], seed=labels.get("seed") or 0):
-                    frames = evaluators(groups)
-                if store is not None:
-                    store.put(key, digest, labels, frames)
-            cache[key] = frames
+            with ablated(model, masks, mode=labels["mode"], seed=labels.get("seed") or 0):
+                frames = evaluators(groups)
+        if store is not None and not stored and key not in store.written and key not in store.reused:
+            store.put(key, digest, labels, frames)
+        cache[same] = frames
         results.append((labels, frames))
         rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab_loss) + mask_rows(labels, masks)
     return rows, results, baseline

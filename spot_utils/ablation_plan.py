@@ -66,9 +66,9 @@ def spot_masks(params: dict, model, configuration: str):
 
 def control_entries(params: dict, model, configuration: str, spots, headline_ks):
     """(labels, masks) of everything compared with the spots of one configuration ({k: spot}, e.g. spot_masks): at every k
-    random_uniform (first seed) and code_over_general; at the headline k values (every k with `every_k`) the other
-    seeds of random_uniform, the other controls with their seeds, spot_norms (where the spot holds 1-D entries)
-    and code_minus_general; at k_detail the spot under each extra ablation mode. Masks are built on iteration."""
+    random_uniform (first seed: its curve); at the headline k values (every k with `every_k`) the other seeds of
+    random_uniform, the other controls with their seeds, spot_norms (where the spot holds 1-D entries) and the
+    contrastive regions; at k_detail the spot under each extra ablation mode. Masks are built on iteration."""
     from .masks import load_masks
     from .runs import mask_path
     shapes = scope_shapes(model, configuration)
@@ -89,9 +89,9 @@ def control_entries(params: dict, model, configuration: str, spots, headline_ks)
         if k == params["k_detail"] or params["every_k"]:
             for mode in params["ablation_modes"][1:]:
                 yield dict(label, mask_kind="spot", mode=mode, seed=params["seed"]), spot
-        yield dict(label, mask_kind="code_over_general"), load_masks(mask_path(params, "code_over_general", k))[0]
         if headline:
-            yield dict(label, mask_kind="code_minus_general"), load_masks(mask_path(params, "code_minus_general", k))[0]
+            for kind in SHARED_KINDS:
+                yield dict(label, mask_kind=kind), load_masks(mask_path(params, kind, k))[0]
 
 
 def uniform_entry(params: dict, model, configuration: str, k_percent: float, seed: int) -> tuple[dict, dict]:

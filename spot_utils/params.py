@@ -63,6 +63,8 @@ SCHEMA = {
     "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
     "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),
     "dtype": (*_one_of("dtype"), "float32"),
+    "eval_dtype": (lambda v: v is None or v in DTYPES, lambda: "null (the model's dtype) or one of " + ", ".join(DTYPES)
+                   + " (the dtype stage 04 evaluates and ablates the model in)", None),
     "device": (_is_str, "a torch device such as cpu or cuda", "cpu"),
     "seed": (_is_int(0), "an integer ≥ 0", 0),
     "threads": (lambda v: v is None or _is_int(1)(v), "null or an integer ≥ 1", None),

@@ -60,9 +60,10 @@ def finish(params: dict, **info) -> None:
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 
 
-def model_for(params: dict):
-    """(model, tokenizer) of the run, in its dtype on its device (a relative model path from the repository root)."""
-    return load_model(resolve_model(params["model"]), dtype=params["dtype"], device=params["device"])
+def model_for(params: dict, dtype: str | None = None):
+    """(model, tokenizer) of the run, in its dtype (or `dtype`) on its device (a relative model path from the
+    repository root)."""
+    return load_model(resolve_model(params["model"]), dtype=dtype or params["dtype"], device=params["device"])
 
 
 def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:

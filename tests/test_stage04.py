@@ -232,11 +232,11 @@ def test_stage_04_killed_after_some_masks_and_rerun_gives_the_same_metrics(run, 
     first = ablation_loop.FrameStore(other)
     with pytest.raises(KeyboardInterrupt):
         _stage04(model, other, KilledAfter(ev, 7), A, first)
-    assert len(first.measured) == 6  # the baseline, then six masks written before the kill
+    assert len(first.written) == 6  # the baseline, then six masks written before the kill
     second = ablation_loop.FrameStore(other)
     again, info_again = _stage04(model, other, ev, A, second)
     assert again == whole and info_again == info
-    assert len(second.reused) == 6 and len(second.measured) == n_entries - 1 - 6
+    assert len(second.reused) == 6 and len(second.written) == n_entries - 1 - 6
     # a baseline that differs from the stored one is refused, naming the folder to delete
     other_items = build_evaluators(params, model, tok, {s: v[:2] for s, v in subsets.items()}, None)
     with pytest.raises(ValueError, match="baseline measured now differs"):

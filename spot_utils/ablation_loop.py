@@ -78,7 +78,7 @@ class FrameStore:
         if path.is_file():
             if read_json(path)["frames"] != encoded:
                 raise ValueError(f"the baseline measured now differs from the one stored in {path}: the stored "
-                                 "results belong to other items, another model or other threads; delete "
+                                 "results belong to other items, another model, dtype or number of threads; delete "
                                  f"{path.parent} to measure everything again")
         else:
             write_json(path, dict(entry=BASELINE, frames=encoded))

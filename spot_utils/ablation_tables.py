@@ -16,7 +16,7 @@ VERDICTS = {"more": "hurts code more than random damage that hurts {ref} equally
             "less": "hurts code less than random damage that hurts {ref} equally",
             "none": "is not distinguishable from random damage that hurts {ref} equally",
             "mixed": "hurts code more than equal random damage at some k and less at others (against {ref})",
-            "no point": "has no point comparable with random damage against {ref} (destroyed or outside its range)"}
+            "no point": "has no point comparable with random damage against {ref}"}
 
 
 def reference_label(reference: str) -> str:
@@ -136,10 +136,24 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
     labels = [reference_label(r) for r in verdicts]
     if len(set(verdicts.values())) == 1:
         v = next(iter(verdicts.values()))
-        return (f"{configuration}: the {kind} " + VERDICTS[v].format(ref=" or ".join(labels))
-                + f" (damage-matched, Holm p < {ALPHA:g}; the {len(labels)} general-text references agree).")
+        agree = f"the {len(labels)} general-text references agree" if len(labels) > 1 else "one general-text reference"
+        how = f"; every point is destroyed or beyond random_uniform's reach ({agree})." if v == "no point" else \
+            f" (damage-matched, Holm p < {ALPHA:g}; {agree})."
+        return f"{configuration}: the {kind} " + VERDICTS[v].format(ref=" or ".join(labels)) + how
     parts = "; ".join(f"against {reference_label(r)} it " + VERDICTS[v].format(ref="it") for r, v in verdicts.items())
     return f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
+
+
+def model_verdict(rows, configurations, references, model: str, kind: str = "spot") -> str:
+    """One sentence on a model: the verdict where every configuration and reference give the same one, otherwise
+    that they differ, with each configuration's verdicts."""
+    verdicts = {(c, r): verdict(rows, c, r, kind) for c in configurations for r in references}
+    if len(set(verdicts.values())) == 1:
+        v = next(iter(verdicts.values()))
+        return (f"{model}: the {kind} " + VERDICTS[v].format(ref=" or ".join(reference_label(r) for r in references))
+                + f", in every configuration ({', '.join(configurations)}).")
+    parts = "; ".join(f"{c} against {reference_label(r)}: {v}" for (c, r), v in verdicts.items())
+    return f"{model}: no single verdict on the {kind}, the configurations or references differ ({parts})."
 
 
 def rise_table(rows, k: float, configuration: str, reference: str) -> pd.DataFrame:

@@ -159,8 +159,9 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
 def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, n_boot: int = 10_000,
                  seed: int = 0) -> list[dict]:
     """The damage-matched comparison (matched.matched_excess), per configuration and reference: every zero-mode
-    point of the configuration (seeded masks pooled over their seeds, and each seed apart for the seed spread;
-    random_uniform's own seeds against its pooled curve) against random_uniform's curve of the configuration.
+    point of the configuration (seeded masks pooled over their seeds, and, where a control has several seeds at a
+    point, each seed apart for the seed spread; random_uniform's own seeds against its pooled curve) against
+    random_uniform's curve of the configuration.
     Rows: matched_excess (subset 'code/<reference>', control_of random_uniform; status 'destroyed' or
     'outside_random_range' and no value where it has none), and for the pooled points p_matched_excess and
     mde_matched_excess (the smallest difference detectable at α = 0.05 with power 0.8)."""
@@ -182,8 +183,11 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
         for lab, f in pooled:
             if lab.get("configuration") == configuration and lab["mask_kind"] != REFERENCE_CONTROL:
                 points[("pooled", len(points))] = (lab, _by_subset(f["loss"], "loss"), True)
-        for lab, f in zero:
-            if lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS and lab.get("seed") is not None:
+        seeds = defaultdict(int)
+        for lab, _ in zero:
+            seeds[group_key(lab)] += 1
+        for lab, f in zero:  # the seed spread: every seed of a control measured with several
+            if lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS and seeds[group_key(lab)] > 1:
                 points[("seed", len(points))] = (lab, _by_subset(f["loss"], "loss"), False)
         for general in [g for g in references if g in base]:
             out = matched.matched_excess(base, {key: losses for key, (_, losses, _) in points.items()}, dict(random),

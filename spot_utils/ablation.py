@@ -93,7 +93,12 @@ def random_per_tensor(like: dict[str, torch.Tensor], seed: int) -> dict[str, tor
 def random_uniform(like: dict[str, torch.Tensor], seed: int, shapes: dict[str, tuple] | None = None) -> dict[str, torch.Tensor]:
     """Random mask with `like`'s total count spread uniformly over all entries of `shapes` (default: like's)."""
     shapes = shapes or {n: tuple(m.shape) for n, m in like.items()}
-    total = int(sum(int(m.sum()) for m in like.values()))
+    return random_uniform_of(int(sum(int(m.sum()) for m in like.values())), seed, shapes)
+
+
+def random_uniform_of(total: int, seed: int, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """`total` entries drawn uniformly over all entries of `shapes`: the count per tensor from a multivariate
+    hypergeometric, then a random set within each tensor (seeded)."""
     sizes = np.array([int(np.prod(s)) for s in shapes.values()], dtype=np.int64)
     counts = np.random.default_rng(seed).multivariate_hypergeometric(sizes, total)
     gen = torch.Generator().manual_seed(seed)

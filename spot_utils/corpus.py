@@ -19,12 +19,15 @@ import numpy as np
 
 from . import sources as S
 from .io import atomic_path, read_json, write_json
+from .params import resolve_path
 from .paths import DATA_DIR
 
 SPLITS = ("score", "eval")
 DEFAULT_CORPORA = DATA_DIR / "corpora"
 HF_MAX_DOCS = 20_000  # documents read from a streamed Hugging Face dataset
 FORMAT = 1
+MIN_FILE_TOKENS = 32  # files with fewer tokens are left out of every draw (and counted)
+SAMPLING = "random-window/1"  # how load_sequences draws: recorded in every draw's info
 
 # ----------------------------------------------------------------------------------------- cleaning
 
@@ -160,11 +163,18 @@ def split_files(paths: Iterable[str], eval_fraction: float = 0.2) -> dict[str, l
 
 # ----------------------------------------------------------------------------------------- sources
 
-def _doc_text(row: dict, where: str) -> str:
+def _doc_text(row, where: str) -> str:
+    if not isinstance(row, dict):
+        raise ValueError(f"{where}: expected a JSON object with a 'text' or 'content' field, got {type(row).__name__}")
     for key in ("text", "content"):
         if isinstance(row.get(key), str):
             return row[key]
     raise ValueError(f"{where}: no 'text' or 'content' string field (fields: {sorted(row)})")
+
+
+def _of_language(row, language: str) -> bool:
+    """Rows that carry a `language` field belong to that language only; rows without one to any."""
+    return not isinstance(row, dict) or "language" not in row or row["language"] == language
 
 
 def _iter_directory(root: Path, language: str) -> Iterator[tuple[str, str]]:
@@ -178,20 +188,27 @@ def _iter_directory(root: Path, language: str) -> Iterator[tuple[str, str]]:
             yield p.relative_to(root).as_posix(), text
 
 
-def _iter_jsonl(path: Path) -> Iterator[tuple[str, str]]:
+def _iter_jsonl(path: Path, language: str) -> Iterator[tuple[str, str]]:
     with open(path, encoding="utf-8") as f:
         for i, line in enumerate(f, 1):
-            if line.strip():
-                yield f"{path.name}/{i:08d}", _doc_text(json.loads(line), f"{path}:{i}")
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno})") from None
+            if _of_language(row, language):
+                yield f"{path.name}/{i:08d}", _doc_text(row, f"{path}:{i}")
 
 
-def _iter_hf(spec: str) -> Iterator[tuple[str, str]]:
+def _iter_hf(spec: str, language: str) -> Iterator[tuple[str, str]]:
     from datasets import load_dataset
 
     name, _, split = spec.partition("@")
     ds = load_dataset(name, split=split or "train", streaming=True)
     for i, row in enumerate(itertools.islice(ds, HF_MAX_DOCS)):
-        yield f"hf/{i:08d}", _doc_text(row, f"hf:{spec} row {i}")
+        if _of_language(row, language):
+            yield f"hf/{i:08d}", _doc_text(row, f"hf:{spec} row {i}")
 
 
 def _resolve_source(language: str, source, cache_dir) -> tuple[dict, list[dict], Iterator[tuple[str, str]]]:
@@ -202,7 +219,7 @@ def _resolve_source(language: str, source, cache_dir) -> tuple[dict, list[dict],
         return {"type": "packages", "keys": [s.key for s in srcs]}, records, S.iter_files(language, cache_dir)
     source = str(source)
     if source.startswith("hf:"):
-        return {"type": "hf", "id": source[3:]}, [{"hf_dataset": source[3:]}], _iter_hf(source[3:])
+        return {"type": "hf", "id": source[3:]}, [{"hf_dataset": source[3:]}], _iter_hf(source[3:], language)
     path = Path(source).resolve()
     if path.is_dir():
         stats = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
@@ -212,7 +229,7 @@ def _resolve_source(language: str, source, cache_dir) -> tuple[dict, list[dict],
     if path.is_file() and path.name.endswith(".jsonl"):
         st = path.stat()
         ident = {"type": "jsonl", "path": str(path), "fingerprint": _sha(f"{st.st_size}:{st.st_mtime_ns}")}
-        return ident, [{"jsonl": str(path)}], _iter_jsonl(path)
+        return ident, [{"jsonl": str(path)}], _iter_jsonl(path, language)
     raise ValueError(f"source {source!r} is neither a directory, a .jsonl file nor 'hf:<dataset id>'")
 
 
@@ -269,7 +286,8 @@ def build_corpus(language: str, tokenizer, cache_dir=S.DEFAULT_CACHE, corpora_di
 
     `source`: None for the offline packages of `spot_utils.sources`; a directory (files with the
     language's extensions); a `.jsonl` file (one document per line, field `text` or `content`); or
-    `hf:<dataset id>[@split]` (streamed with `datasets`, at most HF_MAX_DOCS documents).
+    `hf:<dataset id>[@split]` (streamed with `datasets`, at most HF_MAX_DOCS documents). JSONL and
+    dataset rows with a `language` field are kept only for that language (see `language_source`).
     """
     out = corpus_dir(language, tokenizer, corpora_dir, source, eval_fraction, cache_dir)
     if (out / "manifest.json").is_file():
@@ -314,19 +332,55 @@ def build_corpus(language: str, tokenizer, cache_dir=S.DEFAULT_CACHE, corpora_di
 # ----------------------------------------------------------------------------------------- sequences
 
 class Sequences(list):
-    """A list of 1-D LongTensors with `info`: what was drawn (counts, corpus hash, available chunks)."""
+    """A list of 1-D LongTensors with `info` (what was drawn: counts, corpus hash, sampling, files left out)
+    and `windows`: the (file path, start token) of each sequence."""
 
     info: dict
+    windows: list[tuple[str, int]]
+
+
+def windows(lengths, max_len: int, seed: int, min_tokens: int = 2, n: int | None = None):
+    """Where the sequences of a split come from: (the first n of) the ordered windows (file, start, stop),
+    and how many windows the split holds in all.
+
+    A file of at most `max_len` tokens is one window, the whole file. A longer file's first window starts
+    at a seeded uniform offset in [0, length − max_len]; its further windows tile the file around that
+    one (the same phase, no overlap) in a seeded order. Files are visited in a seeded order, round-robin:
+    every file's first window, then every second window, and so on. Files under `min_tokens` give none.
+    """
+    lengths = np.asarray(lengths, dtype=np.int64)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(lengths))
+    first = rng.integers(0, np.maximum(lengths - max_len, 0) + 1)
+    phase = first % max_len
+    capacity = np.where(lengths > max_len, (lengths - phase) // max_len, 1) * (lengths >= max(min_tokens, 2))
+    n = int(capacity.sum()) if n is None else min(n, int(capacity.sum()))
+    out, rounds = [], {}
+    for rnd in range(int(capacity.max(initial=0))):
+        for f in order[capacity[order] > rnd][:n - len(out)]:
+            f = int(f)
+            if rnd == 0:
+                start = int(first[f])
+            else:
+                if f not in rounds:  # the other tiles of this file, in an order of their own
+                    tiles = np.delete(np.arange(capacity[f]), first[f] // max_len)
+                    rounds[f] = np.random.default_rng([seed, f]).permutation(tiles)
+                start = int(phase[f] + rounds[f][rnd - 1] * max_len)
+            out.append((f, start, int(min(start + max_len, lengths[f]))))
+        if len(out) == n:
+            break
+    return out, int(capacity.sum())
 
 
 def load_sequences(language: str, split: str, tokenizer, n: int, max_len: int, seed: int = 0,
                    cache_dir=S.DEFAULT_CACHE, corpora_dir=DEFAULT_CORPORA, source=None,
-                   eval_fraction: float = 0.2) -> Sequences:
-    """Draw `n` sequences (1-D LongTensors of 2..max_len tokens) from a split, deterministically.
+                   eval_fraction: float = 0.2, min_tokens: int = MIN_FILE_TOKENS) -> Sequences:
+    """Draw `n` sequences (1-D LongTensors of at most max_len tokens) from a split, deterministically.
 
-    Files are cut into consecutive `max_len`-token chunks (pieces shorter than 2 are dropped); files
-    are visited in a `seed`-shuffled order, round-robin (every file's first chunk, then second
-    chunks, ...) until n. `result.info` reports the files, tokens and available chunk count.
+    The first n of `windows(...)`: windows at seeded random offsets inside files, every file's first one
+    before any second one. Files under `min_tokens` tokens are left out and counted (`info["short_files"]`).
+    A smaller n gives a prefix of a larger one's sequences. With a BOS-prepending tokenizer, a window
+    inside a file has its first token replaced by BOS, so that every sequence opens like a document.
     """
     import torch
 
@@ -339,24 +393,49 @@ def load_sequences(language: str, split: str, tokenizer, n: int, max_len: int, s
     tokens = np.load(root / split / "tokens.npy", mmap_mode="r")
     offsets = np.load(root / split / "offsets.npy")
     lengths = np.diff(offsets)
-    n_chunks = lengths // max_len + (lengths % max_len >= 2)
-    available = int(n_chunks.sum())
+    picks, available = windows(lengths, max_len, seed, min_tokens, n)
+    n_short = int((lengths < max(min_tokens, 2)).sum())
     if available < n:
         raise ValueError(f"{language!r} split {split!r} has only {available} sequences of <= {max_len} tokens "
-                         f"(need n={n}); accepted languages: {', '.join(S.LANGUAGES)}")
-    order = np.random.default_rng(seed).permutation(len(lengths))
-    picks, rnd = [], 0
-    while len(picks) < n:
-        picks += [(int(f), rnd) for f in order if n_chunks[f] > rnd][:n - len(picks)]
-        rnd += 1
+                         f"(need n={n}; {n_short} files under {min_tokens} tokens left out)")
+    manifest = read_json(root / "manifest.json")
+    paths = [f["path"] for f in manifest["files"] if f["split"] == split]
+    bos = manifest["tokenizer"]["bos_prepended"]
     seqs = Sequences()
-    for f, c in picks:
-        start = offsets[f] + c * max_len
-        seqs.append(torch.from_numpy(np.array(tokens[start:min(start + max_len, offsets[f + 1])], dtype=np.int64)))
+    for f, a, b in picks:
+        ids = np.array(tokens[offsets[f] + a:offsets[f] + b], dtype=np.int64)
+        if bos and a > 0:  # every sequence opens with BOS, as the file does (its first token gives way)
+            ids[0] = tokens[offsets[f]]
+        seqs.append(torch.from_numpy(ids))
+    seqs.windows = [(paths[f], a) for f, a, _ in picks]
     seqs.info = {"language": language, "split": split, "n_sequences": n, "max_len": max_len, "seed": seed,
-                 "n_tokens": int(sum(len(s) for s in seqs)), "n_files": len({f for f, _ in picks}),
-                 "available": available, "corpus_hash": read_json(root / "manifest.json")["content_hash"]}
+                 "sampling": SAMPLING, "n_tokens": int(sum(len(s) for s in seqs)),
+                 "n_files": len({f for f, _, _ in picks}), "available": available,
+                 "min_tokens": min_tokens, "short_files": n_short, "corpus_hash": manifest["content_hash"]}
     return seqs
+
+
+def language_source(corpus_source, language: str):
+    """The `source=` of one language from a run's `corpus_source` (None: the offline packages).
+
+    `corpus_source` is `hf:<dataset>[@split]` (rows with a `language` field are filtered by it), a
+    `.jsonl` file (likewise), or a folder holding, per language, a subfolder `<language>/` of files or a
+    file `<language>.jsonl`. Relative paths resolve from the repository root.
+    """
+    if corpus_source is None:
+        return None
+    if str(corpus_source).startswith("hf:"):
+        return str(corpus_source)
+    root = resolve_path(str(corpus_source))
+    if root.is_file() and root.name.endswith(".jsonl"):
+        return root
+    if not root.is_dir():
+        raise ValueError(f"corpus_source {str(corpus_source)!r} ({root}) is neither a folder, a .jsonl file nor "
+                         f"'hf:<dataset>'")
+    for candidate in (root / language, root / f"{language}.jsonl"):
+        if candidate.exists():
+            return candidate
+    raise ValueError(f"corpus_source {root} has no {language}/ folder nor {language}.jsonl for language {language!r}")
 
 
 def corpus_summary(tokenizer, languages: Iterable[str] | None = None, cache_dir=S.DEFAULT_CACHE,

@@ -7,8 +7,10 @@ import pandas as pd
 from .io import write_json
 from .stats import bootstrap_ci, mean_ci, relative_rise
 
-FIELDS = ("model", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
-          "n_entries", "control_of", "metric", "subset", "value", "n", "ci_low", "ci_high")
+FIELDS = ("model", "configuration", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
+          "n_entries", "control_of", "reference", "metric", "subset", "value", "n", "ci_low", "ci_high", "destroyed",
+          "status")
+DESTROYED = "destroyed"  # status of a value left out because its point is destroyed (docs/METHOD.md, Destroyed points)
 
 
 def row(**fields) -> dict:
@@ -19,26 +21,30 @@ def row(**fields) -> dict:
     return {f: fields.get(f) for f in FIELDS}
 
 
-def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0, **labels) -> list[dict]:
+def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0,
+              uniform_loss: float | None = None, **labels) -> list[dict]:
     """Rows of mean loss, perplexity (exp of the mean loss), accuracy and, against a baseline on the same
     items, loss_rise per subset, each with a bootstrap interval over items. `labels` (mask_kind, seed, ...)
-    go into every row."""
+    go into every row. uniform_loss (ln |V|): every row of a subset gets `destroyed` = its mean loss ≥ ln |V|."""
     rows = []
     for subset, g in items.groupby("subset", sort=False):
         g = g.sort_values("item")
+        mean_loss = float(g["loss"].to_numpy().mean())
+        flag = dict(destroyed=None if uniform_loss is None else bool(mean_loss >= uniform_loss))
         for metric in ("loss", "accuracy"):
             v = g[metric].to_numpy()
             lo, hi = mean_ci(v, seed=boot_seed)
-            rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi, **labels))
+            rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi,
+                            **flag, **labels))
             if metric == "loss":
                 rows.append(row(metric="perplexity", subset=subset, value=float(np.exp(v.mean())), n=len(v),
-                                ci_low=float(np.exp(lo)), ci_high=float(np.exp(hi)), **labels))
+                                ci_low=float(np.exp(lo)), ci_high=float(np.exp(hi)), **flag, **labels))
         if baseline is not None:
             b = baseline[baseline.subset == subset].sort_values("item")["loss"].to_numpy()
             a = g["loss"].to_numpy()
             lo, hi = bootstrap_ci(lambda x, y: x.mean(-1) / y.mean(-1) - 1, a, b, seed=boot_seed, vectorized=True)
             rows.append(row(metric="loss_rise", subset=subset, value=relative_rise(a, b), n=len(a),
-                            ci_low=lo, ci_high=hi, **labels))
+                            ci_low=lo, ci_high=hi, **flag, **labels))
     return rows
 
 
@@ -61,8 +67,14 @@ def format_ci(value, lo, hi, digits: int = 3) -> str:
 
 
 def ci_pivot(df: pd.DataFrame, index, columns, digits: int = 3) -> pd.DataFrame:
-    """Pivot rows into a table of 'value [ci_low, ci_high]' strings (mean over duplicates such as seeds)."""
-    g = df.groupby(list(np.atleast_1d(index)) + list(np.atleast_1d(columns)), sort=False)
-    agg = g.agg(value=("value", "mean"), lo=("ci_low", "min"), hi=("ci_high", "max")).reset_index()
-    agg["cell"] = [format_ci(v, lo, hi, digits) for v, lo, hi in zip(agg.value, agg.lo, agg.hi)]
+    """Pivot rows into a table of 'value [ci_low, ci_high]' strings (mean over duplicates such as seeds); a value of
+    a destroyed subset or point is marked '(destroyed)', a missing value shows its status where it has one."""
+    df = df.assign(destroyed=df["destroyed"] if "destroyed" in df else None, status=df["status"] if "status" in df else None)
+    g = df.groupby(list(np.atleast_1d(index)) + list(np.atleast_1d(columns)), sort=False, dropna=False)
+    agg = g.agg(value=("value", "mean"), lo=("ci_low", "min"), hi=("ci_high", "max"),
+                destroyed=("destroyed", lambda d: bool(d.fillna(False).astype(bool).any())),
+                status=("status", lambda s: next(iter(s.dropna()), None))).reset_index()
+    agg["cell"] = [(format_ci(v, lo, hi, digits) + (" (destroyed)" if gone else "")) if not pd.isna(v)
+                   else (status or "—") for v, lo, hi, gone, status in zip(agg.value, agg.lo, agg.hi, agg.destroyed,
+                                                                           agg.status)]
     return agg.pivot(index=index, columns=columns, values="cell").fillna("—")

@@ -1,7 +1,7 @@
 """Run parameters: one YAML per run (papermill -f), validated before anything runs.
 
 Keys that name options are checked against the one home of their names (OPTIONS): the criterion, control and
-metric-group tables, the aggregations, scope parts, granularities, ablation modes, benchmarks and languages.
+metric-group tables, the aggregations, scope parts, configurations, ablation modes, benchmarks and languages.
 """
 from __future__ import annotations
 
@@ -17,15 +17,15 @@ from .evalsets import MC_BENCHMARKS
 from .models import DTYPES
 from .paths import REPO_ROOT
 from .scoring import CRITERIA, OVERLONG, SCOPE_PARTS
-from .selection import GRANULARITIES
+from .selection import CONFIGURATIONS
 from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES, SCORED_LANGUAGES, UNSEEN_LANGUAGES
 
 # key -> the names it accepts (a registry is read at validation time: names registered later count)
 OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, "score_include": SCOPE_PARTS,
-           "overlong": OVERLONG, "granularities": GRANULARITIES, "ablation_modes": MODES,
+           "overlong": OVERLONG, "configurations": CONFIGURATIONS, "ablation_modes": MODES,
            "mc_benchmarks": MC_BENCHMARKS, "languages": CODE_LANGUAGES, "unseen_languages": CODE_LANGUAGES,
            "likelihood_languages": CODE_LANGUAGES, "general_language": GENERAL_LANGUAGES,
-           "general_eval": GENERAL_LANGUAGES}
+           "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES}
 
 
 def _is_str(v):
@@ -63,6 +63,8 @@ SCHEMA = {
     "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
     "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),
     "dtype": (*_one_of("dtype"), "float32"),
+    "eval_dtype": (lambda v: v is None or v in DTYPES, lambda: "null (the model's dtype) or one of " + ", ".join(DTYPES)
+                   + " (the dtype stage 04 evaluates and ablates the model in)", None),
     "device": (_is_str, "a torch device such as cpu or cuda", "cpu"),
     "seed": (_is_int(0), "an integer ≥ 0", 0),
     "threads": (lambda v: v is None or _is_int(1)(v), "null or an integer ≥ 1", None),
@@ -70,15 +72,17 @@ SCHEMA = {
     "unseen_languages": (*_list_of("unseen_languages", non_empty=False), list(UNSEEN_LANGUAGES)),
     "general_language": (*_one_of("general_language"), "english"),
     "general_eval": (*_list_of("general_eval", non_empty=False), list(GENERAL_LANGUAGES)),
-    "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages) or a folder with one subfolder "
-                      "per language", "tests/fixtures/corpus"),
+    "general_references": (*_list_of("general_references"), ["english", "english_modern"]),  # each in general_eval
+    "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages), a folder with a subfolder or "
+                      "<language>.jsonl per language, a .jsonl file or hf:<dataset> (rows with a language field)",
+                      "tests/fixtures/corpus"),
     "eval_fraction": (lambda v: isinstance(v, float) and 0 < v < 1, "a fraction in (0, 1)", 0.34),
     "n_score_sequences": (_is_int(1), "an integer ≥ 1", 4),
     "max_len": (_is_int(2), "an integer ≥ 2", 64),
     "batch_size": (_is_int(1), "an integer ≥ 1", 4),
     "criterion": (*_one_of("criterion"), "grad_x_weight"),
     "aggregation": (*_one_of("aggregation"), "sum_abs"),
-    "granularities": (*_list_of("granularities"), ["global"]),
+    "configurations": (*_list_of("configurations"), list(CONFIGURATIONS)),
     "k_grid": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, "a non-empty list of k in (0, 100) (percent)",
                [0.1, 1.0, 5.0]),
     "k_detail": (_is_k, "a k in (0, 100) at which controls run", 1.0),
@@ -95,9 +99,15 @@ SCHEMA = {
     "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
     # ablation controls, uncertainty, benchmarks, k-sweep (stage 04)
     "ablation_modes": (*_list_of("ablation_modes", first="zero"), ["zero"]),  # zero first: the paper's
-    "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at every k, the first of random_seeds)", 1),
-    "every_k": (lambda v: isinstance(v, bool), "true / false: per-tensor random, magnitude, code_minus_general, "
-                "likelihood and multiple choice at every k instead of k_detail only", False),
+    "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at the headline k values, the first of "
+                        "random_seeds; one seed elsewhere)", 3),
+    "every_k": (lambda v: isinstance(v, bool), "true / false: every control with all its seeds, spot_norms and "
+                "code_minus_general at every k instead of the headline k values only; likelihood and multiple "
+                "choice at every k instead of k_detail only", False),
+    "random_extension_k": (_is_list_of(_is_k), "a list of k in (0, 100) (percent) random_uniform is extended to, in "
+                           "order, until its curve covers the points compared with it", [2.0, 5.0, 10.0, 20.0, 50.0]),
+    "matched_bootstrap_samples": (_is_int(100), "an integer ≥ 100 (replicates of the damage-matched bootstrap)",
+                                  10000),
     "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),
     "cross_ablation_sequences": (_is_int(0), "an integer ≥ 0 (eval sequences per language for the cross-ablation "
                                  "matrix at k_detail; 0: off)", 2),
@@ -135,11 +145,18 @@ def validate(params: dict) -> dict:
     if not problems:
         if merged["general_language"] not in merged["general_eval"]:
             problems.append("general_eval must include general_language")
+        outside = [r for r in merged["general_references"] if r not in merged["general_eval"]]
+        if outside:
+            problems.append(f"general_references {outside} must be evaluated: add them to general_eval")
+        if merged["n_uniform_seeds"] > len(merged["random_seeds"]):
+            problems.append(f"n_uniform_seeds {merged['n_uniform_seeds']} exceeds the {len(merged['random_seeds'])} "
+                            "random_seeds")
         if merged["k_detail"] not in merged["k_grid"]:
             problems.append(f"k_detail {merged['k_detail']} must be one of k_grid {merged['k_grid']}")
         if "julia" in merged["languages"] + merged["unseen_languages"] and merged["corpus_source"] is None:
             problems.append("julia has no offline source: set corpus_source to a folder holding julia/")
-        for key in ("languages", "unseen_languages", "general_eval", "k_grid", "random_seeds"):
+        for key in ("languages", "unseen_languages", "general_eval", "general_references", "configurations", "k_grid",
+                    "random_seeds", "random_extension_k"):
             repeated = sorted({x for x in merged[key] if merged[key].count(x) > 1}, key=str)
             if repeated:
                 problems.append(f"{key}: {repeated} listed more than once")

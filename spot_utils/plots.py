@@ -21,6 +21,7 @@ MASK_COLORS = {
     "baseline": "#4d4d4d", "spot": "#d62728", "shared": "#111111", "union": "#a6a6a6",
     "random": "#1f5fa8", "random_uniform": "#6cb4e4", "magnitude": "#1b7837", "magnitude_global": "#66bd63",
     "code_over_general": "#7b3294", "code_minus_general": "#c994c7", "general": "#e6ab02", "top_entries": "#8c510a", "specific": "#f28e2b",
+    "spot_norms": "#f4a582",
 }
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
@@ -223,10 +224,12 @@ def _ratio_axis(ax, which: str, values) -> None:
         getattr(ax, f"{which}axis").set_minor_formatter(plt.NullFormatter())
 
 
-def rise_curves(df: pd.DataFrame, title: str):
-    """Code rise and general rise vs k per mask kind, with error bars; the line at 1 is no change.
+def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English prose"):
+    """Code rise and general rise vs k per mask kind, with error bars; the line at 1 is no change; destroyed points
+    (a loss at or above ln |V|) hollow.
 
-    df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high).
+    df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high,
+    destroyed); general_label names the general-text reference.
     """
     metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1.8, 4), sharey=True, squeeze=False)
@@ -236,11 +239,16 @@ def rise_curves(df: pd.DataFrame, title: str):
             y = 1 + g.value
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
             ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=mask_color(kind), label=kind)
+            if "destroyed" in g and g.destroyed.any():
+                ax.scatter(g.k_percent[g.destroyed], y[g.destroyed], s=60, facecolor="white",
+                           edgecolor=mask_color(kind), zorder=3)
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}%"))
         ax.axhline(1, color="grey", lw=0.8, ls="--", label="no change (1)")
         ax.set_xlabel("k (% of scoped entries ablated)")
-        ax.set_title({"code_rise": "code languages (mean)", "general_rise": "English prose"}[metric])
+        ax.set_title({"code_rise": "code languages (mean)", "general_rise": general_label}[metric])
+    if "destroyed" in df and df.destroyed.any():
+        axes[0][-1].scatter([], [], s=60, facecolor="white", edgecolor="black", label="destroyed (≥ ln |V|)")
     _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
     axes[0][0].set_ylabel("ablated loss / baseline loss (95% CI)")
     _legend_outside(axes[0][-1])
@@ -306,37 +314,6 @@ def stability_curves(stab: pd.DataFrame, title: str):
     return fig
 
 
-def selectivity_scatter(df: pd.DataFrame, title: str, general_guide: float = 1.1):
-    """Code rise against general rise, one point per (mask kind, k), the points of a kind joined in order of k
-    (marker size grows with k): below the diagonal English suffers more than code, far above it and left of the
-    English guide (×1.1) code collapses while English holds.
-
-    df: rise_frame rows pivoted to columns code_rise, general_rise with mask_kind and k_percent.
-    """
-    fig, ax = plt.subplots(figsize=(8, 5.5))
-    ks = sorted(df.k_percent.unique())
-    size = {k: 18 + 70 * i / max(len(ks) - 1, 1) for i, k in enumerate(ks)}
-    for kind, g in df.groupby("mask_kind", sort=False):
-        g = g.sort_values("k_percent")
-        ax.plot(1 + g.general_rise, 1 + g.code_rise, color=mask_color(kind), lw=1, alpha=0.6)
-        ax.scatter(1 + g.general_rise, 1 + g.code_rise, color=mask_color(kind), label=kind,
-                   s=[size[k] for k in g.k_percent], zorder=3)
-    ratios = 1 + pd.concat([df.general_rise, df.code_rise])
-    _ratio_axis(ax, "x", ratios)
-    _ratio_axis(ax, "y", ratios)
-    lo = min(ax.get_xlim()[0], ax.get_ylim()[0])
-    hi = max(ax.get_xlim()[1], ax.get_ylim()[1])
-    ax.plot([lo, hi], [lo, hi], color="grey", lw=0.8, ls="--", label="equal rise")
-    ax.axvline(general_guide, color="black", lw=0.8, ls=":", label=f"English ×{general_guide:g}")
-    for k in ks:  # marker-size key
-        ax.scatter([], [], s=size[k], color="white", edgecolor="black", label=f"k = {k:g}%")
-    ax.set_xlabel("English loss, ablated / baseline")
-    ax.set_ylabel("code loss (mean over languages), ablated / baseline")
-    _legend_outside(ax)
-    ax.set_title(title)
-    return fig
-
-
 def cross_ablation_heatmap(df: pd.DataFrame, title: str):
     """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated;
     white is no change."""
@@ -379,4 +356,44 @@ def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str, chanc
     ax.set_xlabel(xlabel)
     _legend_outside(ax)
     ax.set_title(title)
+    return fig
+
+
+def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general text"):
+    """The damage-matched comparison: x = ln(1 + general rise), y = ln(1 + code rise) of every point. random_uniform's
+    curve joins the origin and its non-destroyed points (seeds pooled), its seed spread drawn as thin bars; every
+    other mask kind's points carry their 95% intervals; destroyed points (a loss at or above ln |V|) are hollow and
+    never join the curve. Above the curve a mask hurts code more than random damage that hurts general text equally.
+
+    points: spot_utils.ablation_tables.damage_frame rows.
+    """
+    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    log = np.log1p
+    ref = points[points.mask_kind == "random_uniform"].sort_values("general_rise")
+    intact = ref[~ref.destroyed]
+    color = mask_color("random_uniform")
+    ax.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,
+            label="random_uniform (seeds pooled)", zorder=2)
+    ax.errorbar(log(ref.general_rise), log(ref.code_rise),
+                xerr=np.vstack([log(ref.general_rise) - log(ref.g_min), log(ref.g_max) - log(ref.general_rise)]).clip(0),
+                yerr=np.vstack([log(ref.code_rise) - log(ref.c_min), log(ref.c_max) - log(ref.code_rise)]).clip(0),
+                fmt="none", ecolor=color, elinewidth=3, alpha=0.5, label="random_uniform seed range")
+    for kind, g in points[points.mask_kind != "random_uniform"].groupby("mask_kind", sort=False):
+        x, y = log(g.general_rise), log(g.code_rise)
+        err = dict(xerr=np.vstack([x - log(g.g_lo.fillna(g.general_rise)), log(g.g_hi.fillna(g.general_rise)) - x]).clip(0),
+                   yerr=np.vstack([y - log(g.c_lo.fillna(g.code_rise)), log(g.c_hi.fillna(g.code_rise)) - y]).clip(0))
+        ax.errorbar(x, y, **err, fmt="none", ecolor=mask_color(kind), elinewidth=1, capsize=2, alpha=0.8)
+        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), s=36, zorder=3, label=kind)
+        if g.destroyed.any():
+            ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind), s=36, zorder=3,
+                       label=None if (~g.destroyed).any() else kind)
+    ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
+               edgecolor=color, s=36, zorder=3)
+    ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")
+    if points.destroyed.any():
+        ax.scatter([], [], facecolor="white", edgecolor="black", s=36, label="destroyed (hollow, left out)")
+    ax.set_xlabel(f"ln(1 + {general_label} rise)")
+    ax.set_ylabel("ln(1 + code rise)")
+    ax.set_title(title)
+    _legend_outside(ax)
     return fig

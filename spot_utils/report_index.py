@@ -1,7 +1,7 @@
-"""reports/index.html: every run in reports/ with its headline numbers and links to all its files; and
-lookups of other runs for cross-model comparisons.
+"""reports/index.html: every run in reports/ with its headline numbers and links to all its files; the README's
+results block, rendered from the committed reports it names; and lookups of other runs for cross-model comparisons.
 
-    python -m spot_utils.report_index [reports_dir]
+    python -m spot_utils.report_index [reports_dir] [--readme README.md]
 """
 from __future__ import annotations
 
@@ -33,14 +33,19 @@ LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not 
 def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
     """Headline numbers of one run's metrics rows at k (default 1% if measured, else the largest k):
     mean baseline loss over the code and general loss subsets, and code_rise (subset 'code') / general_rise /
-    selectivity of the spot, code_over_general and random_uniform (global granularity, zero mode, mean over seeds)."""
+    selectivity of the spot, code_over_general and random_uniform (the global configuration, or global granularity
+    in runs without configurations; against literary English, the first general-text reference; zero mode, mean
+    over seeds)."""
     df = to_frame(rows)
     ks = sorted(float(k) for k in df.k_percent.dropna().unique())
     k = k_percent if k_percent is not None else (1.0 if 1.0 in ks else (ks[-1] if ks else None))
     out = {"k_percent": k, "model": next((m for m in df.model.dropna()), None)}
     base = df[(df.mask_kind == "baseline") & (df.metric == "loss") & df.subset.isin(LOSS_SUBSETS)]
     out["baseline_loss"] = float(base.value.mean()) if len(base) else None
-    at_k = df[(df.k_percent == k) & (df.granularity.isna() | (df.granularity == "global"))
+    where = df.configuration if df.configuration.notna().any() else df.granularity
+    first_reference = next(iter(df.reference.dropna()), None)
+    at_k = df[(df.k_percent == k) & (where.isna() | (where == "global"))
+              & (df.reference.isna() | (df.reference == first_reference))
               & (df["mode"].isna() | (df["mode"] == "zero"))
               & ~((df.metric == "code_rise") & (df.subset != "code"))]  # not the code:scored / code:unseen parts
     for kind in HEADLINE_KINDS:
@@ -196,8 +201,9 @@ def index_html(table: pd.DataFrame) -> str:
         "td{white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
         "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.bad{color:#a00;font-weight:600}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
         "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
-        "at k (percent of scoped entries, global granularity, zero ablation) in percent; <i>code</i> is the mean over "
-        "code languages, <i>English</i> is English prose; selectivity = code rise / English rise (only where both "
+        "at k (percent of scoped entries; the global configuration, or global granularity in earlier runs; zero "
+        "ablation) in percent; <i>code</i> is the mean over code languages, <i>English</i> is literary English "
+        "(Gutenberg prose); selectivity = code rise / English rise (only where both "
         "exceed 1%), to be read against random_uniform's. Time is the sum of the stages; the commit is the code the "
         "run used, with its date. – means not measured in that run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
@@ -263,8 +269,127 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports_dir", nargs="?", default=str(REPORTS_DIR))
-    print("index written to", write_index(parser.parse_args(argv).reports_dir))
+    parser.add_argument("--readme", metavar="PATH", help="also rewrite the results block of this README")
+    args = parser.parse_args(argv)
+    print("index written to", write_index(args.reports_dir))
+    if args.readme:
+        print("results block rewritten in", update_readme(args.readme, args.reports_dir))
 
 
 if __name__ == "__main__":
     main()
+
+
+# --- README results table (docs/METHOD.md, Damage-matched comparison) ------------------------------------------
+
+README_KINDS = ("spot", "magnitude", "random", "random_uniform", "code_over_general", "code_minus_general")
+README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
+
+
+def _configuration_column(df: pd.DataFrame) -> pd.Series:
+    return df.configuration.fillna(df.granularity) if df.configuration.notna().any() else df.granularity
+
+
+def _references(df: pd.DataFrame) -> list[str]:
+    """The run's general-text references, in the order its rows give them (older runs: the general_rise subsets)."""
+    refs = list(dict.fromkeys(df.reference.dropna()))
+    return refs or list(dict.fromkeys(df[df.metric == "general_rise"].subset.dropna()))
+
+
+def headline_ks(df: pd.DataFrame, configuration: str) -> list[float]:
+    """The smallest k at which a configuration's spot has no destroyed loss subset (the smallest k where a run
+    does not record `destroyed`), and 1% where measured."""
+    spot = df[(df.conf == configuration) & (df.mask_kind == "spot") & (df["mode"].fillna("zero") == "zero")
+              & (df.metric == "loss")]
+    intact = sorted(k for k, g in spot.groupby("k_percent") if not g.destroyed.fillna(False).astype(bool).any())
+    return sorted({*intact[:1], *([1.0] if 1.0 in set(spot.k_percent) else [])})
+
+
+def _rise_cell(values: pd.Series, gone: pd.Series) -> str:
+    if not len(values.dropna()):
+        return "–"
+    text = format_rise(values.mean())
+    if len(values) > 1:
+        text += f" ({format_rise(values.min())} … {format_rise(values.max())})"
+    return text + (" †" if gone.fillna(False).astype(bool).any() else "")
+
+
+def _excess_cell(df: pd.DataFrame, ref: str) -> str:
+    me = df[(df.metric == "matched_excess") & (df.reference == ref) & df.seed.isna()]
+    if not len(me):
+        return "–"
+    r = me.iloc[0]
+    if pd.isna(r.value):
+        return str(r.status).replace("_", " ")
+    p = df[(df.metric == "p_holm_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    mde = df[(df.metric == "mde_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    return (f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
+            + (f"; detectable ≥ {mde.iloc[0]:.2f}" if len(mde) else ""))
+
+
+def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
+    """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
+    configuration, at the smallest k where the spot is not destroyed and at 1%, every mask kind of README_KINDS
+    with its code rise, general rise per reference (seeded controls: mean and range over seeds; † destroyed),
+    and its matched excess against each reference with 95% interval and Holm p; then a verdict per model and
+    configuration (ablation_tables.conclusion), computed from the numbers."""
+    from .ablation_tables import conclusion, model_verdict, reference_label
+    out = []
+    for run in runs:
+        df = to_frame(read_json(Path(reports_dir) / run / "metrics.json"))
+        df = df.assign(conf=_configuration_column(df))
+        refs = _references(df)
+        model = next(iter(df.model.dropna()), run)
+        out.append(f"**{model}** (`reports/{run}/`)\n")
+        for configuration in [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]:
+            zero = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero")]
+            head = ["k", "mask", "code rise"] + [f"{reference_label(r)} rise" for r in refs] + \
+                [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
+            lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
+            for k in headline_ks(df, configuration):
+                for kind in README_KINDS:
+                    at = zero[(zero.k_percent == k) & (zero.mask_kind == kind)]
+                    if not len(at):
+                        continue
+                    code = at[(at.metric == "code_rise") & (at.subset == "code")]
+                    cells = [f"{k:g}%", kind, _rise_cell(code.value, code.destroyed)]
+                    for r in refs:
+                        g = at[(at.metric == "general_rise") & ((at.reference == r) | (at.reference.isna() & (at.subset == r)))]
+                        cells.append(_rise_cell(g.value, g.destroyed))
+                    cells += [_excess_cell(at, r) for r in refs]
+                    lines.append("| " + " | ".join(cells) + " |")
+            out.append("\n".join(lines) + "\n")
+            if (df.metric == "matched_excess").any():
+                out.append(conclusion(df, configuration, refs) + "\n")
+        configurations = [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]
+        if not (df.metric == "matched_excess").any():
+            out.append(f"{model}: this run predates the damage-matched comparison and records no destroyed points "
+                       "(its first k is its smallest, destroyed or not): no verdict.\n")
+        else:
+            out.append("**Verdict.** " + model_verdict(df, configurations, refs, model) + "\n")
+    out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages), zero "
+               "ablation; seeded controls: mean over seeds (range). † destroyed: a loss at or above ln |V|, left out "
+               "of every comparison. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "
+               "general-text damage, with the smallest excess the run detects at α = 0.05 and power 0.8 "
+               "(docs/METHOD.md, Damage-matched comparison).\n")
+    return "\n".join(out)
+
+
+def readme_block(readme: str) -> tuple[list[str], str]:
+    """(the runs named by the README's results block, the block's current text)."""
+    start = readme.index(README_BEGIN)
+    head_end = readme.index("-->", start) + 3
+    runs = readme[start + len(README_BEGIN): head_end - 3].split()
+    return runs, readme[head_end: readme.index(README_END, head_end)].strip("\n")
+
+
+def update_readme(path: str | Path, reports_dir: str | Path = REPORTS_DIR) -> Path:
+    """Rewrite the README's results block from the reports it names (atomically)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    runs, old = readme_block(text)
+    start = text.index(README_BEGIN)
+    head_end = text.index("-->", start) + 3
+    end = text.index(README_END, head_end)
+    write_text(path, text[:head_end] + "\n" + results_table(runs, reports_dir) + "\n" + text[end:])
+    return path

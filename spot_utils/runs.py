@@ -57,10 +57,17 @@ def general_path(run: dict | str) -> Path:
     return run_dir(run) / "general.safetensors"
 
 
-def mask_path(run: dict | str, kind: str, k_percent: float, granularity: str = "global",
+def mask_path(run: dict | str, kind: str, k_percent: float, configuration: str = "global",
               root: str | Path | None = None) -> Path:
-    """runs/<run>/masks/<kind>/k<k>_<granularity>.safetensors (kind may be e.g. 'spot' or 'lang_go')."""
-    return run_dir(run, root) / "masks" / kind / f"k{k_percent:g}_{granularity}.safetensors"
+    """runs/<run>/masks/<kind>/k<k>_<configuration>.safetensors: the spot of a configuration (selection.CONFIGURATIONS);
+    every other kind (e.g. 'lang_go', 'code_over_general') is one global selection, stored under 'global'."""
+    return run_dir(run, root) / "masks" / kind / f"k{k_percent:g}_{configuration}.safetensors"
+
+
+def ablation_entry_path(run: dict | str, entry: str) -> Path:
+    """runs/<run>/ablation/<entry>.json: the per-item results of one ablation of stage 04 (entry: an id such as
+    'baseline' or 'paper/spot/k1', from ablation_loop.entry_id), written as soon as it is measured."""
+    return run_dir(run) / "ablation" / f"{entry}.json"
 
 
 def checkpoint_dir(run: dict | str, lang: str, half: str) -> Path:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Mapping
+from dataclasses import dataclass
 
 import torch
 
@@ -178,6 +179,67 @@ def matrices_only(scores: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return {n: s for n, s in scores.items() if s.ndim >= 2}
 
 
+# --- configurations: how the spot is selected (docs/METHOD.md, Configurations) -----------------------------------
+
+@dataclass(frozen=True)
+class Configuration:
+    """How a configuration selects its spot: `granularity` (GRANULARITIES) over its scope, every scoped tensor or
+    the 2-D weight matrices only (`matrices_only`)."""
+    granularity: str
+    matrices_only: bool
+    description: str
+
+
+CONFIGURATIONS = {
+    "paper": Configuration("per_tensor", False, "per-tensor top-k over every scoped decoder tensor, norm and bias "
+                           "vectors included, as the authors' code selects"),
+    "global": Configuration("global", True, "global top-k over the decoder's 2-D weight matrices only"),
+}
+
+
+def configuration_of(name: str) -> Configuration:
+    if name not in CONFIGURATIONS:
+        raise ValueError(f"unknown configuration {name!r}; accepted: {tuple(CONFIGURATIONS)}")
+    return CONFIGURATIONS[name]
+
+
+def configuration_scope(tensors: Mapping, configuration: str) -> dict:
+    """The tensors (scores, shapes, masks) a configuration selects from: all of them, or the 2-D matrices only."""
+    if configuration_of(configuration).matrices_only:
+        return {n: t for n, t in tensors.items() if len(tuple(t.shape if hasattr(t, "shape") else t)) >= 2}
+    return dict(tensors)
+
+
+def configuration_count(shapes: Mapping[str, tuple], k_percent: float, configuration: str) -> int:
+    """Entries a configuration's spot holds at k: ⌊k/100 · n_t⌋ summed over the tensors (per tensor) or ⌊k/100 · N⌋
+    over its scope (global). Also the size of random_uniform at a k the spot is not selected at."""
+    k = check_k(k_percent)
+    sizes = [math.prod(s) for s in configuration_scope(dict(shapes), configuration).values()]
+    if configuration_of(configuration).granularity == "per_tensor":
+        return sum(math.floor(k / 100 * n) for n in sizes)
+    return math.floor(k / 100 * sum(sizes))
+
+
+def configuration_spot(aggregate: dict[str, torch.Tensor], k_percent: float, configuration: str
+                       ) -> dict[str, torch.Tensor] | None:
+    """The spot of a configuration at k: masks over every tensor of `aggregate` (all False outside the
+    configuration's scope); None when k selects no entry (per tensor: every tensor has fewer than 100/k entries)."""
+    config = configuration_of(configuration)
+    scope = configuration_scope(aggregate, configuration)
+    if configuration_count({n: tuple(t.shape) for n, t in aggregate.items()}, k_percent, configuration) == 0:
+        return None
+    picked = select_top_k(scope, k_percent, config.granularity)
+    return {n: picked[n] if n in picked else torch.zeros(t.shape, dtype=torch.bool) for n, t in aggregate.items()}
+
+
+def configuration_top_count(aggregate: dict[str, torch.Tensor], n: int, configuration: str) -> dict[str, torch.Tensor]:
+    """The top n entries of the aggregate over a configuration's scope (global order, exact ties), over every
+    tensor of `aggregate`: the outlier masks of that configuration."""
+    picked = top_count_global(configuration_scope(aggregate, configuration), n)
+    return {name: picked[name] if name in picked else torch.zeros(t.shape, dtype=torch.bool)
+            for name, t in aggregate.items()}
+
+
 def code_minus_general(aggregate: dict, general: dict, k_percent: float) -> dict[str, torch.Tensor]:
     """top-k(A) minus top-k(G) over 2-D matrices, both global at the same k (docs/METHOD.md, Contrastive regions)."""
     a, g = matrices_only(aggregate), matrices_only(general)
@@ -238,10 +300,13 @@ def regions(masks_by_lang: dict[str, dict]) -> dict[str, dict[str, torch.Tensor]
 
 
 def stage_masks(aggregate_: dict, general: dict, weights: dict, k_percent: float):
-    """The global masks stage 03 writes at k that need no single language, one at a time as (kind, masks): spot,
-    magnitude_global (top-k |θ|), the spot's mask modes, general (top-k of G), code_over_general and
-    code_minus_general. The per-language ones come from language_masks, their regions from iter_regions."""
-    spot = select_top_k(aggregate_, k_percent)
+    """The global masks stage 03 writes at k that need no single language, one at a time as (kind, masks): spot
+    (the `global` configuration's: top-k over the 2-D matrices), magnitude_global (top-k |θ| over every scoped
+    tensor), the spot's mask modes, general (top-k of G), code_over_general and code_minus_general. The
+    per-language ones come from language_masks, their regions from iter_regions."""
+    spot = configuration_spot(aggregate_, k_percent, "global")
+    if spot is None:
+        raise ValueError(f"k = {k_percent:g}% selects no entry: it rounds down to 0 of the 2-D matrices' entries")
     magnitude = select_top_k(weights, k_percent)
     yield "spot", spot
     yield "magnitude_global", magnitude

@@ -15,17 +15,20 @@ import subprocess
 import sys
 import tarfile
 import tempfile
+import xml.etree.ElementTree as ET
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .paths import DATA_DIR
 
 SCORED_LANGUAGES = ("bash", "csharp", "cpp", "go", "java", "javascript", "ruby", "rust", "typescript")
 UNSEEN_LANGUAGES = ("python", "c", "php")
 CODE_LANGUAGES = SCORED_LANGUAGES + UNSEEN_LANGUAGES + ("julia",)
-PROSE_LANGUAGES = ("english", "english_doc")
+PROSE_LANGUAGES = ("english", "english_modern", "english_doc")
+PROSE_LABELS = {"english": "literary English", "english_modern": "modern English prose",
+                "english_doc": "Python documentation"}  # how tables and figures name each general-text reference
 LANGUAGES = CODE_LANGUAGES + PROSE_LANGUAGES
 DEFAULT_CACHE = DATA_DIR / "cache"
 MAX_FILE_BYTES = 200_000
@@ -36,7 +39,8 @@ EXTENSIONS = {
     "cpp": (".cpp", ".cc", ".cxx", ".hpp", ".hh", ".hxx", ".h", ".ipp"), "go": (".go",),
     "java": (".java",), "javascript": (".js", ".mjs", ".cjs"), "ruby": (".rb",), "rust": (".rs",),
     "typescript": (".ts", ".tsx", ".mts", ".cts"), "python": (".py",), "c": (".c", ".h"),
-    "php": (".php",), "julia": (".jl",), "english": (".txt",), "english_doc": (".txt", ".rst"),
+    "php": (".php",), "julia": (".jl",), "english": (".txt",), "english_modern": (".txt",),
+    "english_doc": (".txt", ".rst"),
 }
 
 
@@ -51,7 +55,8 @@ class Source:
     `roots` are folders (or single files) inside the unpacked package, or inside `inner` (a .zip or
     .tar.* archive shipped in the package) when given; `extensions` empty means every regular file
     under the roots; `exclude` are fnmatch patterns on the path relative to the package.
-    `max_bytes` None keeps files of any size (prose is chunked later anyway).
+    `max_bytes` None keeps files of any size (prose is chunked later anyway). `extract` turns a file's
+    text into the plain text kept (e.g. `mallard_text`); a file it leaves empty is skipped.
     """
 
     language: str
@@ -65,6 +70,7 @@ class Source:
     inner: str | None = None
     max_bytes: int | None = MAX_FILE_BYTES
     skip_generated: bool = True
+    extract: Callable[[str], str] | None = None
 
     @property
     def key(self) -> str:
@@ -73,6 +79,59 @@ class Source:
 
 
 _MIN = ("*.min.js", "*.min.*", "*-min.js", "*.bundle.js")
+
+# Mallard (GNOME help) pages: elements whose text is not part of the prose, blocks that become paragraphs,
+# and the code-like elements that leave their whole paragraph out.
+_MALLARD_SKIP = {"info", "comment", "media", "links", "screen", "synopsis"}
+_MALLARD_BLOCKS = {"title", "subtitle", "desc", "p", "code"}
+_MALLARD_CODE = {"code", "cmd", "input", "output", "screen"}
+_MALLARD_SEQUENCES = {"keyseq": "+", "guiseq": " ▸ "}
+
+
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def mallard_text(xml: str) -> str:
+    """The prose of a Mallard page: titles and paragraphs, one per line, blank lines between them.
+
+    Page metadata, editorial comments, media and link lists are left out; of a conditional (`if:choose`)
+    only the default branch is kept; paragraphs holding code, commands or terminal input/output are left
+    out whole. A page that does not parse gives ''.
+    """
+    try:
+        root = ET.fromstring(xml)
+    except ET.ParseError:
+        return ""
+    paragraphs = []
+
+    def inline(el) -> str:
+        sep = _MALLARD_SEQUENCES.get(_local(el.tag))
+        if sep:  # Ctrl+C, Settings ▸ Network
+            return sep.join(inline(child) for child in el if _local(child.tag) not in _MALLARD_SKIP)
+        parts = [el.text or ""]
+        for child in el:
+            if _local(child.tag) not in _MALLARD_SKIP:
+                parts.append(inline(child))
+            parts.append(child.tail or "")
+        return "".join(parts)
+
+    def walk(el) -> None:
+        name = _local(el.tag)
+        if name in _MALLARD_SKIP:
+            return
+        if name in _MALLARD_BLOCKS:
+            if name not in _MALLARD_CODE and not any(_local(d.tag) in _MALLARD_CODE for d in el.iter()):
+                text = " ".join(inline(el).replace("()", "").split()).replace(" .", ".").replace(" ,", ",")
+                if text:
+                    paragraphs.append(text)
+            return
+        for child in el:
+            if not (name == "choose" and _local(child.tag) == "when"):
+                walk(child)
+
+    walk(root)
+    return "\n\n".join(paragraphs) + "\n" if paragraphs else ""
 _SYMFONY_VERSION = "5.4.53+dfsg-0+deb12u1"
 _SYMFONY = (
     "asset browser-kit cache config console css-selector debug-bundle dependency-injection "
@@ -123,6 +182,9 @@ SOURCES: tuple[Source, ...] = (
            "Public domain (Project Gutenberg texts)", max_bytes=None,
            exclude=("*/metadata.txt", "*_gut_f.txt"),  # _gut_f: First Folio twins of the _gut plays
            skip_generated=False),
+    # Modern English: GNOME's user help (Mallard pages, English originals only), code left out by mallard_text.
+    Source("english_modern", "apt", "gnome-user-docs", "43.0-2", ("usr/share/help/C/gnome-help",), (".page",),
+           "CC-BY-SA-3.0", max_bytes=None, skip_generated=False, extract=mallard_text),
     Source("english_doc", "apt", "python3.11-doc", "3.11.2-6+deb12u8", ("usr/share/doc/python3.11/html/_sources",),
            (".rst.txt",), "PSF-2.0", max_bytes=None, skip_generated=False),
 )
@@ -265,6 +327,8 @@ def iter_files(language: str, cache_dir: str | Path = DEFAULT_CACHE) -> Iterator
         root = fetch(src, cache_dir)
         for rel, data in _members(src, root):
             text = decode(data)
+            if text is not None and src.extract:
+                text = src.extract(text)
             if text is None or not text.strip():
                 continue
             if src.skip_generated and looks_generated(text):

@@ -13,7 +13,7 @@ import torch
 from . import corpus
 from .io import write_json
 from .models import load_model
-from .params import from_notebook, resolve_model, resolve_path
+from .params import from_notebook, resolve_model
 from .paths import shown
 from .runs import run_dir, stage_record_path
 
@@ -55,22 +55,24 @@ def finish(params: dict, **info) -> None:
     """Record what this stage saw (device, threads, seconds, input hashes) for the run manifest."""
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
-                  python=platform.python_version(), **info)
+                  python=platform.python_version(), sequences=params.get("_sequences", {}), **info)
     write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 
 
-def model_for(params: dict):
-    """(model, tokenizer) of the run, in its dtype on its device (a relative model path from the repository root)."""
-    return load_model(resolve_model(params["model"]), dtype=params["dtype"], device=params["device"])
+def model_for(params: dict, dtype: str | None = None):
+    """(model, tokenizer) of the run, in its dtype (or `dtype`) on its device (a relative model path from the
+    repository root)."""
+    return load_model(resolve_model(params["model"]), dtype=dtype or params["dtype"], device=params["device"])
 
 
 def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:
-    """n token sequences of at most max_len tokens per language from the run's corpus `split`."""
-    source_root = resolve_path(params["corpus_source"])
+    """n token sequences of at most max_len tokens per language from the run's corpus `split`; what was drawn
+    (sampling, files used, short files left out, corpus hash) goes into the stage record (`finish`)."""
     out = {}
     for lang in languages:
-        source = source_root / lang if source_root is not None else None
         out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
-                                          source=source, eval_fraction=params["eval_fraction"])
+                                          source=corpus.language_source(params["corpus_source"], lang),
+                                          eval_fraction=params["eval_fraction"])
+        params.setdefault("_sequences", {})[f"{split}/{lang}"] = out[lang].info
     return out

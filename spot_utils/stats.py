@@ -85,23 +85,37 @@ def selectivity(code_rise: float, general_rise: float, threshold: float = 0.01) 
     return code_rise / general_rise if code_rise > threshold and general_rise > threshold else float("nan")
 
 
-def _paired_resamples(frames: list[dict], subsets, n_boot: int, seed: int):
-    """Yield, n_boot times, copies of every frame (subset -> per-item array) resampled with the same
-    item indices within each subset."""
+def _paired_indices(sizes: dict[str, int], n_boot: int, seed: int) -> dict[str, np.ndarray]:
+    """Item indices of n_boot resamples of every subset ({subset: (n_boot, n_items)}), drawn in subset order; every
+    frame resampled with them is resampled in pairs."""
     rng = np.random.default_rng(seed)
-    arrays = [{s: np.asarray(f[s], dtype=float) for s in subsets} for f in frames]
-    for _ in range(n_boot):
-        pick = {s: rng.integers(0, len(arrays[0][s]), len(arrays[0][s])) for s in subsets}
-        yield [{s: a[s][pick[s]] for s in subsets} for a in arrays]
+    return {s: rng.integers(0, n, size=(n_boot, n)) for s, n in sizes.items()}
+
+
+def _boot_rises(ablated: dict, baseline: dict, idx: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Per subset, the relative rise in every resample (n_boot,)."""
+    return {s: np.asarray(ablated[s], dtype=float)[i].mean(1) / np.asarray(baseline[s], dtype=float)[i].mean(1) - 1
+            for s, i in idx.items()}
+
+
+def _code_general(r: dict[str, np.ndarray], code_subsets, general: str) -> tuple[np.ndarray, np.ndarray]:
+    return np.mean([r[s] for s in code_subsets], axis=0), r[general]
 
 
 def rises_ci(ablated: dict, baseline: dict, code_subsets, general: str, n_boot: int = 1000, seed: int = 0,
              level: float = 0.95) -> dict:
     """Code and general rise with bootstrap intervals (items resampled within each subset, in pairs)."""
     code, gen = rises(ablated, baseline, code_subsets, general)
-    boot = np.array([rises(a, b, code_subsets, general) for a, b in
-                     _paired_resamples([ablated, baseline], list(code_subsets) + [general], n_boot, seed)])
-    return dict(code=(code, *_interval(boot[:, 0], level)), general=(gen, *_interval(boot[:, 1], level)))
+    subsets = list(dict.fromkeys([*code_subsets, general]))
+    idx = _paired_indices({s: len(baseline[s]) for s in subsets}, n_boot, seed)
+    boot_code, boot_gen = _code_general(_boot_rises(ablated, baseline, idx), code_subsets, general)
+    return dict(code=(code, *_interval(boot_code, level)), general=(gen, *_interval(boot_gen, level)))
+
+
+def _selectivity(code, general, threshold: float):
+    """selectivity, vectorised: NaN where a rise is at or below the threshold."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where((code > threshold) & (general > threshold), code / general, np.nan)
 
 
 def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, code_subsets, general: str,
@@ -111,16 +125,19 @@ def selectivity_vs_reference(ablated: dict, reference: dict, baseline: dict, cod
 
     Every subset's items are resampled with the same indices for the mask, the reference and the baseline.
     Resamples where either selectivity is undefined are dropped; `defined` is the share kept. The p-value
-    is the two-sided bootstrap_p of the difference (NaN when the point difference is undefined).
+    is the two-sided bootstrap_p of the difference (NaN when the point difference is undefined); se is the standard
+    deviation of the kept differences.
     """
-    def diff(a, r, b):
-        return (selectivity(*rises(a, b, code_subsets, general), threshold)
-                - selectivity(*rises(r, b, code_subsets, general), threshold))
-    point = diff(ablated, reference, baseline)
-    diffs = np.array([diff(*f) for f in _paired_resamples([ablated, reference, baseline],
-                                                          list(code_subsets) + [general], n_boot, seed)])
+    point = (selectivity(*rises(ablated, baseline, code_subsets, general), threshold)
+             - selectivity(*rises(reference, baseline, code_subsets, general), threshold))
+    subsets = list(dict.fromkeys([*code_subsets, general]))
+    idx = _paired_indices({s: len(baseline[s]) for s in subsets}, n_boot, seed)
+    diffs = (_selectivity(*_code_general(_boot_rises(ablated, baseline, idx), code_subsets, general), threshold)
+             - _selectivity(*_code_general(_boot_rises(reference, baseline, idx), code_subsets, general), threshold))
     kept = diffs[~np.isnan(diffs)]
     if np.isnan(point) or len(kept) == 0:
-        return dict(diff=point, ci_low=float("nan"), ci_high=float("nan"), p=float("nan"), defined=len(kept) / n_boot)
+        return dict(diff=point, ci_low=float("nan"), ci_high=float("nan"), p=float("nan"), se=float("nan"),
+                    defined=len(kept) / n_boot)
     lo, hi = _interval(kept, level)
-    return dict(diff=float(point), ci_low=lo, ci_high=hi, p=bootstrap_p(kept), defined=len(kept) / n_boot)
+    return dict(diff=float(point), ci_low=lo, ci_high=hi, p=bootstrap_p(kept),
+                se=float(kept.std(ddof=1)) if len(kept) > 1 else float("nan"), defined=len(kept) / n_boot)

@@ -85,3 +85,27 @@ def layer_module_rows(masks: dict[str, torch.Tensor], **labels) -> list[dict]:
     d = distribution(masks).groupby(["layer", "module"], dropna=False).agg(
         selected=("selected", "sum"), size=("size", "sum")).reset_index()
     return [dict(labels, **r) for r in d.to_dict("records")]
+
+
+NORM_FORMS = {"x·w": "zero switches the unit off (its output is 0, plus any bias)",
+              "x·(1+w)": "zero resets the scale to 1 (the unit keeps normalising, unscaled)"}
+
+
+def norm_forms(model) -> dict[str, str]:
+    """{normalisation class name: 'x·w' or 'x·(1+w)'} of the model's norm modules with a 1-D weight, found by
+    running one module of each class on random input with its weight (and bias) zeroed: a zero output is the
+    x·w form (RMSNorm / LayerNorm of Llama, Qwen2, ...), a nonzero one the x·(1+w) form (Gemma)."""
+    import copy
+    forms = {}
+    for module in model.modules():
+        name = type(module).__name__
+        weight = getattr(module, "weight", None)
+        if "Norm" not in name or name in forms or not isinstance(weight, torch.nn.Parameter) or weight.ndim != 1:
+            continue
+        probe = copy.deepcopy(module).float()
+        with torch.no_grad():
+            for p in probe.parameters():
+                p.zero_()
+            out = probe(torch.randn(2, weight.shape[0], generator=torch.Generator().manual_seed(0)))
+        forms[name] = "x·w" if float(out.abs().max()) == 0.0 else "x·(1+w)"
+    return forms

@@ -195,3 +195,171 @@ def test_corpus_summary(tok, corpora):
                         sources={lang: FIXTURE / lang for lang in ("go", "english")})
     assert list(df.index) == ["go", "english"]
     assert (df["score_files"] > 0).all() and (df["eval_tokens"] > 0).all()
+
+
+# ----------------------------------------------------------------------------------------- sampling
+
+def test_windows_random_offsets_round_robin_and_tiling():
+    from spot_utils.corpus import windows
+
+    rng = np.random.default_rng(0)
+    lengths = np.concatenate([rng.integers(101, 2000, 300), [100, 50, 7, 1, 0]])  # 300 longer than a window
+    picks, available = windows(lengths, 100, seed=5, min_tokens=8)
+    assert picks == windows(lengths, 100, seed=5, min_tokens=8)[0]
+    assert picks != windows(lengths, 100, seed=6, min_tokens=8)[0]
+    assert windows(lengths, 100, seed=5, min_tokens=8, n=450) == (picks[:450], available) and len(picks) == available
+    first = picks[:302]  # one window per eligible file (300 long, 100 and 50 tokens) before any second
+    assert sorted(f for f, _, _ in first) == list(range(302))
+    assert {f for f, _, _ in picks} == set(range(302))  # 7, 1 and 0 tokens: under min_tokens, no window
+    starts = np.array([a for f, a, _ in first if f < 300])
+    slack = lengths[[f for f, _, _ in first if f < 300]] - 100
+    # first windows start uniformly in [0, length - 100]: hardly ever at the file start or on a tile boundary
+    assert (starts >= 0).all() and (starts <= slack).all()
+    assert (starts == 0).sum() <= 3 and (starts % 100 == 0).sum() <= 10
+    assert abs(np.mean(starts / slack) - 0.5) < 0.05
+    assert (300, 0, 100) in first and (301, 0, 50) in first  # files of at most a window: the whole file
+    per_file = {}
+    for f, a, b in picks:
+        assert b - a == min(100, lengths[f]) and b <= lengths[f]
+        per_file.setdefault(f, []).append(a)
+    for f, s in per_file.items():  # later windows tile the file around the first one: no overlap, all of it
+        s = sorted(s)
+        assert all(y - x >= 100 for x, y in zip(s, s[1:]))
+        assert s[0] < 100 and lengths[f] - (s[-1] + 100) < 100 if lengths[f] > 100 else s == [0]
+    rounds = [sum(1 for g, _, _ in picks[:i] if g == f) for i, (f, _, _) in enumerate(picks)]
+    assert rounds == sorted(rounds)  # round r of every file comes before round r + 1 of any
+
+
+def test_load_sequences_are_windows_of_their_split(tok, corpora):
+    kw = dict(corpora_dir=corpora, source=FIXTURE / "java")
+    m = read_json(_build("java", tok, corpora) / "manifest.json")
+    text = {p.name: p.read_text() for p in (FIXTURE / "java").iterdir()}
+    seen = {}
+    for split in ("score", "eval"):
+        n = sum(f["tokens"] // 64 for f in m["files"] if f["split"] == split) // 2
+        seqs = load_sequences("java", split, tok, n, 64, seed=1, **kw)
+        paths = {f["path"] for f in m["files"] if f["split"] == split}
+        seen[split] = {p for p, _ in seqs.windows}
+        assert seen[split] == paths  # every file gives a window before any gives a second
+        for s, (path, start) in zip(seqs, seqs.windows):
+            raw = clean_text(text[path], "java").encode("utf-8")  # byte tokenizer: token i = byte i
+            assert tok.decode(s.tolist()) == raw[start:start + 64].decode("utf-8", "replace")
+        assert sum(start > 0 for _, start in seqs.windows) >= len(seqs) - 1
+    assert not seen["score"] & seen["eval"]
+
+
+def test_windows_open_with_bos(tmp_path):
+    tok = _byte_tokenizer(bos=True)
+    seqs = load_sequences("go", "score", tok, 6, 32, corpora_dir=tmp_path, source=FIXTURE / "go")
+    assert all(s[0] == 257 and (s[1:] != 257).all() for s in seqs) and any(a > 0 for _, a in seqs.windows)
+
+
+def test_short_files_left_out_and_counted(tok, tmp_path):
+    src = tmp_path / "src"
+    src.mkdir()
+    for i in range(6):
+        (src / f"long{i}.go").write_text(f"package p{i}\n" + "func f() int { return 1 }\n" * 8)
+    for i in range(3):
+        (src / f"short{i}.go").write_text(f"package s{i}\n")  # 11 bytes: under 32 tokens
+    seqs = load_sequences("go", "score", tok, 3, 64, corpora_dir=tmp_path / "c", source=src, eval_fraction=0.34)
+    m = read_json(next((tmp_path / "c").rglob("manifest.json")))
+    n_short = sum(f["tokens"] < 32 for f in m["files"] if f["split"] == "score")
+    assert n_short >= 1 and seqs.info["short_files"] == n_short and seqs.info["min_tokens"] == 32
+    assert not any(p.startswith("short") for p, _ in seqs.windows)
+    assert seqs.info["sampling"] == "random-window/1"
+    with pytest.raises(ValueError, match=r"only \d+ sequences.*files under 32 tokens left out"):
+        load_sequences("go", "score", tok, 1000, 64, corpora_dir=tmp_path / "c", source=src, eval_fraction=0.34)
+
+
+def test_bad_jsonl_line_names_file_and_line(tok, tmp_path):
+    bad = tmp_path / "broken.jsonl"
+    bad.write_text(json.dumps({"text": "x = 1\n" * 20}) + "\n\n" + '{"text": "unterminated\n')
+    with pytest.raises(ValueError, match=r"broken.jsonl:3: not valid JSON"):
+        build_corpus("julia", tok, corpora_dir=tmp_path / "c", source=bad)
+    bad.write_text(json.dumps(["a list"]) + "\n")
+    with pytest.raises(ValueError, match=r"broken.jsonl:1: expected a JSON object"):
+        build_corpus("julia", tok, corpora_dir=tmp_path / "c2", source=bad)
+
+
+def test_documented_corpus_sources_work_through_the_stage(tok, tmp_path, monkeypatch):
+    import functools
+
+    from spot_utils import corpus, stage
+    from spot_utils.corpus import language_source
+
+    texts = {lang: [p.read_text() for p in sorted((FIXTURE / lang).iterdir())] for lang in ("go", "rust")}
+    one = tmp_path / "all.jsonl"  # one file, rows labelled by language
+    one.write_text("".join(json.dumps({"language": lang, "text": t}) + "\n" for lang, ts in texts.items() for t in ts))
+    folder = tmp_path / "mixed"  # a subfolder for one language, a .jsonl for another
+    (folder / "go").mkdir(parents=True)
+    for p in (FIXTURE / "go").iterdir():
+        (folder / "go" / p.name).write_text(p.read_text())
+    (folder / "rust.jsonl").write_text("".join(json.dumps({"content": t}) + "\n" for t in texts["rust"]))
+    assert language_source(None, "go") is None and language_source("hf:org/set@train", "go") == "hf:org/set@train"
+    assert language_source(str(one), "go") == one and language_source(str(folder), "rust") == folder / "rust.jsonl"
+    assert language_source("tests/fixtures/corpus", "go") == FIXTURE / "go"  # relative: from the repository root
+    with pytest.raises(ValueError, match=r"no ruby/ folder nor ruby.jsonl"):
+        language_source(str(folder), "ruby")
+    with pytest.raises(ValueError, match="neither a folder"):
+        language_source(str(tmp_path / "nope"), "go")
+    monkeypatch.setattr(corpus, "load_sequences",
+                        functools.partial(corpus.load_sequences, corpora_dir=tmp_path / "corpora"))
+    marker = {"go": "package ", "rust": "fn "}
+    for source in (one, folder):
+        params = {"corpus_source": str(source), "seed": 0, "eval_fraction": 0.25}
+        seqs = stage.sequences(params, tok, ["go", "rust"], "score", 3, 64)
+        assert params["_sequences"] == {"score/go": seqs["go"].info, "score/rust": seqs["rust"].info}  # for finish()
+        assert params["_sequences"]["score/go"]["short_files"] == 0
+        for lang, other in (("go", "rust"), ("rust", "go")):
+            assert len(seqs[lang]) == 3 and seqs[lang].info["n_files"] == 3
+            full = "".join(tok.decode(s.tolist()) for s in seqs[lang])
+            assert all(full[:20] not in t for t in texts[other]) and any(marker[lang] in t for t in texts[lang])
+
+
+# ----------------------------------------------------------------------------------------- modern English
+
+_PAGE = """<page xmlns="http://projectmallard.org/1.0/" xmlns:if="http://projectmallard.org/if/1.0/"
+      xmlns:its="http://www.w3.org/2005/11/its" type="topic" id="demo">
+  <info>
+    <credit type="author"><name>Someone</name></credit>
+    <desc>Metadata, not prose.</desc>
+  </info>
+  <title>Connect to a network</title>
+  <comment><p>Editorial note for writers.</p></comment>
+  <p>Open the <gui>system menu</gui> and
+     choose <guiseq><gui>Settings</gui><gui>Network</gui></guiseq>.</p>
+  <steps>
+    <item><p>Press <keyseq><key>Ctrl</key><key>C</key></keyseq> to copy the address.</p></item>
+    <item><p>An icon (<media type="image" src="figures/x.svg"/>) shows the strength.</p></item>
+  </steps>
+  <if:choose>
+    <if:when test="platform:gnome-classic"><p>Classic text.</p></if:when>
+    <p>Default text.</p>
+  </if:choose>
+  <p>Type <cmd>nmcli device</cmd> and press <key>Enter</key>.</p>
+  <code>*-network
+   description: Wireless interface</code>
+  <screen><output>$ </output><input>gsettings set a b</input></screen>
+  <note style="tip"><p>Tips stay.</p></note>
+</page>
+"""
+
+
+def test_mallard_text_keeps_prose_and_leaves_code_out():
+    assert S.mallard_text(_PAGE) == (
+        "Connect to a network\n\nOpen the system menu and choose Settings ▸ Network.\n\n"
+        "Press Ctrl+C to copy the address.\n\nAn icon shows the strength.\n\nDefault text.\n\nTips stay.\n")
+    assert S.mallard_text("<page><p>unclosed</page>") == ""
+
+
+def test_english_modern_source_extracts_pages_offline(tmp_path):
+    [src] = S.sources_for("english_modern")
+    assert (src.kind, src.package, src.licence) == ("apt", "gnome-user-docs", "CC-BY-SA-3.0")
+    help_dir = tmp_path / src.key / src.roots[0]  # an unpacked package already in the cache: nothing downloads
+    help_dir.mkdir(parents=True)
+    (help_dir / "demo.page").write_text(_PAGE)
+    (help_dir / "empty.page").write_text("<page><info/><code>x = 1</code></page>")
+    (help_dir / "legal.xml").write_text("<p>Licence.</p>")
+    assert list(S.iter_files("english_modern", tmp_path)) == [
+        ("gnome-user-docs/usr/share/help/C/gnome-help/demo.page", S.mallard_text(_PAGE))]
+    assert "english_modern" in S.PROSE_LANGUAGES and clean_text("Plain prose.\n", "english_modern") == "Plain prose.\n"

@@ -1,9 +1,12 @@
 """The five stage notebooks execute under papermill on the tiny params file and write a complete report."""
 import json
+import math
 import os
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore"]
@@ -19,8 +22,10 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
     for stage in STAGES:
         assert (report / f"{stage}.ipynb").is_file() and (report / f"{stage}.html").is_file()
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))
-    assert {"02_score_distribution.png", "03_spot_layers_modules.png", "04_collapse_curves.png",
-            "05_jaccard.png"} <= set(figures)
+    assert {"02_score_distribution.png", "03_spot_layers_modules.png", "05_jaccard.png"} <= set(figures)
+    for configuration in ("paper", "global"):  # both configurations against both general-text references
+        for ref in ("english", "english_modern"):
+            assert {f"04_collapse_curves_{configuration}_{ref}.png", f"04_damage_{configuration}_{ref}.png"} <= set(figures)
     manifest = json.loads((report / "manifest.json").read_text())
     assert set(manifest["stage_seconds"]) == set(STAGES) and manifest["versions"]["torch"]
     rows = json.loads((report / "metrics.json").read_text())
@@ -28,11 +33,18 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
     for kind in ("spot", "random", "random_uniform"):
         subsets = {r["subset"] for r in at_1 if r["mask_kind"] == kind}
         assert {"go", "python", "english"} <= subsets, kind
+    matched = [r for r in rows if r["metric"] == "matched_excess"]
+    assert {(r["configuration"], r["reference"]) for r in matched} == {
+        (c, ref) for c in ("paper", "global") for ref in ("english", "english_modern")}
+    assert all((r["value"] is None) == (r["status"] is not None) for r in matched)  # a missing value says why
+    assert {r["granularity"] for r in rows if r["configuration"] == "paper" and r["mask_kind"] == "spot"} == {"per_tensor"}
+    uniform = next(r for r in rows if r["metric"] == "uniform_loss")
+    assert uniform["value"] == pytest.approx(math.log(uniform["n"]))
     import pandas as pd
     layers = pd.read_csv(report / "03_layers_modules.csv")  # what 06_explore maps without runs/
     spot = layers[(layers.kind == "spot") & (layers.k_percent == 1.0)]
     assert spot.selected.sum() == next(r["value"] for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == 1.0
-                                       and r["metric"] == "n_selected" and r["granularity"] == "global")
+                                       and r["metric"] == "n_selected" and r["configuration"] == "global")
     explore = (report / "06_explore.html").read_text()  # the default view, read from reports/ alone
     assert "mask kind spot · k = 1%" in explore and "Damage-matched comparison" in explore and "<img" in explore
     assert "Traceback" not in explore

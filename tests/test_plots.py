@@ -35,6 +35,20 @@ def rises():
     return pd.DataFrame(rows)
 
 
+def damage_points():
+    """Points as ablation_tables.damage_frame gives them: random_uniform's curve with a seed range, the other kinds
+    with intervals, destroyed points among them."""
+    rows = []
+    for kind in KINDS + ["spot_norms", "top_entries"]:
+        for i, k in enumerate((0.001, 0.01, 0.1, 1.0, 5.0, 20.0) if kind == "random_uniform" else (0.001, 0.1, 1.0)):
+            g = 0.02 * 3 ** i * RNG.uniform(0.8, 1.2)
+            c = g * (3 if kind == "spot" else 1.1) * RNG.uniform(0.9, 1.1)
+            rows.append(dict(mask_kind=kind, point=f"k = {k:g}%", k_percent=k, n_entries=None, general_rise=g,
+                             g_lo=0.8 * g, g_hi=1.2 * g, g_min=0.9 * g, g_max=1.1 * g, code_rise=c, c_lo=0.8 * c,
+                             c_hi=1.2 * c, c_min=0.9 * c, c_max=1.1 * c, seeds=3, destroyed=c > 5))
+    return pd.DataFrame(rows)
+
+
 def profile(groups, labels):
     return pd.DataFrame([dict(label=l, group=g, enrichment=RNG.choice([0.02, 0.9, 1.4, 12.0, 105.0]), selected=1,
                               size=2) for l in labels for g in groups])
@@ -63,6 +77,9 @@ FIGURES = {
         + [dict(languages=(l,), degree=1, count=int(10 ** RNG.uniform(2, 5))) for l in SCORED[1:]]),
         SCORED, "Which languages share their top-1% entries"),
     "rise_curves": lambda: plots.rise_curves(rises(), "Loss after ablation vs k (global spot): code vs English"),
+    "rise_curves:destroyed": lambda: plots.rise_curves(rises().assign(destroyed=lambda d: d.value > 10),
+                                                       "Loss after ablation vs k (paper): code vs literary English",
+                                                       general_label="literary English"),
     "profile_heatmap": lambda: plots.profile_heatmap(profile(MODULES, SCORED + ["spot", "shared core"]),
                                                      "Module types each language's top-1% prefers", "module type"),
     "profile_heatmap:layers": lambda: plots.profile_heatmap(profile(range(30), SCORED), "By layer", "decoder layer"),
@@ -71,9 +88,8 @@ FIGURES = {
     "stability_curves": lambda: plots.stability_curves(pd.DataFrame(
         [dict(subset=s, k_percent=k, jaccard=RNG.uniform(0.3, 0.9), jaccard_chance=k / 200)
          for s in ["aggregate"] + SCORED for k in (0.1, 1.0, 5.0)]), "Stability of the top-k between two halves"),
-    "selectivity_scatter": lambda: plots.selectivity_scatter(
-        rises().pivot_table(index=["mask_kind", "k_percent"], columns="metric", values="value").reset_index(),
-        "Where does code collapse while English holds?"),
+    "damage_plot": lambda: plots.damage_plot(damage_points(), "global: code damage against literary English damage",
+                                             general_label="literary English"),
     "cross_ablation_heatmap": lambda: plots.cross_ablation_heatmap(pd.DataFrame(
         [dict(metric="loss_rise", mask_kind=f"specific:{r}", subset=s, value=RNG.uniform(-0.01, 1.5))
          for r in SCORED for s in SCORED + UNSEEN + ["english", "english_doc"]]), "Loss rise per specific region"),

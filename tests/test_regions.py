@@ -165,7 +165,8 @@ def test_stage_masks_language_masks_and_regions_from_disk_are_consistent(tmp_pat
         save_masks(tmp_path / f"{lang}_k{k}.safetensors", masks, {})
         got[f"lang_{lang}" if k == 10 else f"lang5_{lang}"] = masks
     assert len(reads) == 3  # each language's scores read once for every k
-    assert mask_count(got["spot"]) == mask_count(got["general"]) == mask_count(got["lang_go"]) == 21
+    assert mask_count(got["general"]) == mask_count(got["lang_go"]) == 21
+    assert mask_count(got["spot"]) == 20 and not got["spot"]["layers.0.norm"].any()  # the global spot: 2-D matrices only
     assert mask_count(got["lang5_go"]) == 10
     assert set(got["code_over_general"]) == {"layers.0.w"}  # contrastive regions: matrices only
     inter = mask_count(got["spot"]) - mask_count(got["spot_region_minus_magnitude"])

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from conftest import random_sequences
-from spot_utils import aggregate, ablated, mask_count, save_masks, score, scoped_parameters, select_top_k
+from spot_utils import aggregate, ablated, mask_count, save_masks, score, scoped_parameters
 from spot_utils.ablation import CONTROLS, register_control
 from spot_utils.ablation_loop import ablate_and_evaluate
 from spot_utils.ablation_plan import controls_match, mask_plan, plan_metrics
@@ -18,7 +18,7 @@ from spot_utils.metric_groups import METRIC_GROUPS, Evaluation, build_evaluators
 from spot_utils.paired_tests import paired_rows
 from spot_utils.params import OPTIONS, validate
 from spot_utils.scoring import CRITERIA, register_criterion
-from spot_utils.selection import code_minus_general, code_over_general, general_reference
+from spot_utils.selection import code_minus_general, code_over_general, configuration_spot, general_reference
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE = ["go", "rust"]
@@ -74,7 +74,8 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
                item_metrics=("confidence",), cost="heavy")
     model, tok = llama
     params = validate(dict(run_name="toy", criterion="toy_abs_grad", k_grid=[1.0, 5.0], k_detail=5.0,
-                           random_seeds=[0], batch_size=3, bootstrap_samples=100))
+                           random_seeds=[0], n_uniform_seeds=1, batch_size=3, bootstrap_samples=100,
+                           configurations=["global"]))
 
     # stage 01: the new criterion against a naive batch-1 reference
     seqs = {lang: random_sequences(4, seed=i) for i, lang in enumerate(CODE + ["english"])}
@@ -93,7 +94,7 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     A = aggregate({lang: scores[lang] for lang in CODE}, params["aggregation"])
     G = general_reference(scores["english"], len(CODE), params["aggregation"])
     for k in params["k_grid"]:
-        save_masks(runs.mask_path(params, "spot", k, "global"), select_top_k(A, k), {})
+        save_masks(runs.mask_path(params, "spot", k, "global"), configuration_spot(A, k, "global"), {})
         save_masks(runs.mask_path(params, "code_over_general", k), code_over_general(A, G, k), {})
         save_masks(runs.mask_path(params, "code_minus_general", k), code_minus_general(A, G, k), {})
 
@@ -104,11 +105,11 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     assert controls_match(plan)
     assert "toy_confidence" in plan_metrics(dict(mask_kind="spot", k_percent=5.0), params)
     assert "toy_confidence" not in plan_metrics(toy[0][0], params)
-    subsets = {lang: random_sequences(4, seed=10 + i) for i, lang in enumerate(CODE + ["english"])}
+    subsets = {lang: random_sequences(6, seed=10 + i) for i, lang in enumerate(CODE + ["english"])}  # 6: Wilcoxon
     ev = build_evaluators(params, model, tok, subsets, tmp_path)
     assert list(ev.groups) == ["loss", "toy_confidence"]
     rows, results, baseline = ablate_and_evaluate(model, plan, ev, params)
-    rows += paired_rows(results, baseline, CODE, "english", n_boot=100)
+    rows += paired_rows(results, baseline, CODE, "english", 10_000, n_boot=100, matched_boot=200)
     df = pd.DataFrame(rows)
     conf = df[df.metric == "confidence"]
     assert set(conf.mask_kind) == {"baseline", "spot", "random_uniform", "code_over_general"}
@@ -153,8 +154,8 @@ def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
         score(model, random_sequences(2), criterion="nope")
     with pytest.raises(ValueError, match=r"criterion: 'nope' is not one of grad_x_weight, abs_grad_x_weight"):
         validate(dict(criterion="nope"))
-    with pytest.raises(ValueError, match=r"granularities: \['cube'\] is not a non-empty list from global, per_tensor"):
-        validate(dict(granularities=["cube"]))
+    with pytest.raises(ValueError, match=r"configurations: \['cube'\] is not a non-empty list from paper, global"):
+        validate(dict(configurations=["cube"]))
     with pytest.raises(ValueError, match="unknown metric group 'nope'; registered: loss, likelihood, mc"):
         build_evaluators(validate({}), model, tok, {}, tmp_path, groups=["nope"])
     with pytest.raises(ValueError, match="unknown control mask 'nope'; registered: random_uniform, random, magnitude"):
@@ -188,4 +189,4 @@ def test_notebook_parameter_comments_list_exactly_the_registered_options():
                 assert [x.strip() for x in listed.group(0).split("|")] == [str(o) for o in OPTIONS[key]], \
                     f"{nb_path.name}: {key}"
                 checked.add(key)
-    assert {"criterion", "aggregation", "granularities", "score_include", "overlong"} <= checked
+    assert {"criterion", "aggregation", "configurations", "score_include", "overlong"} <= checked

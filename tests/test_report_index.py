@@ -113,3 +113,41 @@ def test_commit_date_comes_from_the_repository_when_reports_are_outside_it(tmp_p
     write_json(tmp_path / "r" / "manifest.json", {"params": {"model": "m"}, "git_commit": head[0]})
     write_json(tmp_path / "r" / "metrics.json", fake_rows())
     assert collect(tmp_path).iloc[0].commit_date == head[1]
+
+
+def test_readme_results_block_is_what_the_committed_reports_render():
+    from pathlib import Path
+    from spot_utils.report_index import readme_block, results_table
+    root = Path(__file__).resolve().parents[1]
+    runs, block = readme_block((root / "README.md").read_text(encoding="utf-8"))
+    assert runs and all((root / "reports" / run / "metrics.json").is_file() for run in runs)
+    assert block == results_table(runs, root / "reports").strip("\n")
+
+
+def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_path):
+    import numpy as np
+    from spot_utils import ablation_loop, paired_tests
+    from spot_utils.report_index import results_table, update_readme
+    from test_stage04 import CODE, REFS, VOCAB, _synthetic_results
+    # the spot's intact point (on random damage's curve) at 0.1%, its destroyed one (code at 17 nats) at 1%
+    relabel = {1.0: 0.1, 5.0: 1.0}
+    results = [(dict(lab, k_percent=relabel[lab["k_percent"]]) if lab["mask_kind"] == "spot" else lab, f)
+               for lab, f in _synthetic_results(np.random.default_rng(0))]
+    baseline = results[0][1]
+    rows = []
+    for labels, frames in results:
+        rows += ablation_loop.frame_rows(frames, None if labels["mask_kind"] == "baseline" else baseline,
+                                         dict(labels, model="toy"), 100, np.log(VOCAB))
+    rows += paired_tests.paired_rows(results, baseline, CODE, REFS, VOCAB, n_boot=200, matched_boot=1000)
+    write_json(tmp_path / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
+    text = results_table(["toy"], tmp_path)
+    lines = {line.split(" | ")[0] + " " + line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
+    assert lines["| 0.1% spot"].count("destroyed") == 0 and "†" not in lines["| 0.1% spot"]
+    assert lines["| 1% spot"].count("destroyed") == 2 and "†" in lines["| 1% spot"]
+    assert "(+" in lines["| 1% random_uniform"]  # three seeds: their range
+    assert "is not distinguishable from random damage" in text and "**Verdict.** toy: the spot" in text
+    # the README block is rewritten from the reports it names, and nothing else changes
+    readme = tmp_path / "README.md"
+    readme.write_text("intro\n<!-- results: toy -->\nstale\n<!-- /results -->\noutro\n")
+    update_readme(readme, tmp_path)
+    assert readme.read_text() == "intro\n<!-- results: toy -->\n" + text + "\n<!-- /results -->\noutro\n"

@@ -12,6 +12,7 @@ from spot_utils.metric_groups import build_evaluators
 from spot_utils.evaluation import generate_greedy, truncate_at_stop
 from spot_utils import stats
 from spot_utils.params import validate
+from spot_utils.selection import configuration_spot
 
 CODE = ["go", "rust", "python"]
 
@@ -23,13 +24,14 @@ def setup(llama, tmp_path, monkeypatch):
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
     model, tok = llama
     params = validate(dict(run_name="t", model="random:llama", k_grid=[1.0, 5.0], k_detail=5.0,
-                           granularities=["global", "per_tensor"], random_seeds=[0, 1], n_uniform_seeds=2,
-                           outlier_counts=[1, 10], bootstrap_samples=100))
+                           configurations=["paper", "global"], random_seeds=[0, 1], n_uniform_seeds=2,
+                           outlier_counts=[1, 10], bootstrap_samples=100, general_eval=["english"],
+                           general_references=["english"]))
     scores = {n: p.detach().abs() * (1 + torch.rand(p.shape, generator=torch.Generator().manual_seed(1)))
               for n, p in scoped_parameters(model).items()}
     for k in params["k_grid"]:
-        for gran in params["granularities"]:
-            save_masks(runs.mask_path(params, "spot", k, gran), select_top_k(scores, k, gran), {})
+        for configuration in params["configurations"]:
+            save_masks(runs.mask_path(params, "spot", k, configuration), configuration_spot(scores, k, configuration), {})
         matrices = {n: s for n, s in scores.items() if s.ndim == 2}
         save_masks(runs.mask_path(params, "code_over_general", k), select_top_k(matrices, k), {})
         save_masks(runs.mask_path(params, "code_minus_general", k), select_top_k(matrices, k / 2), {})
@@ -55,27 +57,38 @@ def test_controls_have_the_spots_counts(llama):
             assert w[m].min() >= w[~m].max()
 
 
-def test_plan_covers_both_granularities_and_the_controls(setup):
+def test_plan_covers_both_configurations_and_the_controls(setup):
     model, _, params, _, _ = setup
     plan = list(ablation_plan.mask_plan(params, model))
     kinds = pd.DataFrame([lab for lab, _ in plan]).fillna({"seed": -1})
     assert ablation_plan.controls_match(plan)
-    for gran in ("global", "per_tensor"):
-        at = kinds[(kinds.granularity == gran)]
-        assert set(at[at.k_percent == 1.0].mask_kind) == {"spot", "random_uniform"} | (
-            {"code_over_general"} if gran == "global" else set())
-        assert {"random", "magnitude"} <= set(at[at.k_percent == 5.0].mask_kind)
+    for configuration, granularity in (("global", "global"), ("paper", "per_tensor")):
+        at = kinds[(kinds.configuration == configuration)]
+        assert set(at.granularity) == {granularity}
+        assert set(at[at.k_percent == 1.0].mask_kind) == {"spot", "random_uniform"}
+        assert {"random", "magnitude", "code_over_general", "code_minus_general"} <= set(at[at.k_percent == 5.0].mask_kind)
         assert len(at[(at.k_percent == 5.0) & (at.mask_kind == "random")]) == 2
-        assert len(at[(at.k_percent == 1.0) & (at.mask_kind == "random_uniform")]) == 2
-    assert "code_minus_general" in set(kinds[kinds.k_percent == 5.0].mask_kind)
-    assert "code_minus_general" not in set(kinds[kinds.k_percent == 1.0].mask_kind)
+        # random_uniform: its seeds at the headline k (k_detail here), one seed elsewhere
+        assert len(at[(at.k_percent == 5.0) & (at.mask_kind == "random_uniform")]) == 2
+        assert len(at[(at.k_percent == 1.0) & (at.mask_kind == "random_uniform")]) == 1
+        # the spot's norm and bias entries alone: only the paper spot has any
+        assert ("spot_norms" in set(at.mask_kind)) == (configuration == "paper")
+    # at another headline k, that k gets every control with its seeds
+    plan = list(ablation_plan.mask_plan(params, model, {"paper": [1.0, 5.0], "global": [5.0]}))
+    kinds = pd.DataFrame([lab for lab, _ in plan])
+    paper = kinds[(kinds.configuration == "paper") & (kinds.k_percent == 1.0)]
+    assert len(paper[paper.mask_kind == "random_uniform"]) == 2 and "magnitude" in set(paper.mask_kind)
+    assert "code_minus_general" not in set(kinds[(kinds.configuration == "global") & (kinds.k_percent == 1.0)].mask_kind)
+    # random_uniform spreads its entries over the configuration's scope: no 1-D tensor in the global one
+    uniform = [m for lab, m in plan if lab["mask_kind"] == "random_uniform" and lab["configuration"] == "global"]
+    assert all(m.ndim == 2 for masks in uniform for m in masks.values())
 
 
 def test_empty_zero_ablation_leaves_every_metric_bit_identical(setup):
     model, tok, params, _, subsets = setup
     ev = build_evaluators(params, model, tok, subsets, None)
     empty = {n: torch.zeros(p.shape, dtype=torch.bool) for n, p in scoped_parameters(model).items()}
-    labels = dict(model="m", k_percent=5.0, granularity="global", mask_kind="spot")
+    labels = dict(model="m", k_percent=5.0, configuration="global", granularity="global", mask_kind="spot")
     rows, results, baseline = ablation_loop.ablate_and_evaluate(model, [(labels, empty)], ev, params)
     base = {(r["metric"], r["subset"]): r["value"] for r in rows if r["mask_kind"] == "baseline"}
     abl = {(r["metric"], r["subset"]): r["value"] for r in rows if r["mask_kind"] == "spot"}
@@ -86,32 +99,48 @@ def test_empty_zero_ablation_leaves_every_metric_bit_identical(setup):
 
 def test_sweep_rows_paired_tests_and_holm(setup):
     model, tok, params, scores, subsets = setup
-    params = dict(params, k_grid=[5.0], granularities=["global"])
-    subsets = {s: seqs[:4] for s, seqs in subsets.items()}
+    params = dict(params, k_grid=[5.0], configurations=["global"])
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     ev = build_evaluators(params, model, tok, subsets, None)
     plan = list(ablation_plan.mask_plan(params, model))
-    outliers = ablation_plan.outlier_masks(scores, params["outlier_counts"])
-    rows, results, baseline = ablation_loop.ablate_and_evaluate(model, plan + outliers, ev, params)
-    rows += paired_tests.paired_rows(results, baseline, CODE, "english", n_boot=100)
+    outliers = ablation_plan.outlier_masks(scores, params["outlier_counts"], "global")
+    rows, results, baseline = ablation_loop.ablate_and_evaluate(model, plan + outliers, ev, params, vocab=10_000)
+    rows += paired_tests.paired_rows(results, baseline, CODE, "english", 10_000, n_boot=100, matched_boot=200)
     assert all(torch.equal(p, before[n]) for n, p in model.named_parameters())
     df = pd.DataFrame(rows)
     assert set(df.columns) >= {"mask_kind", "metric", "subset", "value", "ci_low", "ci_high", "control_of"}
     # every mask gets code/general rises with intervals; every non-reference mask a test against random_uniform
     rises = df[df.metric == "code_rise"]
     assert (rises.ci_low <= rises.value + 1e-12).all() and (rises.value <= rises.ci_high + 1e-12).all()
-    tested = df[df.metric == "p_wilcoxon_loss"]
+    tested = df[df.metric == "p_wilcoxon_loss"]  # 6 items per subset: enough for a signed-rank test
     assert set(tested.mask_kind) == {"spot", "random", "magnitude", "code_over_general", "code_minus_general"}
-    assert (tested.control_of == "random_uniform").all()
+    assert (tested.control_of == "random_uniform").all() and tested.seed.isna().all()  # seeds pooled: one test
+    matched = df[(df.metric == "matched_excess") & df.seed.isna()]
+    assert {"spot", "random", "magnitude", "code_over_general", "code_minus_general", "top_entries"} \
+        <= set(matched.mask_kind)
+    assert set(df[(df.metric == "matched_excess") & df.seed.notna()].mask_kind) == {"random", "random_uniform"}
+    assert (matched.reference == "english").all() and (matched.configuration == "global").all()
     p = df[df.metric == "p_wilcoxon_loss"]
     adj = df[df.metric == "p_holm_wilcoxon_loss"]
     assert len(adj) == len(p) and (adj.value.to_numpy() >= p.value.to_numpy() - 1e-12).all()
     top = df[df.mask_kind == "top_entries"]
     assert set(top[top.metric == "n_selected"].value) == {1, 10}
     assert ev.timings()["loss"]["calls"] == len(plan) + len(outliers) + 1
+    assert df[df.metric == "uniform_loss"].value.tolist() == [pytest.approx(np.log(10_000))]
     # the rise frame feeds the figure with error bars
     rf = ablation_tables.rise_frame(rows)
     assert set(rf.metric) == {"code_rise", "general_rise"} and (rf.ci_low <= rf.ci_high).all()
+
+
+def test_wilcoxon_needs_six_items(setup):
+    model, tok, params, _, subsets = setup
+    params = dict(params, k_grid=[5.0], configurations=["global"])
+    ev = build_evaluators(params, model, tok, {s: seqs[:5] for s, seqs in subsets.items()}, None)
+    plan = [(lab, m) for lab, m in ablation_plan.mask_plan(params, model)
+            if lab["mask_kind"] in ("spot", "random_uniform")]
+    _, results, baseline = ablation_loop.ablate_and_evaluate(model, plan, ev, params)
+    rows = paired_tests.paired_rows(results, baseline, CODE, "english", 10_000, n_boot=100, matched_boot=200)
+    assert not [r for r in rows if r["metric"].startswith("p_wilcoxon")]
 
 
 def test_holm_corrects_each_family_of_p_values_apart():
@@ -127,7 +156,7 @@ def test_holm_corrects_each_family_of_p_values_apart():
                (dict(base, mask_kind="random_uniform", seed=0), {"loss": frame({s: 0.05 for s in subsets})}),
                (dict(base, mask_kind="spot"), {"loss": frame({**{s: 0.5 for s in CODE}, "english": 0.1})}),
                (dict(base, mask_kind="code_over_general"), {"loss": frame({**{s: 0.3 for s in CODE}, "english": 0.02})})]
-    df = pd.DataFrame(paired_tests.paired_rows(results, baseline, CODE, "english", n_boot=200))
+    df = pd.DataFrame(paired_tests.paired_rows(results, baseline, CODE, "english", 10_000, n_boot=200, matched_boot=200))
     for family, size in [("selectivity_vs_reference", 2), ("wilcoxon_loss", 2 * len(subsets))]:
         raw, adj = df[df.metric == f"p_{family}"], df[df.metric == f"p_holm_{family}"]
         assert len(raw) == size
@@ -254,9 +283,9 @@ def test_headline_and_finding_read_the_rows():
     rows += [dict(lab, mask_kind="spot", metric="selectivity_minus_reference", subset="code/english", value=3.0,
                   ci_low=1.0, ci_high=5.0, control_of="random_uniform"),
              dict(lab, mask_kind="spot", metric="p_holm_selectivity_vs_reference", subset="code/english", value=0.01)]
-    table = ablation_tables.rise_table(rows, 1.0, "global")
+    table = ablation_tables.rise_table(rows, 1.0, "global", "english")
     assert table.loc["spot", "code_rise"] == "0.500 [0.400, 0.600]"
     assert table.loc["spot", "code_rise unseen"] == "9.000 [8.000, 10.000]"
     assert table.loc["spot", "p_holm vs random_uniform"] == "0.01" and table.loc["random_uniform", "selectivity"] == "2.000"
-    text = ablation_tables.finding(rows, 1.0, "global")
+    text = ablation_tables.finding(rows, 1.0, "global", "english")
     assert "+50.0%" in text and "+20.0%" in text and "more coding-specific than random damage" in text

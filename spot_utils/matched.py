@@ -1,0 +1,259 @@
+"""Damage-matched comparison of an ablation with random damage (docs/METHOD.md, Damage-matched comparison).
+
+Each (mask, k) gives a point (g, c): r = ablated loss / baseline loss − 1 per subset, c = the unweighted mean of r
+over the code subsets, g = r on one general-text reference. random_uniform's points (item losses averaged over its
+seeds first) in log coordinates (ln(1 + g), ln(1 + c)), plus the origin, sorted by ln(1 + g) and linearly
+interpolated, form the random curve: how much code loss random damage costs for a given general-text loss. The
+matched excess of a mask is ln(1 + c) − curve(ln(1 + g)): positive when it hurts code more than random damage
+that hurts the general text equally. A point is never extrapolated past the random curve's range, and destroyed
+points (any code subset or the reference at or above ln |V|, the loss of a uniform guess) are left out.
+
+The interval is a paired two-stage bootstrap: resample the code languages, then the items within each drawn
+language, and the reference's items; the same draw serves the baseline, every mask and every random point, and
+the random curve is refitted in every replicate. Inputs are per-item losses, `{subset: array}`, with the same
+items in the same order in every frame. Pure numpy: no model.
+"""
+from __future__ import annotations
+
+import math
+from typing import Mapping, Sequence
+
+import numpy as np
+from scipy.stats import norm
+
+from .stats import _interval, bootstrap_p, holm
+
+OUTSIDE = "outside_random_range"
+DESTROYED = "destroyed"
+NO_CURVE = "no_random_curve"
+METRIC = "matched_excess"
+
+
+# ----------------------------------------------------------------------------------------- points
+
+def pool_seeds(per_seed: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.ndarray]:
+    """Each item's loss averaged over seeds (every seed must hold the same subsets and item counts)."""
+    if isinstance(per_seed, Mapping):
+        per_seed = [per_seed]
+    if not per_seed:
+        raise ValueError("pool_seeds needs at least one seed's item losses")
+    subsets = list(per_seed[0])
+    for i, frame in enumerate(per_seed[1:], 1):
+        if list(frame) != subsets or any(len(frame[s]) != len(per_seed[0][s]) for s in subsets):
+            raise ValueError(f"seed {i} holds other subsets or item counts than seed 0")
+    return {s: np.mean([np.asarray(f[s], dtype=float) for f in per_seed], axis=0) for s in subsets}
+
+
+def destroyed(loss: float, vocab_size: int) -> bool:
+    """True when a mean loss is at or above ln |V|, the loss of guessing uniformly over the vocabulary."""
+    return bool(loss >= math.log(vocab_size))
+
+
+def point_destroyed(ablated: Mapping[str, np.ndarray], code_subsets, general: str, vocab_size: int) -> bool:
+    """A (mask, k) point is destroyed when its general reference or any code subset is destroyed."""
+    return any(destroyed(float(np.mean(ablated[s])), vocab_size) for s in [*code_subsets, general])
+
+
+# ----------------------------------------------------------------------------------------- resampling
+
+class Draw:
+    """Which items every replicate takes: per replicate b and language slot j a code language `lang[b, j]` and
+    its items (`flat` indexes the padded (languages, n_max) array, `valid` masks the padding); `general[b]` the
+    reference's items. `Draw.identity` is the data itself (one replicate)."""
+
+    def __init__(self, lang, flat, valid, general):
+        self.lang, self.flat, self.valid, self.general = lang, flat, valid, general
+
+    @classmethod
+    def identity(cls, n_items: Sequence[int], n_general: int) -> "Draw":
+        n_items = np.asarray(n_items)
+        n_max = int(n_items.max())
+        lang = np.arange(len(n_items))[None]
+        idx = np.broadcast_to(np.arange(n_max), (1, len(n_items), n_max))
+        return cls(lang, lang[..., None] * n_max + idx, idx < n_items[lang][..., None],
+                   np.arange(n_general)[None])
+
+    @classmethod
+    def two_stage(cls, n_items: Sequence[int], n_general: int, n_boot: int, rng: np.random.Generator) -> "Draw":
+        """Languages with replacement, then, for every drawn language, its items with replacement."""
+        n_items = np.asarray(n_items)
+        n_lang, n_max = len(n_items), int(n_items.max())
+        lang = rng.integers(0, n_lang, size=(n_boot, n_lang))
+        n_sel = n_items[lang][..., None]
+        idx = np.minimum((rng.random((n_boot, n_lang, n_max)) * n_sel).astype(np.int64), n_sel - 1)
+        general = rng.integers(0, n_general, size=(n_boot, n_general)) if n_general else np.zeros((n_boot, 0), int)
+        return cls(lang, lang[..., None] * n_max + idx, np.arange(n_max) < n_sel, general)
+
+
+def _padded(frame: Mapping[str, np.ndarray], code_subsets, n_max: int) -> np.ndarray:
+    out = np.zeros((len(code_subsets), n_max))
+    for i, s in enumerate(code_subsets):
+        v = np.asarray(frame[s], dtype=float)
+        out[i, :len(v)] = v
+    return out
+
+
+def _sums(padded: np.ndarray, draw: Draw) -> np.ndarray:
+    """Per replicate and language slot, the sum of the drawn items' losses (b, slots)."""
+    return np.where(draw.valid, padded.ravel()[draw.flat], 0.0).sum(-1)
+
+
+class _Frames:
+    """Item losses of the baseline and of every ablation, padded once for fast resampling."""
+
+    def __init__(self, baseline: Mapping[str, np.ndarray], code_subsets, general: str):
+        self.code, self.general = list(code_subsets), general
+        if not self.code:
+            raise ValueError("need at least one code subset")
+        missing = [s for s in [*self.code, general] if s not in baseline]
+        if missing:
+            raise ValueError(f"baseline has no items for subsets {missing}")
+        self.n_items = [len(baseline[s]) for s in self.code]
+        self.n_general = len(baseline[general])
+        self.n_max = max(self.n_items)
+        self.baseline = baseline
+
+    def check(self, frame: Mapping[str, np.ndarray], name: str) -> None:
+        for s, n in zip([*self.code, self.general], [*self.n_items, self.n_general]):
+            if s not in frame or len(frame[s]) != n:
+                raise ValueError(f"{name}: subset {s!r} must hold the baseline's {n} items "
+                                 f"(has {len(frame[s]) if s in frame else 'none'})")
+
+    def rises(self, frame: Mapping[str, np.ndarray], draw: Draw, base_sums=None) -> tuple[np.ndarray, np.ndarray]:
+        """(g, c) per replicate: general rise and unweighted mean code rise over the drawn language slots."""
+        if base_sums is None:
+            base_sums = self.base_sums(draw)
+        code = (_sums(_padded(frame, self.code, self.n_max), draw) / base_sums[0] - 1).mean(1)
+        gen = np.asarray(frame[self.general], dtype=float)[draw.general].sum(1) / base_sums[1] - 1
+        return gen, code
+
+    def base_sums(self, draw: Draw):
+        base_gen = np.asarray(self.baseline[self.general], dtype=float)[draw.general].sum(1)
+        return _sums(_padded(self.baseline, self.code, self.n_max), draw), base_gen
+
+
+# ----------------------------------------------------------------------------------------- the curve
+
+def interp_rows(xs: np.ndarray, ys: np.ndarray, xq: np.ndarray) -> np.ndarray:
+    """Row-wise linear interpolation of sorted curves (b, K ≥ 2) at xq (b,); NaN outside [xs[:, 0], xs[:, -1]]."""
+    rows = np.arange(len(xq))
+    i = np.clip((xs <= xq[:, None]).sum(1) - 1, 0, xs.shape[1] - 2)
+    x0, x1, y0, y1 = xs[rows, i], xs[rows, i + 1], ys[rows, i], ys[rows, i + 1]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        t = np.where(x1 > x0, (xq - x0) / (x1 - x0), 0.0)
+    out = y0 + t * (y1 - y0)
+    out[(xq < xs[:, 0]) | (xq > xs[:, -1]) | np.isnan(xq)] = np.nan
+    return out
+
+
+def curve(g: np.ndarray, c: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Random curve per replicate from rises (b, K): log coordinates with the origin added, sorted by x."""
+    x = np.concatenate([np.zeros((len(g), 1)), np.log1p(g)], 1)
+    y = np.concatenate([np.zeros((len(c), 1)), np.log1p(c)], 1)
+    order = np.argsort(x, axis=1, kind="stable")
+    return np.take_along_axis(x, order, 1), np.take_along_axis(y, order, 1)
+
+
+def excess(g_mask, c_mask, g_random, c_random) -> np.ndarray:
+    """ln(1 + c) − curve(ln(1 + g)) per replicate (NaN outside the curve's range)."""
+    xs, ys = curve(np.atleast_2d(g_random), np.atleast_2d(c_random))
+    return np.log1p(np.atleast_1d(c_mask)) - interp_rows(xs, ys, np.log1p(np.atleast_1d(g_mask)))
+
+
+# ----------------------------------------------------------------------------------------- the comparison
+
+def minimal_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """Smallest true difference a two-sided test at `alpha` detects with probability `power`, given the
+    statistic's standard error: (z_{1−α/2} + z_{power}) · se, 2.80 · se at the defaults."""
+    return float((norm.ppf(1 - alpha / 2) + norm.ppf(power)) * se)
+
+
+def damage_points(frames: Mapping, baseline: Mapping[str, np.ndarray], code_subsets, general: str,
+                  vocab_size: int) -> list[dict]:
+    """One dict per ablation (key → item losses): code and general rise, their log coordinates and `destroyed`."""
+    fr = _Frames(baseline, code_subsets, general)
+    draw = Draw.identity(fr.n_items, fr.n_general)
+    out = []
+    for key, frame in frames.items():
+        fr.check(frame, f"ablation {key!r}")
+        g, c = fr.rises(frame, draw)
+        out.append(dict(key=key, code_rise=float(c[0]), general_rise=float(g[0]), x=float(np.log1p(g[0])),
+                        y=float(np.log1p(c[0])), destroyed=point_destroyed(frame, fr.code, general, vocab_size)))
+    return out
+
+
+def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: Mapping, code_subsets,
+                   general: str, vocab_size: int, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
+                   alpha: float = 0.05, power: float = 0.8) -> list[dict]:
+    """Matched excess of every mask point against random damage, one tidy dict per mask point.
+
+    baseline: subset → item losses. masks: key (e.g. (mask_kind, k)) → subset → item losses. random: k →
+    subset → item losses, or a list of such per seed (pooled with `pool_seeds`). Destroyed random points are
+    left out of the curve. Each dict holds key, metric, reference (= general), value, ci_low, ci_high, se,
+    mde (minimal_detectable_effect of se), p (bootstrap_p), p_holm (Holm over the defined p-values of this call:
+    one family), status (None, `destroyed`, `outside_random_range` or `no_random_curve`; value None
+    unless None), destroyed, code_rise, general_rise, n (items: code subsets and reference), n_languages and
+    defined (share of replicates whose point lies inside that replicate's random curve).
+    """
+    fr = _Frames(baseline, code_subsets, general)
+    pooled = {k: pool_seeds(v) for k, v in random.items()}
+    for k, frame in pooled.items():
+        fr.check(frame, f"random k={k}")
+    for key, frame in masks.items():
+        fr.check(frame, f"mask {key!r}")
+    curve_ks = [k for k in sorted(pooled) if not point_destroyed(pooled[k], fr.code, general, vocab_size)]
+
+    def all_rises(draw):
+        base = fr.base_sums(draw)
+        r = [fr.rises(pooled[k], draw, base) for k in curve_ks]
+        rg = np.stack([x[0] for x in r], 1) if r else None
+        rc = np.stack([x[1] for x in r], 1) if r else None
+        return rg, rc, {key: fr.rises(frame, draw, base) for key, frame in masks.items()}
+
+    point_g, point_c, point_m = all_rises(Draw.identity(fr.n_items, fr.n_general))
+    boot_g, boot_c, boot_m = all_rises(Draw.two_stage(fr.n_items, fr.n_general, n_boot, np.random.default_rng(seed)))
+    n = sum(fr.n_items) + fr.n_general
+    rows = []
+    for key, frame in masks.items():
+        (g, c), is_destroyed = point_m[key], point_destroyed(frame, fr.code, general, vocab_size)
+        out = dict(key=key, metric=METRIC, reference=general, value=None, ci_low=None, ci_high=None, se=None,
+                   mde=None, p=None, p_holm=None, status=None, destroyed=is_destroyed, code_rise=float(c[0]),
+                   general_rise=float(g[0]), n=n, n_languages=len(fr.code), defined=None)
+        if is_destroyed:
+            out["status"] = DESTROYED
+        elif not curve_ks:
+            out["status"] = NO_CURVE
+        else:
+            value = float(excess(g, c, point_g, point_c)[0])
+            if math.isnan(value):
+                out["status"] = OUTSIDE
+            else:
+                reps = excess(*boot_m[key], boot_g, boot_c)
+                kept = reps[~np.isnan(reps)]
+                out.update(value=value, defined=len(kept) / n_boot)
+                if len(kept) >= 2:
+                    se = float(kept.std(ddof=1))
+                    lo, hi = _interval(kept, level)
+                    out.update(ci_low=lo, ci_high=hi, se=se, mde=minimal_detectable_effect(se, alpha, power),
+                               p=bootstrap_p(kept))
+        rows.append(out)
+    adjusted = holm([np.nan if r["p"] is None else r["p"] for r in rows])
+    for r, p in zip(rows, adjusted):
+        r["p_holm"] = None if np.isnan(p) else float(p)
+    return rows
+
+
+def random_range_covers(mask_points: Sequence[dict], random_points: Sequence[dict]) -> bool:
+    """True when the random curve (its non-destroyed points, from `damage_points`) reaches the general rise of
+    every non-destroyed mask point: otherwise random_uniform's k grid needs a larger k."""
+    reach = max([0.0] + [p["x"] for p in random_points if not p["destroyed"]])
+    return all(p["x"] <= reach for p in mask_points if not p["destroyed"])
+
+
+def two_stage_mean(values: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0) -> np.ndarray:
+    """Replicates of the unweighted mean over languages of each language's item mean, under the two-stage
+    bootstrap `matched_excess` uses (languages, then items within each drawn language)."""
+    n_items = [len(v) for v in values]
+    draw = Draw.two_stage(n_items, 0, n_boot, np.random.default_rng(seed))
+    padded = _padded(dict(enumerate(values)), range(len(values)), max(n_items))
+    return (_sums(padded, draw) / np.asarray(n_items)[draw.lang]).mean(1)

@@ -276,9 +276,6 @@ def main(argv=None) -> None:
         print("results block rewritten in", update_readme(args.readme, args.reports_dir))
 
 
-if __name__ == "__main__":
-    main()
-
 
 # --- README results table (docs/METHOD.md, Damage-matched comparison) ------------------------------------------
 
@@ -393,3 +390,7 @@ def update_readme(path: str | Path, reports_dir: str | Path = REPORTS_DIR) -> Pa
     end = text.index(README_END, head_end)
     write_text(path, text[:head_end] + "\n" + results_table(runs, reports_dir) + "\n" + text[end:])
     return path
+
+
+if __name__ == "__main__":
+    main()

@@ -69,16 +69,7 @@ def test_sigkilled_run_resumes_to_the_same_scores(tmp_path):
 def test_checkpoint_of_another_job_is_refused(llama, tmp_path):
     model, _ = llama
     seqs = random_sequences(6)
-    calls = {"n": 0}
-
-    def stop_second_batch(module, args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-    handle = model.model.register_forward_pre_hook(stop_second_batch)
-    with pytest.raises(KeyboardInterrupt):
-        score(model, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2)
-    handle.remove()
+    _interrupted_checkpoint(model, seqs, tmp_path, batch_size=2)
     other = [s.flip(0) for s in seqs]  # same count and lengths, other tokens
     with pytest.raises(ValueError, match="belongs to another job"):
         score(model, other, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2)

@@ -8,13 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from conftest import random_sequences
-from spot_utils import ablation_loop, ablation_tables, paired_tests, save_masks, scoped_parameters, select_top_k
+from conftest import random_sequences, write_stage03_masks
+from spot_utils import ablation_loop, ablation_tables, paired_tests, scoped_parameters
 from spot_utils.ablation_plan import extension_ks
 from spot_utils.metric_groups import Evaluation, Evaluators, build_evaluators
 from spot_utils.metrics import to_frame
 from spot_utils.params import validate
-from spot_utils.selection import configuration_spot
 
 CODE = ["go", "rust", "python"]
 REFS = ["english", "english_modern"]
@@ -151,12 +150,7 @@ def run(llama, tmp_path, monkeypatch):
                            general_eval=REFS, bootstrap_samples=100, matched_bootstrap_samples=300))
     scoped = scoped_parameters(model)
     A = {n: p.detach().abs() * (100.0 if _kind(n) == "attn" else 1.0) for n, p in scoped.items()}
-    for k in params["k_grid"]:
-        for configuration in params["configurations"]:
-            save_masks(runs.mask_path(params, "spot", k, configuration), configuration_spot(A, k, configuration), {})
-        matrices = {n: s for n, s in A.items() if s.ndim == 2}
-        save_masks(runs.mask_path(params, "code_over_general", k), select_top_k(matrices, k), {})
-        save_masks(runs.mask_path(params, "code_minus_general", k), select_top_k(matrices, k / 2), {})
+    write_stage03_masks(params, A)
     return model, tok, params, A
 
 

@@ -4,15 +4,14 @@ import pandas as pd
 import pytest
 import torch
 
-from conftest import random_sequences
+from conftest import random_sequences, write_stage03_masks
 from spot_utils import (ablation_loop, ablation_plan, ablation_tables, counts_per_tensor, magnitude_per_tensor,
-                        mask_count, paired_tests, random_per_tensor, random_uniform, save_masks, scoped_parameters,
+                        mask_count, paired_tests, random_per_tensor, random_uniform, scoped_parameters,
                         select_top_k)
 from spot_utils.metric_groups import build_evaluators
 from spot_utils.evaluation import generate_greedy, truncate_at_stop
 from spot_utils import stats
 from spot_utils.params import validate
-from spot_utils.selection import configuration_spot
 
 CODE = ["go", "rust", "python"]
 
@@ -29,12 +28,7 @@ def setup(llama, tmp_path, monkeypatch):
                            general_references=["english"]))
     scores = {n: p.detach().abs() * (1 + torch.rand(p.shape, generator=torch.Generator().manual_seed(1)))
               for n, p in scoped_parameters(model).items()}
-    for k in params["k_grid"]:
-        for configuration in params["configurations"]:
-            save_masks(runs.mask_path(params, "spot", k, configuration), configuration_spot(scores, k, configuration), {})
-        matrices = {n: s for n, s in scores.items() if s.ndim == 2}
-        save_masks(runs.mask_path(params, "code_over_general", k), select_top_k(matrices, k), {})
-        save_masks(runs.mask_path(params, "code_minus_general", k), select_top_k(matrices, k / 2), {})
+    write_stage03_masks(params, scores)
     subsets = {s: random_sequences(6, seed=i) for i, s in enumerate(CODE + ["english"])}
     return model, tok, params, scores, subsets
 

@@ -16,11 +16,12 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.fchmod(fd, 0o666 & ~current_umask())  # mkstemp's private 0600 would survive the rename
     os.close(fd)
     tmp = Path(tmp)
     try:
         yield tmp
+        # mkstemp's private 0600 (or that of a writer that recreates the file) would survive the rename
+        os.chmod(tmp, 0o666 & ~current_umask())
         os.replace(tmp, path)
     finally:
         if tmp.exists():

@@ -67,6 +67,17 @@ def score_languages(params: dict, model, sequences_by_lang: dict[str, list], sco
             del total
         row["seconds"] = round(time.perf_counter() - start, 1)
         row["tokens_per_s"] = round(row["tokens"] / row["seconds"]) if len(row["kept"]) < 2 and row["seconds"] else None
-        log(f"{lang}: {row}")
+        log(f"{lang}: {summary(row)}")
         timing.append(row)
     return timing
+
+
+def summary(row: dict) -> str:
+    """One readable line for a timing row of score_languages."""
+    if len(row["kept"]) == 2:
+        return f"kept from an earlier run ({row['tokens']:,} tokens)"
+    line = f"{row['sequences']} sequences, {row['tokens']:,} tokens in {row['seconds']:.0f} s"
+    if row["tokens_per_s"]:
+        line += f" ({row['tokens_per_s']:,} tokens/s)"
+    resumed = {half: n for half, n in row["resumed_from"].items() if n}
+    return line + "".join(f"; {half} resumed after {n} sequences" for half, n in resumed.items())

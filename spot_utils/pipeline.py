@@ -52,12 +52,13 @@ def git_commit() -> str | None:
 
 
 PROGRESS = re.compile(r"^\s*$|\x1b\[A|\d+/\d+ \[|(it|seq|examples)/s\]|IProgress not found|from \.autonotebook import")
+WIDGET = "application/vnd.jupyter.widget-view+json"
 # notices libraries print on every run that say nothing about this run (lm-eval, handed an already loaded model)
 EXPECTED = re.compile(r"`pretrained` model kwarg is not of type `str`|Passed an already-initialized model through `pretrained`")
 
 
 def strip_progress(notebook: Path) -> None:
-    """Drop progress-bar fragments (tqdm) and expected library notices from the stderr outputs of an executed
+    """Drop progress-bar fragments (tqdm's text bars and widgets) and expected library notices from the stderr outputs of an executed
     notebook, in place: a reader of the report needs the results, not hundreds of partial bars. The notices hidden
     in a cell are counted in one line; other stderr lines (warnings, errors) stay."""
     import nbformat
@@ -73,6 +74,8 @@ def strip_progress(notebook: Path) -> None:
                 if not lines:
                     continue
                 out["text"] = "\n".join(lines) + "\n"
+            elif WIDGET in out.get("data", {}) and PROGRESS.search(str(out["data"].get("text/plain", ""))):
+                continue  # a tqdm widget: saved without its state, it would show a frozen "0%" bar
             kept.append(out)
         if hidden:
             kept.append(nbformat.v4.new_output("stream", name="stdout",

@@ -75,6 +75,12 @@ def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):
                                "\x1b[A\n\r                     \x1b[A\rmasks:  52%|█████▏    | 11/21 [04:40<05:58, 35.82s/it]\n"),
         nbformat.v4.new_output("stream", name="stdout", text="17 masks evaluated\n"),
         nbformat.v4.new_output("stream", name="stderr", text="UserWarning: something real\n\r  0%| | 0/10 [00:00<?, ?it/s]"),
+        nbformat.v4.new_output("display_data", data={  # a tqdm widget, saved without its state
+            "text/plain": "Loading weights:   0%|          | 0/272 [00:00<?, ?it/s]",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "a", "version_major": 2, "version_minor": 0}}),
+        nbformat.v4.new_output("display_data", data={  # any other widget stays
+            "text/plain": "Dropdown(options=('spot',))",
+            "application/vnd.jupyter.widget-view+json": {"model_id": "b", "version_major": 2, "version_minor": 0}}),
     ]
     lmeval = nbformat.v4.new_code_cell("y")
     lmeval.outputs = [nbformat.v4.new_output("stream", name="stderr", text=(
@@ -85,8 +91,9 @@ def test_strip_progress_keeps_results_and_warnings_drops_bars(tmp_path):
     nbformat.write(nb, str(path))
     strip_progress(path)
     outs = nbformat.read(path, as_version=4).cells[0].outputs
-    assert [(o.name, o.text) for o in outs] == [("stdout", "17 masks evaluated\n"),
-                                               ("stderr", "UserWarning: something real\n")]
+    assert [(o.get("name"), o.get("text") or o.data["text/plain"]) for o in outs] == [
+        ("stdout", "17 masks evaluated\n"), ("stderr", "UserWarning: something real\n"),
+        (None, "Dropdown(options=('spot',))")]
     outs = nbformat.read(path, as_version=4).cells[1].outputs  # expected lm-eval notices: counted, not shown
     assert [(o.name, o.text) for o in outs] == [("stdout", "(2 expected lm-eval notice(s) about the loaded model hidden)\n")]
 

@@ -57,13 +57,20 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))
 
 
+def format_number(value: float, digits: int = 3) -> str:
+    """`digits` decimals; a non-zero value that would round to zero keeps two significant digits ('-0.00023')."""
+    if value != 0 and abs(value) < 0.5 * 10 ** -digits:
+        return f"{value:.2g}"
+    return f"{value + 0.0:.{digits}f}"  # + 0.0: no '-0.000' from a negative zero
+
+
 def format_ci(value, lo, hi, digits: int = 3) -> str:
     """'2.31 [2.25, 2.38]' (no interval when the bounds are missing; '—' for a missing value)."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return "—"
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
-        return f"{value:.{digits}f}"
-    return f"{value:.{digits}f} [{lo:.{digits}f}, {hi:.{digits}f}]"
+        return format_number(value, digits)
+    return f"{format_number(value, digits)} [{format_number(lo, digits)}, {format_number(hi, digits)}]"
 
 
 def ci_pivot(df: pd.DataFrame, index, columns, digits: int = 3) -> pd.DataFrame:

@@ -2,7 +2,7 @@ import subprocess
 
 import pandas as pd
 from spot_utils.io import write_json, write_text
-from spot_utils.metrics import row
+from spot_utils.metrics import format_ci, row
 from spot_utils.report_index import collect, format_rise, format_seconds, run_headline, runs_with_mask, write_index
 
 
@@ -73,6 +73,12 @@ def test_durations_and_rises_read_as_in_the_readme():
     assert [format_rise(r) for r in (16.58, 0.36, 0.004, -0.2, None)] == ["+1,658%", "+36%", "+0.4%", "−20%", "–"]
     assert [format_rise(r) for r in (-0.00003, 0.00042, 0.0, 0.00096, 2e-9)] == ["−0.003%", "+0.04%", "0%", "+0.1%",
                                                                     "+0.0000002%"]
+
+
+def test_table_cells_keep_small_values_and_never_show_negative_zero():
+    assert format_ci(-0.00023, -0.0009, 0.00004) == "-0.00023 [-0.001, 4e-05]"
+    assert [format_ci(v, None, None) for v in (-0.0, 0.0, 1.23456, -2.0, 0.0005)] == \
+        ["0.000", "0.000", "1.235", "-2.000", "0.001"]
 
 
 def test_runs_with_finds_other_runs(tmp_path):

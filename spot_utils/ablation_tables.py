@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from .ablation import REFERENCE_CONTROL
+from .ablation_plan import OUTLIERS
 from .matched import METRIC as MATCHED
 from .sources import PROSE_LABELS
 
@@ -17,6 +18,12 @@ VERDICTS = {"more": "hurts code more than random damage that hurts {ref} equally
             "none": "is not distinguishable from random damage that hurts {ref} equally",
             "mixed": "hurts code more than equal random damage at some k and less at others (against {ref})",
             "no point": "has no point comparable with random damage against {ref}"}
+
+
+def curve_kinds(kind: str) -> tuple[str, ...]:
+    """The mask kinds whose points make up a kind's curve: the spot's continues below its k grid through the outlier
+    masks (the top n entries of the same aggregate), which are its smallest points."""
+    return (kind, OUTLIERS) if kind == "spot" else (kind,)
 
 
 def reference_label(reference: str) -> str:
@@ -84,10 +91,11 @@ def _pooled_by_point(df: pd.DataFrame, metric: str) -> pd.Series:
 
 def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
     """The damage-matched comparison of one configuration against one reference, one row per point: code and
-    general rise, matched excess with its 95% interval, the range of the excess over seeds (seeded controls; for
+    general rise (percent, as in the README), matched excess with its 95% interval, the range of the excess over seeds (seeded controls; for
     random_uniform its own seeds against its seed-pooled curve), the Holm-adjusted p-value, the smallest difference
     the run could detect, and why a value is missing."""
     from .metrics import format_ci
+    from .report_index import format_rise
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference)]
     me = df[df.metric == MATCHED]
@@ -107,7 +115,8 @@ def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
                                                 else r.status)
         s = spread.loc[key] if key in spread.index else None
         out.append({"mask kind": r.mask_kind, "point": r.point,
-                    "code rise": rises.code_rise.get(key, np.nan), "general rise": rises.general_rise.get(key, np.nan),
+                    "code rise": format_rise(rises.code_rise.get(key)),
+                    "general rise": format_rise(rises.general_rise.get(key)),
                     "destroyed": bool(rises.destroyed.get(key, False)), "matched excess [95% CI]": cell,
                     "over seeds": f"{s['min']:+.3f} … {s['max']:+.3f}" if s is not None and s["count"] > 1 else "—",
                     "p (Holm)": f"{p[key]:.3g}" if key in p.index else "—",
@@ -116,11 +125,12 @@ def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
 
 
 def verdict(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA) -> str:
-    """One key of VERDICTS for a mask kind's points (seed-pooled) against one reference: 'more' or 'less' when
+    """One key of VERDICTS for the points of a mask kind's curve (seed-pooled; the spot's include the outlier
+    masks, curve_kinds) against one reference: 'more' or 'less' when
     some point's matched excess is significant (Holm p < alpha) with that sign and none with the other, 'mixed'
     when both occur, 'none' when no point is significant, 'no point' when no point has a value."""
     df = _frame(rows)
-    df = df[(df.configuration == configuration) & (df.reference == reference) & (df.mask_kind == kind)]
+    df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))]
     values = _pooled_by_point(df, MATCHED).dropna()
     if not len(values):
         return "no point"
@@ -137,11 +147,26 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
     if len(set(verdicts.values())) == 1:
         v = next(iter(verdicts.values()))
         agree = f"the {len(labels)} general-text references agree" if len(labels) > 1 else "one general-text reference"
-        how = f"; every point is destroyed or beyond random_uniform's reach ({agree})." if v == "no point" else \
+        how = f"; {_why_no_point(rows, configuration, kind)} ({agree})." if v == "no point" else \
             f" (damage-matched, Holm p < {ALPHA:g}; {agree})."
-        return f"{configuration}: the {kind} " + VERDICTS[v].format(ref=" or ".join(labels)) + how
+        return f"{configuration}: the {kind} mask " + VERDICTS[v].format(ref=" or ".join(labels)) + how
     parts = "; ".join(f"against {reference_label(r)} it " + VERDICTS[v].format(ref="it") for r, v in verdicts.items())
     return f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
+
+
+def _why_no_point(rows, configuration: str, kind: str) -> str:
+    """Why a mask kind has no matched excess: its points' statuses, e.g. 'all 5 points are destroyed'."""
+    df = _frame(rows)
+    me = df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
+            & df.seed.isna()]
+    status = me.assign(point=_point(me)).groupby("point").status.agg(lambda s: "destroyed" if (s == "destroyed").any()
+                                                                     else next(iter(s.dropna()), "missing"))
+    reason = {"destroyed": "destroyed", "outside_random_range": "beyond random_uniform's reach"}
+    counts = status.map(lambda why: reason.get(why, why.replace("_", " "))).value_counts()
+    if len(counts) == 1:
+        n, why = len(status), counts.index[0]
+        return f"its only point is {why}" if n == 1 else f"{'both' if n == 2 else f'all {n}'} of its points are {why}"
+    return "of its points, " + ", ".join(f"{n} {'is' if n == 1 else 'are'} {why}" for why, n in counts.items())
 
 
 def model_verdict(rows, configurations, references, model: str, kind: str = "spot") -> str:

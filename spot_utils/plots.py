@@ -383,10 +383,9 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
         err = dict(xerr=np.vstack([x - log(g.g_lo.fillna(g.general_rise)), log(g.g_hi.fillna(g.general_rise)) - x]).clip(0),
                    yerr=np.vstack([y - log(g.c_lo.fillna(g.code_rise)), log(g.c_hi.fillna(g.code_rise)) - y]).clip(0))
         ax.errorbar(x, y, **err, fmt="none", ecolor=mask_color(kind), elinewidth=1, capsize=2, alpha=0.8)
-        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), s=36, zorder=3, label=kind)
-        if g.destroyed.any():
-            ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind), s=36, zorder=3,
-                       label=None if (~g.destroyed).any() else kind)
+        ax.scatter([], [], color=mask_color(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
+        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), s=36, zorder=3)
+        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind), s=36, zorder=3)
     ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
                edgecolor=color, s=36, zorder=3)
     ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from . import structure
+from .ablation_plan import OUTLIERS
 from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
@@ -293,13 +294,18 @@ def _references(df: pd.DataFrame) -> list[str]:
     return refs or list(dict.fromkeys(df[df.metric == "general_rise"].subset.dropna()))
 
 
-def headline_ks(df: pd.DataFrame, configuration: str) -> list[float]:
-    """The smallest k at which a configuration's spot has no destroyed loss subset (the smallest k where a run
-    does not record `destroyed`), and 1% where measured."""
-    spot = df[(df.conf == configuration) & (df.mask_kind == "spot") & (df["mode"].fillna("zero") == "zero")
-              & (df.metric == "loss")]
-    intact = sorted(k for k, g in spot.groupby("k_percent") if not g.destroyed.fillna(False).astype(bool).any())
-    return sorted({*intact[:1], *([1.0] if 1.0 in set(spot.k_percent) else [])})
+def headline_points(df: pd.DataFrame, configuration: str) -> list[tuple[str, float]]:
+    """Where the README reads a configuration: the smallest point of the spot's curve with no destroyed loss subset
+    (its outlier masks, the top n entries, come before its k grid: ('top', n) or ('k', k)), and k = 1% where
+    measured."""
+    loss = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero") & (df.metric == "loss")]
+
+    def intact(kind, by):
+        return sorted(v for v, g in loss[loss.mask_kind == kind].groupby(by)
+                      if not g.destroyed.fillna(False).astype(bool).any())
+    first = [("top", n) for n in intact(OUTLIERS, "n_entries")] + [("k", k) for k in intact("spot", "k_percent")]
+    one = [("k", 1.0)] if 1.0 in set(loss[loss.mask_kind == "spot"].k_percent) else []
+    return list(dict.fromkeys(first[:1] + one))
 
 
 def _rise_cell(values: pd.Series, gone: pd.Series) -> str:
@@ -326,7 +332,8 @@ def _excess_cell(df: pd.DataFrame, ref: str) -> str:
 
 def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
     """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
-    configuration, at the smallest k where the spot is not destroyed and at 1%, every mask kind of README_KINDS
+    configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%, every
+    mask kind of README_KINDS
     with its code rise, general rise per reference (seeded controls: mean and range over seeds; † destroyed),
     and its matched excess against each reference with 95% interval and Holm p; then a verdict per model and
     configuration (ablation_tables.conclusion), computed from the numbers."""
@@ -343,13 +350,18 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
             head = ["k", "mask", "code rise"] + [f"{reference_label(r)} rise" for r in refs] + \
                 [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
             lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
-            for k in headline_ks(df, configuration):
+            for where, at_value in headline_points(df, configuration):
                 for kind in README_KINDS:
-                    at = zero[(zero.k_percent == k) & (zero.mask_kind == kind)]
+                    if where == "top":  # the spot's curve below its k grid: the top n entries alone
+                        at = zero[(zero.mask_kind == OUTLIERS) & (zero.n_entries == at_value)] if kind == "spot" else zero[:0]
+                        point, label = f"top {at_value:g}", f"spot (top {at_value:g} entries)"
+                    else:
+                        at = zero[(zero.k_percent == at_value) & (zero.mask_kind == kind)]
+                        point, label = f"{at_value:g}%", kind
                     if not len(at):
                         continue
                     code = at[(at.metric == "code_rise") & (at.subset == "code")]
-                    cells = [f"{k:g}%", kind, _rise_cell(code.value, code.destroyed)]
+                    cells = [point, label, _rise_cell(code.value, code.destroyed)]
                     for r in refs:
                         g = at[(at.metric == "general_rise") & ((at.reference == r) | (at.reference.isna() & (at.subset == r)))]
                         cells.append(_rise_cell(g.value, g.destroyed))

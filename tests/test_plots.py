@@ -164,3 +164,16 @@ def test_mask_colours_are_distinct():
 def test_short_numbers_fit_cells():
     assert [plots.short_number(v) for v in (105.2, 12.3, 1.23, 0.0123, 0.0, float("nan"))] == \
         ["105", "12", "1.2", "0.012", "0.0", ""]
+
+
+def test_damage_plot_lists_each_mask_kind_once_destroyed_or_not():
+    points = damage_points()
+    points.loc[points.mask_kind == "spot", "destroyed"] = True  # every spot point destroyed
+    points.loc[(points.mask_kind == "magnitude") & (points.k_percent == 1.0), "destroyed"] = True  # one of three
+    fig = plots.damage_plot(points, "paper: code damage against literary English damage")
+    try:
+        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        assert len(labels) == len(set(labels)), labels
+        assert {"spot", "magnitude", "destroyed (hollow, left out)"} <= set(labels)
+    finally:
+        plt.close(fig)

@@ -157,3 +157,34 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     readme.write_text("intro\n<!-- results: toy -->\nstale\n<!-- /results -->\noutro\n")
     update_readme(readme, tmp_path)
     assert readme.read_text() == "intro\n<!-- results: toy -->\n" + text + "\n<!-- /results -->\noutro\n"
+
+
+def test_results_table_reads_the_spot_below_its_k_grid_when_every_k_is_destroyed(tmp_path):
+    import numpy as np
+    from spot_utils import ablation_loop, ablation_tables, paired_tests
+    from spot_utils.report_index import results_table
+    from test_stage04 import CODE, REFS, VOCAB, _synthetic_results
+    # every spot k destroyed; the top 1 entry alone intact (the old 1% point), the top 10 destroyed
+    results = []
+    for lab, f in _synthetic_results(np.random.default_rng(1)):
+        if lab["mask_kind"] == "spot" and lab["k_percent"] == 1.0:
+            results.append((dict(lab, mask_kind="top_entries", k_percent=None, n_entries=1), f))
+        elif lab["mask_kind"] == "spot":
+            results += [(lab, f), (dict(lab, k_percent=1.0), f),
+                        (dict(lab, mask_kind="top_entries", k_percent=None, n_entries=10), f)]
+        else:
+            results.append((lab, f))
+    baseline = results[0][1]
+    rows = []
+    for labels, frames in results:
+        rows += ablation_loop.frame_rows(frames, None if labels["mask_kind"] == "baseline" else baseline,
+                                         dict(labels, model="toy"), 100, np.log(VOCAB))
+    rows += paired_tests.paired_rows(results, baseline, CODE, REFS, VOCAB, n_boot=200, matched_boot=1000)
+    write_json(tmp_path / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
+    text = results_table(["toy"], tmp_path)
+    table = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
+    assert table[1] == ["| top 1", "spot (top 1 entries)"]  # the first row under the header
+    assert ["| 1%", "spot"] in table and ["| top 10", "spot (top 10 entries)"] not in table  # destroyed: not a headline
+    # the verdict on the spot reads its whole curve: the intact top-1 point lies on random damage's curve
+    assert ablation_tables.verdict(rows, "global", "english") == "none"
+    assert "is not distinguishable from random damage" in text

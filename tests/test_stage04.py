@@ -111,6 +111,17 @@ def test_conclusions_are_stated_only_where_the_references_agree():
     assert "disagree" in weak
 
 
+def test_a_mask_without_a_comparable_point_says_why():
+    def rows_for(statuses):
+        return [dict(configuration="global", mask_kind="spot", k_percent=k, reference=ref, subset=f"code/{ref}",
+                     metric="matched_excess", value=None, status=why) for k, why in statuses.items() for ref in REFS]
+    said = ablation_tables.conclusion(rows_for({0.01: "destroyed", 1.0: "destroyed"}), "global", REFS)
+    assert "no point comparable" in said and "both of its points are destroyed" in said
+    said = ablation_tables.conclusion(rows_for({0.01: "outside_random_range", 0.1: "destroyed", 1.0: "destroyed"}),
+                                      "global", REFS)
+    assert "2 are destroyed" in said and "1 is beyond random_uniform's reach" in said
+
+
 # ------------------------------------------------------------------------ the sweep on a tiny model
 
 def _kind(name: str) -> str:

@@ -10,6 +10,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 from matplotlib.colors import LogNorm
+from matplotlib.ticker import LogLocator
 
 from .io import atomic_path
 
@@ -140,6 +141,9 @@ def _ratio_heatmap(ax, mat: pd.DataFrame, label: str, annotate: bool = True):
         _annotated(ax, mat, data=logs, **kwargs)
     else:
         sns.heatmap(logs, ax=ax, **kwargs)
+    round_ratios = [v for v in (1e-3, 1e-2, 0.1, 0.25, 0.5, 1, 2, 4, 10, 100, 1e3) if abs(np.log2(v)) <= lim]
+    wide = [v for v in round_ratios if v in (1e-3, 1e-2, 0.1, 1, 10, 100, 1e3)]
+    ax.collections[0].colorbar.set_ticks(np.log2(wide if len(wide) >= 3 else round_ratios))  # 0.1, 1, 10, ...
 
 
 def layer_module_heatmap(dist: pd.DataFrame, title: str):
@@ -220,6 +224,7 @@ def _ratio_axis(ax, which: str, values) -> None:
     v = np.asarray([x for x in values if np.isfinite(x) and x > 0])
     if len(v) and v.max() / v.min() > 3:
         getattr(ax, f"set_{which}scale")("log")
+        getattr(ax, f"{which}axis").set_major_locator(LogLocator(subs=(1.0, 2.0, 5.0)))  # 1, 2, 5, 10, 20, ...
         getattr(ax, f"{which}axis").set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}"))
         getattr(ax, f"{which}axis").set_minor_formatter(plt.NullFormatter())
 

@@ -177,3 +177,18 @@ def test_damage_plot_lists_each_mask_kind_once_destroyed_or_not():
         assert {"spot", "magnitude", "destroyed (hollow, left out)"} <= set(labels)
     finally:
         plt.close(fig)
+
+
+def test_log_ratio_axis_labels_more_than_one_tick_within_a_decade():
+    df = rises()
+    df["value"] = np.where(df.mask_kind == "spot", 5.5, 0.01)  # ratios from 1.01 to 6.5: inside one decade
+    df["ci_low"], df["ci_high"] = 0.9 * df.value, 1.1 * df.value
+    fig = plots.rise_curves(df, "Loss after ablation vs k")
+    try:
+        fig.canvas.draw()
+        ax = fig.axes[0]
+        lo, hi = ax.get_ylim()
+        shown = [t.get_text() for t, v in zip(ax.get_yticklabels(), ax.get_yticks()) if lo <= v <= hi and t.get_text()]
+        assert ax.get_yscale() == "log" and len(shown) >= 3, shown
+    finally:
+        plt.close(fig)

@@ -148,10 +148,19 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
         v = next(iter(verdicts.values()))
         agree = f"the {len(labels)} general-text references agree" if len(labels) > 1 else "one general-text reference"
         how = f"; {_why_no_point(rows, configuration, kind)} ({agree})." if v == "no point" else \
-            f" (damage-matched, Holm p < {ALPHA:g}; {agree})."
+            f" (damage-matched at {_compared_points(rows, configuration, kind)}; Holm p < {ALPHA:g}; {agree})."
         return f"{configuration}: the {kind} mask " + VERDICTS[v].format(ref=" or ".join(labels)) + how
     parts = "; ".join(f"against {reference_label(r)} it " + VERDICTS[v].format(ref="it") for r, v in verdicts.items())
     return f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
+
+
+def _compared_points(rows, configuration: str, kind: str) -> str:
+    """The points of a kind's curve that have a matched excess: 'top 1', 'k = 0.1% and k = 1%', ..."""
+    df = _frame(rows)
+    me = df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
+            & df.seed.isna() & df.value.notna()]
+    points = list(dict.fromkeys(_point(me.sort_values(["n_entries"]))))
+    return "its point " + points[0] if len(points) == 1 else "its points " + ", ".join(points[:-1]) + " and " + points[-1]
 
 
 def _why_no_point(rows, configuration: str, kind: str) -> str:

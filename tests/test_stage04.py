@@ -103,6 +103,7 @@ def test_conclusions_are_stated_only_where_the_references_agree():
         return rows
     agree = ablation_tables.conclusion(rows_for({"english": (0.4, 0.001), "english_modern": (0.3, 0.01)}), "global", REFS)
     assert "hurts code more than random damage" in agree and "disagree" not in agree
+    assert "damage-matched at its point k = 1%" in agree  # the points a verdict rests on
     disagree = ablation_tables.conclusion(rows_for({"english": (0.4, 0.001), "english_modern": (-0.3, 0.01)}),
                                           "global", REFS)
     assert "disagree" in disagree and "no conclusion" in disagree

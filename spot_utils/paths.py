@@ -33,6 +33,11 @@ REPORTS_DIR = Path(os.environ.get("SPOT_REPORTS_DIR", REPO_ROOT / "reports"))
 
 
 def shown(path: str | Path) -> str:
-    """A path as a report prints it: relative to the repository when inside it (no machine-specific prefix)."""
-    path = Path(path).resolve()
-    return str(path.relative_to(REPO_ROOT)) if path.is_relative_to(REPO_ROOT) else str(path)
+    """A path as a report prints it, with no machine-specific prefix: relative to the repository, or under the
+    names runs/, reports/ and data/ when SPOT_RUNS_DIR, SPOT_REPORTS_DIR or SPOT_DATA_DIR put them elsewhere."""
+    path = Path(os.path.abspath(path))  # links kept: a run folder linked into the runs folder is shown there
+    for root, name in ((REPORTS_DIR, "reports"), (RUNS_DIR, "runs"), (DATA_DIR, "data"), (REPO_ROOT, "")):
+        root = Path(os.path.abspath(root))
+        if path.is_relative_to(root):
+            return str(Path(name) / path.relative_to(root))
+    return str(path)

@@ -111,3 +111,16 @@ def test_runs_and_reports_follow_the_working_directory(tmp_path):
     assert dirs(clone / "notebooks") == [clone.resolve() / "runs", clone.resolve() / "reports"]
     assert dirs(tmp_path) == [ROOT / "runs", ROOT / "reports"]  # outside a clone: the package's own folder
     assert dirs(clone, SPOT_RUNS_DIR=str(tmp_path / "r"), SPOT_REPORTS_DIR=str(tmp_path / "p")) == [tmp_path / "r", tmp_path / "p"]
+
+
+def test_reports_show_paths_without_a_machine_prefix(tmp_path):
+    (tmp_path / "elsewhere" / "run-a").mkdir(parents=True)
+    (tmp_path / "runs").mkdir()
+    (tmp_path / "runs" / "a").symlink_to(tmp_path / "elsewhere" / "run-a")  # a run folder linked in
+    code = ("from spot_utils import paths; print(paths.shown(paths.RUNS_DIR / 'a' / 'masks')); "
+            "print(paths.shown(paths.REPORTS_DIR / 'a' / 'metrics.json')); print(paths.shown(paths.REPO_ROOT / 'params'))")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOT_")} | {
+        "PYTHONPATH": str(ROOT), "SPOT_RUNS_DIR": str(tmp_path / "runs"), "SPOT_REPORTS_DIR": str(tmp_path / "out")}
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
+                         check=True).stdout.split()
+    assert out == ["runs/a/masks", "reports/a/metrics.json", "params"]

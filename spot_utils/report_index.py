@@ -53,7 +53,20 @@ def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
         for metric in HEADLINE_METRICS:
             v = at_k[(at_k.mask_kind == kind) & (at_k.metric == metric)].value.dropna()
             out[f"{kind}.{metric}"] = float(v.mean()) if len(v) else None
+        rises = at_k[(at_k.mask_kind == kind) & at_k.metric.isin(["code_rise", "general_rise"])]
+        out[f"{kind}.destroyed"] = bool(rises.destroyed.fillna(False).astype(bool).any()) if len(rises) else None
+    out["spot.verdicts"] = spot_verdicts(df)
     return out
+
+
+def spot_verdicts(df: pd.DataFrame) -> dict[str, list[str]]:
+    """{configuration: the damage-matched verdict on the spot against each general-text reference} (empty for runs
+    without the damage-matched comparison)."""
+    from .ablation_tables import verdict
+    if not (df.metric == "matched_excess").any():
+        return {}
+    refs = list(dict.fromkeys(df.reference.dropna()))
+    return {c: [verdict(df, c, r) for r in refs] for c in dict.fromkeys(df.configuration.dropna())}
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -159,7 +172,7 @@ def index_html(table: pd.DataFrame) -> str:
     """The index page for a table from collect(): a summary table that fits a 1,280 px window, then every run's
     files."""
     head = ["run", "model", "languages", "time", "code commit", "k", "baseline loss"] + \
-        [f"{k}: code / English rise" for k in HEADLINE_KINDS] + ["spot selectivity"]
+        [f"{k}: code / English rise" for k in HEADLINE_KINDS] + ["spot vs equal random damage"]
     body, sections = [], []
     for r in table.to_dict("records"):
         name = html.escape(r["run"]) + (" <i>(local, not committed)</i>" if r.get("local") else "")
@@ -175,8 +188,9 @@ def index_html(table: pd.DataFrame) -> str:
                  format_seconds(r.get("seconds")), commit_cell, "–" if _missing(k) else f"{k:g}%",
                  _fmt(r.get("baseline_loss"))]
         cells += [f"{format_rise(r.get(f'{kind}.code_rise'))} / {format_rise(r.get(f'{kind}.general_rise'))}"
-                  for kind in HEADLINE_KINDS]
-        cells.append(_fmt(r.get("spot.selectivity")))
+                  + (" †" if r.get(f"{kind}.destroyed") is True else "") for kind in HEADLINE_KINDS]
+        verdicts = r.get("spot.verdicts") if isinstance(r.get("spot.verdicts"), dict) else {}
+        cells.append("<br>".join(f"{html.escape(c)}: {html.escape(' / '.join(v))}" for c, v in verdicts.items()) or "–")
         body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
         files = r.get("files") or {}
         pages = " · ".join(f'<a href="{html.escape(r["run"])}/{html.escape(f)}">{html.escape(Path(f).stem)}</a>'
@@ -204,8 +218,11 @@ def index_html(table: pd.DataFrame) -> str:
         "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
         "at k (percent of scoped entries; the global configuration, or global granularity in earlier runs; zero "
         "ablation) in percent; <i>code</i> is the mean over code languages, <i>English</i> is literary English "
-        "(Gutenberg prose); selectivity = code rise / English rise (only where both "
-        "exceed 1%), to be read against random_uniform's. Time is the sum of the stages; the commit is the code the "
+        "(Gutenberg prose); † a destroyed point (a loss at or above ln |V|). The last column is the damage-matched verdict "
+        "on the spot's curve per configuration, against each general-text reference in turn (literary / modern "
+        "English): <i>more</i> or <i>less</i> code damage than random damage that hurts general text equally (Holm "
+        "p &lt; 0.05), <i>none</i> (no difference detected), <i>no point</i> (every point destroyed or beyond random "
+        "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of the stages; the commit is the code the "
         "run used, with its date. – means not measured in that run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
         + "\n</table>\n" + "\n".join(sections) + "\n"

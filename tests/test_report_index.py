@@ -3,7 +3,8 @@ import subprocess
 import pandas as pd
 from spot_utils.io import write_json, write_text
 from spot_utils.metrics import format_ci, row
-from spot_utils.report_index import collect, format_rise, format_seconds, run_headline, runs_with_mask, write_index
+from spot_utils.report_index import (collect, format_rise, format_seconds, index_html, run_headline, runs_with_mask,
+                                     write_index)
 
 
 def fake_rows():
@@ -152,6 +153,9 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     assert lines["| 1% spot"].count("destroyed") == 2 and "†" in lines["| 1% spot"]
     assert "(+" in lines["| 1% random_uniform"]  # three seeds: their range
     assert "is not distinguishable from random damage" in text and "**Verdict.** toy: the spot" in text
+    h = run_headline(rows, 1.0)  # the index: the destroyed 1% point marked, the verdict per configuration
+    assert h["spot.destroyed"] is True and h["spot.verdicts"] == {"global": ["none", "none"]}
+    assert "global: none / none" in index_html(pd.DataFrame([dict(run="toy", **h)]))
     # the README block is rewritten from the reports it names, and nothing else changes
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results: toy -->\nstale\n<!-- /results -->\noutro\n")

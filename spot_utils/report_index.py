@@ -222,8 +222,9 @@ def index_html(table: pd.DataFrame) -> str:
         "on the spot's curve per configuration, against each general-text reference in turn (literary / modern "
         "English): <i>more</i> or <i>less</i> code damage than random damage that hurts general text equally (Holm "
         "p &lt; 0.05), <i>none</i> (no difference detected), <i>no point</i> (every point destroyed or beyond random "
-        "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of the stages; the commit is the code the "
-        "run used, with its date. – means not measured in that run.</p>\n"
+        "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of each "
+        "stage's last sitting (a rerun that keeps finished work is quick); the commit is the code the run used, "
+        "with its date. – means not measured in that run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
         + "\n</table>\n" + "\n".join(sections) + "\n"
         + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)

@@ -131,22 +131,30 @@ def test_readme_results_block_is_what_the_committed_reports_render():
     assert block == results_table(runs, root / "reports").strip("\n")
 
 
-def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_path):
+def _toy_run(results, reports):
+    """Stage 04's rows for synthetic (labels, frames) results, written as reports/toy/metrics.json."""
     import numpy as np
     from spot_utils import ablation_loop, paired_tests
-    from spot_utils.report_index import results_table, update_readme
-    from test_stage04 import CODE, REFS, VOCAB, _synthetic_results
-    # the spot's intact point (on random damage's curve) at 0.1%, its destroyed one (code at 17 nats) at 1%
-    relabel = {1.0: 0.1, 5.0: 1.0}
-    results = [(dict(lab, k_percent=relabel[lab["k_percent"]]) if lab["mask_kind"] == "spot" else lab, f)
-               for lab, f in _synthetic_results(np.random.default_rng(0))]
+    from test_stage04 import CODE, REFS, VOCAB
     baseline = results[0][1]
     rows = []
     for labels, frames in results:
         rows += ablation_loop.frame_rows(frames, None if labels["mask_kind"] == "baseline" else baseline,
                                          dict(labels, model="toy"), 100, np.log(VOCAB))
     rows += paired_tests.paired_rows(results, baseline, CODE, REFS, VOCAB, n_boot=200, matched_boot=1000)
-    write_json(tmp_path / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
+    write_json(reports / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
+    return rows
+
+
+def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_path):
+    import numpy as np
+    from spot_utils.report_index import results_table, update_readme
+    from test_stage04 import _synthetic_results
+    # the spot's intact point (on random damage's curve) at 0.1%, its destroyed one (code at 17 nats) at 1%
+    relabel = {1.0: 0.1, 5.0: 1.0}
+    results = [(dict(lab, k_percent=relabel[lab["k_percent"]]) if lab["mask_kind"] == "spot" else lab, f)
+               for lab, f in _synthetic_results(np.random.default_rng(0))]
+    rows = _toy_run(results, tmp_path)
     text = results_table(["toy"], tmp_path)
     lines = {line.split(" | ")[0] + " " + line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
     assert lines["| 0.1% spot"].count("destroyed") == 0 and "†" not in lines["| 0.1% spot"]
@@ -165,9 +173,9 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
 
 def test_results_table_reads_the_spot_below_its_k_grid_when_every_k_is_destroyed(tmp_path):
     import numpy as np
-    from spot_utils import ablation_loop, ablation_tables, paired_tests
+    from spot_utils import ablation_tables
     from spot_utils.report_index import results_table
-    from test_stage04 import CODE, REFS, VOCAB, _synthetic_results
+    from test_stage04 import _synthetic_results
     # every spot k destroyed; the top 1 entry alone intact (the old 1% point), the top 10 destroyed
     results = []
     for lab, f in _synthetic_results(np.random.default_rng(1)):
@@ -178,13 +186,7 @@ def test_results_table_reads_the_spot_below_its_k_grid_when_every_k_is_destroyed
                         (dict(lab, mask_kind="top_entries", k_percent=None, n_entries=10), f)]
         else:
             results.append((lab, f))
-    baseline = results[0][1]
-    rows = []
-    for labels, frames in results:
-        rows += ablation_loop.frame_rows(frames, None if labels["mask_kind"] == "baseline" else baseline,
-                                         dict(labels, model="toy"), 100, np.log(VOCAB))
-    rows += paired_tests.paired_rows(results, baseline, CODE, REFS, VOCAB, n_boot=200, matched_boot=1000)
-    write_json(tmp_path / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
+    rows = _toy_run(results, tmp_path)
     text = results_table(["toy"], tmp_path)
     table = [line.split(" | ")[:2] for line in text.splitlines() if line.startswith("| ") and "---" not in line]
     assert table[1] == ["| top 1", "spot (top 1 entries)"]  # the first row under the header

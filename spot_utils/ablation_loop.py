@@ -67,7 +67,8 @@ class FrameStore:
 
     def __init__(self, run: dict | str):
         self.run = run
-        self.reused, self.written = [], []  # entries read from an earlier sitting, entries written in this one
+        self.reused, self.written = [], []  # entries read from an earlier sitting, entries measured in this one
+        self.copied = []  # entries stored from another entry's frames (the same mask measured under other labels)
 
     def path(self, entry: str):
         from .runs import ablation_entry_path
@@ -96,9 +97,13 @@ class FrameStore:
         self.reused.append(entry)
         return _decode(data["frames"])
 
-    def put(self, entry: str, digest: str, labels: dict, frames: dict[str, pd.DataFrame]) -> None:
+    def put(self, entry: str, digest: str, labels: dict, frames: dict[str, pd.DataFrame], measured: bool = True) -> None:
         write_json(self.path(entry), dict(entry=entry, labels=labels, mask_digest=digest, frames=_encode(frames)))
-        self.written.append(entry)
+        (self.written if measured else self.copied).append(entry)
+
+    def holds(self, entry: str) -> bool:
+        """Whether this sitting has read or written the entry."""
+        return entry in self.written or entry in self.reused or entry in self.copied
 
 
 def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, baseline: dict | None = None,
@@ -136,11 +141,12 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
         if frames is None and store is not None:
             frames = store.get(key, digest, groups)
             stored = frames is not None
-        if frames is None:
+        measured = frames is None
+        if measured:
             with ablated(model, masks, mode=labels["mode"], seed=labels.get("seed") or 0):
                 frames = evaluators(groups)
-        if store is not None and not stored and key not in store.written and key not in store.reused:
-            store.put(key, digest, labels, frames)
+        if store is not None and not stored and not store.holds(key):
+            store.put(key, digest, labels, frames, measured)
         cache[same] = frames
         results.append((labels, frames))
         rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab_loss) + mask_rows(labels, masks)

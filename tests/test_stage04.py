@@ -9,7 +9,7 @@ import pandas as pd
 import pytest
 
 from conftest import random_sequences, write_stage03_masks
-from spot_utils import ablation_loop, ablation_tables, paired_tests, scoped_parameters
+from spot_utils import ablation_loop, ablation_tables, paired_tests, scoped_parameters, select_top_k
 from spot_utils.ablation_plan import extension_ks
 from spot_utils.metric_groups import Evaluation, Evaluators, build_evaluators
 from spot_utils.metrics import to_frame
@@ -241,11 +241,25 @@ def test_stage_04_killed_after_some_masks_and_rerun_gives_the_same_metrics(run, 
     second = ablation_loop.FrameStore(other)
     again, info_again = _stage04(model, other, ev, A, second)
     assert again == whole and info_again == info
-    assert len(second.reused) == 6 and len(second.written) == n_entries - 1 - 6
+    assert len(second.reused) == 6 and len(second.written) + len(second.copied) == n_entries - 1 - 6
     # a baseline that differs from the stored one is refused, naming the folder to delete
     other_items = build_evaluators(params, model, tok, {s: v[:2] for s, v in subsets.items()}, None)
     with pytest.raises(ValueError, match="baseline measured now differs"):
         _stage04(model, other, other_items, A, ablation_loop.FrameStore(other))
+
+
+def test_a_mask_met_twice_is_measured_once_and_counted_once(run):
+    model, tok, params, A = run
+    subsets = {s: random_sequences(2, seed=i) for i, s in enumerate(CODE + REFS)}
+    ev = build_evaluators(params, model, tok, subsets, None)
+    spot = select_top_k(A, 0.1, granularity="global")
+    entries = [(dict(configuration="global", mask_kind="spot", k_percent=0.1), spot),
+               (dict(configuration="global", mask_kind="top_entries", k_percent=None), spot)]  # the same mask
+    for sitting, measured in ((1, 1), (2, 0)):  # the second sitting reads the first's results
+        store, calls = ablation_loop.FrameStore(params), KilledAfter(ev, 100)
+        ablation_loop.ablate_and_evaluate(model, entries, calls, params, store=store)
+        assert 100 - calls.left - 1 == measured == len(store.written), sitting  # one call is the baseline
+        assert len(store.copied) == 1 and len(store.reused) == sitting - 1, sitting
 
 
 def test_stored_results_are_read_back_bit_exactly(run):

@@ -90,12 +90,11 @@ def _pooled_by_point(df: pd.DataFrame, metric: str) -> pd.Series:
 
 
 def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
-    """The damage-matched comparison of one configuration against one reference, one row per point: code and
-    general rise (percent, as in the README), matched excess with its 95% interval, the range of the excess over seeds (seeded controls; for
-    random_uniform its own seeds against its seed-pooled curve), the Holm-adjusted p-value, the smallest difference
-    the run could detect, and why a value is missing."""
-    from .metrics import format_ci
-    from .report_index import format_rise
+    """The damage-matched comparison of one configuration against one reference, one row per point: code and general
+    rise (percent, as in the README), matched excess with its 95% interval, the range of the excess over seeds
+    (seeded controls; for random_uniform its own seeds against its seed-pooled curve), the Holm-adjusted p-value,
+    the smallest difference the run could detect, and why a value is missing."""
+    from .metrics import format_ci, format_rise
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference)]
     me = df[df.metric == MATCHED]
@@ -125,10 +124,10 @@ def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
 
 
 def verdict(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA) -> str:
-    """One key of VERDICTS for the points of a mask kind's curve (seed-pooled; the spot's include the outlier
-    masks, curve_kinds) against one reference: 'more' or 'less' when
-    some point's matched excess is significant (Holm p < alpha) with that sign and none with the other, 'mixed'
-    when both occur, 'none' when no point is significant, 'no point' when no point has a value."""
+    """One key of VERDICTS for the points of a mask kind's curve (seed-pooled; the spot's include the outlier masks,
+    curve_kinds) against one reference: 'more' or 'less' when some point's matched excess is significant (Holm p <
+    alpha) with that sign and none with the other, 'mixed' when both occur, 'none' when no point is significant, 'no
+    point' when no point has a value."""
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))]
     values = _pooled_by_point(df, MATCHED).dropna()
@@ -154,20 +153,23 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
     return f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
 
 
+def _curve_excess(rows, configuration: str, kind: str) -> pd.DataFrame:
+    """The seed-pooled matched-excess rows of a kind's curve in one configuration (every reference)."""
+    df = _frame(rows)
+    return df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
+              & df.seed.isna()]
+
+
 def _compared_points(rows, configuration: str, kind: str) -> str:
     """The points of a kind's curve that have a matched excess: 'top 1', 'k = 0.1% and k = 1%', ..."""
-    df = _frame(rows)
-    me = df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
-            & df.seed.isna() & df.value.notna()]
-    points = list(dict.fromkeys(_point(me.sort_values(["n_entries"]))))
+    me = _curve_excess(rows, configuration, kind)
+    points = list(dict.fromkeys(_point(me[me.value.notna()].sort_values(["n_entries"]))))
     return "its point " + points[0] if len(points) == 1 else "its points " + ", ".join(points[:-1]) + " and " + points[-1]
 
 
 def _why_no_point(rows, configuration: str, kind: str) -> str:
     """Why a mask kind has no matched excess: its points' statuses, e.g. 'all 5 points are destroyed'."""
-    df = _frame(rows)
-    me = df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
-            & df.seed.isna()]
+    me = _curve_excess(rows, configuration, kind)
     status = me.assign(point=_point(me)).groupby("point").status.agg(lambda s: "destroyed" if (s == "destroyed").any()
                                                                      else next(iter(s.dropna()), "missing"))
     reason = {"destroyed": "destroyed", "outside_random_range": "beyond random_uniform's reach"}

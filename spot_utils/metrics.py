@@ -1,6 +1,8 @@
 """Tidy metric rows (docs/METHOD.md, metrics.json rows), bootstrap intervals and the relative loss rise of an ablation."""
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pandas as pd
 
@@ -57,6 +59,24 @@ def to_frame(rows: list[dict]) -> pd.DataFrame:
     return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))
 
 
+def is_missing(v) -> bool:
+    """None or NaN: a value a table shows as a dash."""
+    return v is None or (isinstance(v, (float, np.floating)) and math.isnan(v))
+
+
+def format_rise(r) -> str:
+    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%', and below
+    0.1% with one significant digit: -0.00003 -> '−0.003%', 0 -> '0%'."""
+    if is_missing(r):
+        return "–"
+    p = 100 * float(r)
+    if p == 0:
+        return "0%"
+    decimals = 0 if abs(p) >= 1 else 1 if abs(p) >= 0.095 else -math.floor(math.log10(abs(p)))
+    text = f"{p:+,.{decimals}f}%"
+    return text.replace("-", "−")
+
+
 def format_number(value: float, digits: int = 3) -> str:
     """`digits` decimals; a non-zero value that would round to zero keeps two significant digits ('-0.00023')."""
     if value != 0 and abs(value) < 0.5 * 10 ** -digits:
@@ -66,7 +86,7 @@ def format_number(value: float, digits: int = 3) -> str:
 
 def format_ci(value, lo, hi, digits: int = 3) -> str:
     """'2.31 [2.25, 2.38]' (no interval when the bounds are missing; '—' for a missing value)."""
-    if value is None or (isinstance(value, float) and np.isnan(value)):
+    if is_missing(value):
         return "—"
     if lo is None or hi is None or np.isnan(lo) or np.isnan(hi):
         return format_number(value, digits)

@@ -58,9 +58,9 @@ EXPECTED = re.compile(r"`pretrained` model kwarg is not of type `str`|Passed an 
 
 
 def strip_progress(notebook: Path) -> None:
-    """Drop progress-bar fragments (tqdm's text bars and widgets) and expected library notices from the stderr outputs of an executed
-    notebook, in place: a reader of the report needs the results, not hundreds of partial bars. The notices hidden
-    in a cell are counted in one line; other stderr lines (warnings, errors) stay."""
+    """Drop progress-bar fragments (tqdm's stderr text and its widgets) and expected library notices from the
+    outputs of an executed notebook, in place: a reader of the report needs the results, not hundreds of partial
+    bars. The notices hidden in a cell are counted in one line; other stderr lines (warnings, errors) stay."""
     import nbformat
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import argparse
 import html
-import math
 import warnings
 import subprocess
 from pathlib import Path
@@ -19,7 +18,7 @@ from .ablation_plan import OUTLIERS
 from .io import read_json, write_text
 from .masks import load_masks
 from .models import CORPUS_NOTE, provenance
-from .metrics import to_frame
+from .metrics import format_rise, is_missing, to_frame
 from .paths import REPO_ROOT, REPORTS_DIR, RUNS_DIR
 from .render import stage_problems
 from .sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
@@ -123,13 +122,9 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _missing(v) -> bool:
-    return v is None or (isinstance(v, float) and math.isnan(v))
-
-
 def format_seconds(s) -> str:
     """Durations as the README writes them: '42 s', '15 min 27 s', '2 h 05 min'."""
-    if _missing(s):
+    if is_missing(s):
         return "–"
     s = round(float(s))
     if s < 60:
@@ -139,21 +134,8 @@ def format_seconds(s) -> str:
     return f"{s // 3600} h {s % 3600 // 60:02d} min"
 
 
-def format_rise(r) -> str:
-    """A relative rise as a signed percentage: 16.58 -> '+1,658%', 0.004 -> '+0.4%', -0.2 -> '−20%', and below
-    0.1% with one significant digit: -0.00003 -> '−0.003%', 0 -> '0%'."""
-    if _missing(r):
-        return "–"
-    p = 100 * float(r)
-    if p == 0:
-        return "0%"
-    decimals = 0 if abs(p) >= 1 else 1 if abs(p) >= 0.095 else -math.floor(math.log10(abs(p)))
-    text = f"{p:+,.{decimals}f}%"
-    return text.replace("-", "−")
-
-
 def _fmt(v) -> str:
-    if _missing(v):
+    if is_missing(v):
         return "–"
     if isinstance(v, float):
         return f"{v:.3g}"
@@ -185,7 +167,7 @@ def index_html(table: pd.DataFrame) -> str:
                                              + (f" {html.escape(r['commit_date'])}" if r.get("commit_date") else ""))
         k = r.get("k_percent")
         cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")), _fmt(r.get("languages")),
-                 format_seconds(r.get("seconds")), commit_cell, "–" if _missing(k) else f"{k:g}%",
+                 format_seconds(r.get("seconds")), commit_cell, "–" if is_missing(k) else f"{k:g}%",
                  _fmt(r.get("baseline_loss"))]
         cells += [f"{format_rise(r.get(f'{kind}.code_rise'))} / {format_rise(r.get(f'{kind}.general_rise'))}"
                   + (" †" if r.get(f"{kind}.destroyed") is True else "") for kind in HEADLINE_KINDS]
@@ -350,11 +332,10 @@ def _excess_cell(df: pd.DataFrame, ref: str) -> str:
 
 def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
     """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
-    configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%, every
-    mask kind of README_KINDS
-    with its code rise, general rise per reference (seeded controls: mean and range over seeds; † destroyed),
-    and its matched excess against each reference with 95% interval and Holm p; then a verdict per model and
-    configuration (ablation_tables.conclusion), computed from the numbers."""
+    configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%,
+    every mask kind of README_KINDS with its code rise, general rise per reference (seeded controls: mean and range
+    over seeds; † destroyed), and its matched excess against each reference with 95% interval and Holm p; then a
+    verdict per model and configuration (ablation_tables.conclusion), computed from the numbers."""
     from .ablation_tables import conclusion, model_verdict, reference_label
     out = []
     for run in runs:
@@ -369,9 +350,9 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
                 [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
             lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
             for where, at_value in headline_points(df, configuration):
-                for kind in README_KINDS:
+                for kind in ("spot",) if where == "top" else README_KINDS:  # no control is ablated at a top-n point
                     if where == "top":  # the spot's curve below its k grid: the top n entries alone
-                        at = zero[(zero.mask_kind == OUTLIERS) & (zero.n_entries == at_value)] if kind == "spot" else zero[:0]
+                        at = zero[(zero.mask_kind == OUTLIERS) & (zero.n_entries == at_value)]
                         point, label = f"top {at_value:g}", f"spot (top {at_value:g} entries)"
                     else:
                         at = zero[(zero.k_percent == at_value) & (zero.mask_kind == kind)]

@@ -137,6 +137,14 @@ def kernel_config():
     return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
 
 
+def clear_stage_outputs(out_dir: Path, stage: str) -> None:
+    """Remove what an earlier sitting left of `stage` in the report folder: its figures (the stage draws those it
+    draws now; one it no longer draws must not be committed as this run's) and temporary notebooks of killed runs
+    (the run lock rules out a live one)."""
+    for stale in [*(out_dir / "figures").glob(f"{stage[:2]}_*.png"), *out_dir.glob(f".{stage}.*.ipynb")]:
+        stale.unlink()
+
+
 def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expected) -> None:
     """Execute `stages` in order, each recorded in `manifest` (written after every stage) as ok or failed, the stages
     after a running one marked stale."""
@@ -151,6 +159,7 @@ def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expecte
                 records[later]["status"] = "stale"
         stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
         stage_info.unlink(missing_ok=True)  # a failing stage must not leave an earlier run's record
+        clear_stage_outputs(out_dir, stage)
         tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
         start = time.perf_counter()
         try:

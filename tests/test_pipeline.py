@@ -15,10 +15,15 @@ STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_ove
 def test_tiny_run_writes_the_whole_report(tmp_path):
     env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
                SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg")
+    report = tmp_path / "reports" / "tiny"
+    left_over = [report / "figures" / "04_no_longer_drawn.png", report / ".04_ablation.4242.ipynb"]  # a killed sitting
+    (report / "figures").mkdir(parents=True)
+    for path in left_over:
+        path.write_text("stale")
     proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", "params/tiny.yaml"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    report = tmp_path / "reports" / "tiny"
+    assert not any(path.exists() for path in left_over)
     for stage in STAGES:
         assert (report / f"{stage}.ipynb").is_file() and (report / f"{stage}.html").is_file()
     figures = sorted(p.name for p in (report / "figures").glob("*.png"))

@@ -190,6 +190,13 @@ def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab:
     return any(destroyed(float(np.mean(losses[s])), vocab) for s in [*code_subsets, *references] if s in losses)
 
 
+def destroyed_uniform_ks(results, configuration: str, code_subsets, references, vocab: int) -> set[float]:
+    """The k values at which some seed of a configuration's random_uniform is destroyed (is_destroyed)."""
+    return {lab["k_percent"] for lab, f in results
+            if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL
+            and lab["mode"] == "zero" and "loss" in f and is_destroyed(item_losses(f), code_subsets, references, vocab)}
+
+
 def random_covers(results, configuration: str, code_subsets, references, vocab: int) -> bool:
     """Whether random_uniform's curve of a configuration (seeds pooled per k) reaches the general rise of every
     non-destroyed point of the masks compared with it, for every reference (matched.random_range_covers)."""
@@ -214,8 +221,9 @@ def random_covers(results, configuration: str, code_subsets, references, vocab: 
 def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_subsets, store: FrameStore | None = None):
     """Stage 04's measurements: the baseline, then per configuration the spot at every k, the smallest k at which it
     is not destroyed (with k_detail the headline k values), every mask compared with it (control_entries) and the
-    outlier masks; then random_uniform at the k values of random_extension_k, one at a time, until its curve
-    reaches the general rise of every non-destroyed point (for every reference) or the list ends.
+    outlier masks; then random_uniform at the k values of random_extension_k (extension_ks), one at a time, until
+    its curve reaches the general rise of every non-destroyed point (for every reference), the list ends or the next
+    k lies above one at which random_uniform is destroyed.
 
     Returns (rows, results, baseline, info): info per configuration holds headline_ks, smallest_intact_k, the k
     values random_uniform was extended to and whether its range covers the points.
@@ -245,8 +253,8 @@ def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_sub
         extended = []
         covered = random_covers(results, configuration, code_subsets, refs, vocab)
         for k in extension_ks(params):
-            if covered:
-                break
+            if covered or any(d <= k for d in destroyed_uniform_ks(results, configuration, code_subsets, refs, vocab)):
+                break  # a larger uniform draw than one that destroys the model adds no point to the curve
             measure([uniform_entry(params, model, configuration, k, params["random_seeds"][0])])
             extended.append(k)
             covered = random_covers(results, configuration, code_subsets, refs, vocab)

@@ -104,9 +104,10 @@ def uniform_entry(params: dict, model, configuration: str, k_percent: float, see
 
 
 def extension_ks(params: dict) -> list[float]:
-    """k values random_uniform may be extended to, in order: random_extension_k above the grid's largest k."""
-    top = max(params["k_grid"])
-    return [k for k in params["random_extension_k"] if k > top]
+    """k values random_uniform may be extended to, in the order tried: random_extension_k off the k grid, ascending
+    (its curve filled in from below; on a model that random_uniform destroys within the grid the useful k values lie
+    between grid values)."""
+    return sorted(set(params["random_extension_k"]) - set(params["k_grid"]))
 
 
 def mask_plan(params: dict, model, headline_ks: dict | None = None):

@@ -185,6 +185,10 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
         # extended one k at a time, and no further than needed
         assert got["random_covers"] and got["random_extended_to"] == extension_ks(params)[:len(got["random_extended_to"])]
         assert sorted(seeds.index) == sorted(params["k_grid"] + got["random_extended_to"])
+        destroyed = ablation_loop.destroyed_uniform_ks(results, configuration, CODE, REFS, vocab)
+        assert destroyed == set(mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")
+                                     & mine.destroyed.astype(bool)].k_percent)
+        assert not any(d < k for d in destroyed for k in got["random_extended_to"])  # none beyond a destroyed k
         if got["random_extended_to"]:
             last = got["random_extended_to"][-1]
             before = [(lab, f) for lab, f in results if not (lab.get("configuration") == configuration
@@ -272,3 +276,9 @@ def test_stored_results_are_read_back_bit_exactly(run):
     assert got["loss"].equals(frames["loss"])
     assert store.get("global/spot/k1", "other mask", ["loss"]) is None  # a changed mask is measured again
     assert store.get("global/spot/k1", "d", ["loss", "mc"]) is None  # so is an entry that lacks a metric group
+
+
+def test_random_uniform_extends_off_the_grid_from_below():
+    params = validate(dict(run_name="t", model="random:llama", k_grid=[0.1, 1.0, 5.0],
+                           random_extension_k=[20.0, 2.0, 5.0, 3.0]))
+    assert extension_ks(params) == [2.0, 3.0, 20.0]  # between grid values first, never a grid k again

@@ -13,7 +13,7 @@ import pandas as pd
 
 from . import stats
 from .ablation import REFERENCE_CONTROL, ablated
-from .ablation_plan import (OUTLIERS, SHARED_KINDS, configuration_labels, control_entries, extension_ks,
+from .ablation_plan import (OUTLIERS, SHARED_KINDS, configuration_labels, control_entries, next_extension_k,
                             outlier_masks, plan_metrics, run_labels, spot_masks, uniform_entry)
 from .io import read_json, write_json
 from .masks import mask_count
@@ -190,11 +190,16 @@ def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab:
     return any(destroyed(float(np.mean(losses[s])), vocab) for s in [*code_subsets, *references] if s in losses)
 
 
-def destroyed_uniform_ks(results, configuration: str, code_subsets, references, vocab: int) -> set[float]:
-    """The k values at which some seed of a configuration's random_uniform is destroyed (is_destroyed)."""
-    return {lab["k_percent"] for lab, f in results
-            if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL
-            and lab["mode"] == "zero" and "loss" in f and is_destroyed(item_losses(f), code_subsets, references, vocab)}
+def uniform_ks(results, configuration: str, code_subsets, references, vocab: int) -> tuple[set, set]:
+    """The k values at which a configuration's random_uniform was measured: (intact, destroyed), a k destroyed where
+    any seed is (is_destroyed)."""
+    status = {}
+    for lab, f in results:
+        if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL \
+                and lab["mode"] == "zero" and "loss" in f:
+            k = lab["k_percent"]
+            status[k] = status.get(k, False) or is_destroyed(item_losses(f), code_subsets, references, vocab)
+    return {k for k, d in status.items() if not d}, {k for k, d in status.items() if d}
 
 
 def random_covers(results, configuration: str, code_subsets, references, vocab: int) -> bool:
@@ -221,9 +226,8 @@ def random_covers(results, configuration: str, code_subsets, references, vocab: 
 def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_subsets, store: FrameStore | None = None):
     """Stage 04's measurements: the baseline, then per configuration the spot at every k, the smallest k at which it
     is not destroyed (with k_detail the headline k values), every mask compared with it (control_entries) and the
-    outlier masks; then random_uniform at the k values of random_extension_k (extension_ks), one at a time, until
-    its curve reaches the general rise of every non-destroyed point (for every reference), the list ends or the next
-    k lies above one at which random_uniform is destroyed.
+    outlier masks; then random_uniform at k values of random_extension_k (next_extension_k), one at a time, until
+    its curve reaches the general rise of every non-destroyed point (for every reference) or no k can extend it.
 
     Returns (rows, results, baseline, info): info per configuration holds headline_ks, smallest_intact_k, the k
     values random_uniform was extended to and whether its range covers the points.
@@ -252,9 +256,10 @@ def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_sub
                 for lab, m in outlier_masks(aggregate, params["outlier_counts"], configuration))
         extended = []
         covered = random_covers(results, configuration, code_subsets, refs, vocab)
-        for k in extension_ks(params):
-            if covered or any(d <= k for d in destroyed_uniform_ks(results, configuration, code_subsets, refs, vocab)):
-                break  # a larger uniform draw than one that destroys the model adds no point to the curve
+        while not covered:
+            k = next_extension_k(params, *uniform_ks(results, configuration, code_subsets, refs, vocab))
+            if k is None:
+                break
             measure([uniform_entry(params, model, configuration, k, params["random_seeds"][0])])
             extended.append(k)
             covered = random_covers(results, configuration, code_subsets, refs, vocab)

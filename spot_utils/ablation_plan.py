@@ -8,6 +8,8 @@ is not destroyed), every seeded control runs with its seeds; elsewhere random_un
 """
 from __future__ import annotations
 
+import math
+
 from .ablation import CONTROLS, REFERENCE_CONTROL, random_uniform_of
 from .masks import counts_per_tensor, mask_count
 from .metric_groups import METRIC_GROUPS
@@ -103,11 +105,12 @@ def uniform_entry(params: dict, model, configuration: str, k_percent: float, see
                                  control_of="spot"), random_uniform_of(count, seed, shapes))
 
 
-def extension_ks(params: dict) -> list[float]:
-    """k values random_uniform may be extended to, in the order tried: random_extension_k off the k grid, ascending
-    (its curve filled in from below; on a model that random_uniform destroys within the grid the useful k values lie
-    between grid values)."""
-    return sorted(set(params["random_extension_k"]) - set(params["k_grid"]))
+def next_extension_k(params: dict, intact_ks, destroyed_ks) -> float | None:
+    """The next k random_uniform is extended to: the smallest k of random_extension_k above every k at which it was
+    measured intact and below every k at which it was destroyed (only such a k can extend its curve's reach: above
+    the grid, or between grid values on a model it destroys within the grid), or None."""
+    low, high = max(intact_ks, default=0.0), min(destroyed_ks, default=math.inf)
+    return next((k for k in sorted(params["random_extension_k"]) if low < k < high), None)
 
 
 def mask_plan(params: dict, model, headline_ks: dict | None = None):

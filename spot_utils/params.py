@@ -104,8 +104,8 @@ SCHEMA = {
     "every_k": (lambda v: isinstance(v, bool), "true / false: every control with all its seeds, spot_norms and "
                 "code_minus_general at every k instead of the headline k values only; likelihood and multiple "
                 "choice at every k instead of k_detail only", False),
-    "random_extension_k": (_is_list_of(_is_k), "a list of k in (0, 100) (percent) random_uniform is extended to, "
-                           "ascending (those off k_grid), until its curve covers the points compared with it", [2.0, 5.0, 10.0, 20.0, 50.0]),
+    "random_extension_k": (_is_list_of(_is_k), "a list of k in (0, 100) (percent) random_uniform may be extended to, "
+                           "ascending, until its curve covers the points compared with it", [2.0, 5.0, 10.0, 20.0, 50.0]),
     "matched_bootstrap_samples": (_is_int(100), "an integer ≥ 100 (replicates of the damage-matched bootstrap)",
                                   10000),
     "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),

@@ -10,7 +10,7 @@ import pytest
 
 from conftest import random_sequences, write_stage03_masks
 from spot_utils import ablation_loop, ablation_tables, paired_tests, scoped_parameters, select_top_k
-from spot_utils.ablation_plan import extension_ks
+from spot_utils.ablation_plan import next_extension_k
 from spot_utils.metric_groups import Evaluation, Evaluators, build_evaluators
 from spot_utils.metrics import to_frame
 from spot_utils.params import validate
@@ -183,12 +183,14 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
         seeds = uniform.groupby("k_percent").seed.nunique()
         assert all(seeds[k] == (3 if k in got["headline_ks"] else 1) for k in seeds.index)
         # extended one k at a time, and no further than needed
-        assert got["random_covers"] and got["random_extended_to"] == extension_ks(params)[:len(got["random_extended_to"])]
-        assert sorted(seeds.index) == sorted(params["k_grid"] + got["random_extended_to"])
-        destroyed = ablation_loop.destroyed_uniform_ks(results, configuration, CODE, REFS, vocab)
-        assert destroyed == set(mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")
-                                     & mine.destroyed.astype(bool)].k_percent)
-        assert not any(d < k for d in destroyed for k in got["random_extended_to"])  # none beyond a destroyed k
+        extended = got["random_extended_to"]
+        assert got["random_covers"] and extended == sorted(extended) and set(extended) <= set(params["random_extension_k"])
+        assert sorted(seeds.index) == sorted(params["k_grid"] + extended)
+        intact, destroyed = ablation_loop.uniform_ks(results, configuration, CODE, REFS, vocab)
+        losses = mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")]
+        assert destroyed == set(losses[losses.destroyed.astype(bool)].k_percent)
+        assert intact == set(losses.k_percent) - destroyed
+        assert all(max(intact & set(params["k_grid"])) < k < min(destroyed, default=101) for k in extended)
         if got["random_extended_to"]:
             last = got["random_extended_to"][-1]
             before = [(lab, f) for lab, f in results if not (lab.get("configuration") == configuration
@@ -278,7 +280,9 @@ def test_stored_results_are_read_back_bit_exactly(run):
     assert store.get("global/spot/k1", "d", ["loss", "mc"]) is None  # so is an entry that lacks a metric group
 
 
-def test_random_uniform_extends_off_the_grid_from_below():
-    params = validate(dict(run_name="t", model="random:llama", k_grid=[0.1, 1.0, 5.0],
-                           random_extension_k=[20.0, 2.0, 5.0, 3.0]))
-    assert extension_ks(params) == [2.0, 3.0, 20.0]  # between grid values first, never a grid k again
+def test_random_uniform_extends_only_where_its_curve_can_reach_further():
+    params = validate(dict(run_name="t", model="random:llama", random_extension_k=[20.0, 2.0, 5.0, 3.0]))
+    assert next_extension_k(params, {0.1, 1.0, 5.0}, set()) == 20.0  # above the grid
+    assert next_extension_k(params, {0.1, 1.0}, {5.0}) == 2.0  # destroyed at the grid's top: in between
+    assert next_extension_k(params, {0.1, 1.0, 2.0, 3.0}, {5.0, 20.0}) is None  # nothing left between 3 and 5
+    assert next_extension_k(params, set(), {0.1}) is None

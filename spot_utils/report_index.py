@@ -112,7 +112,7 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
         tracked = _git(run, "ls-files", "--", ".")
         row = dict(run=run.name, model=params.get("model"), languages=len(params.get("languages", [])) or None,
                    seconds=sum(manifest.get("stage_seconds", {}).values()) or None, stages=stages,
-                   git_commit=commit, local=tracked == "",
+                   git_commit=commit, earlier_commits=earlier_commits(manifest), local=tracked == "",
                    commit_date=_commit_date(run, commit.removesuffix("+dirty")) if commit else None,
                    files=run_files(run), problems=stage_problems(run))
         if (run / "metrics.json").is_file():
@@ -120,6 +120,16 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
             row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def earlier_commits(manifest: dict) -> dict[str, list[str]]:
+    """Commits other than the run's last (git_commit) that stages ran at, each with its stages in order: a run
+    finished in several sittings at different code."""
+    groups = {}
+    for stage, commit in manifest.get("stage_commits", {}).items():
+        if commit and commit != manifest.get("git_commit"):
+            groups.setdefault(commit, []).append(stage)
+    return groups
 
 
 def format_seconds(s) -> str:
@@ -165,6 +175,9 @@ def index_html(table: pd.DataFrame) -> str:
         commit_cell = "–" if not commit else (f"<code>{html.escape(commit[:7])}</code>"
                                              + ("+dirty" if commit.endswith("+dirty") else "")
                                              + (f" {html.escape(r['commit_date'])}" if r.get("commit_date") else ""))
+        earlier = r.get("earlier_commits") if isinstance(r.get("earlier_commits"), dict) else {}
+        commit_cell += "".join(f"<br>{html.escape(', '.join(s[:2] for s in stages))}: <code>{html.escape(c[:7])}</code>"
+                               for c, stages in earlier.items())
         k = r.get("k_percent")
         cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")), _fmt(r.get("languages")),
                  format_seconds(r.get("seconds")), commit_cell, "–" if is_missing(k) else f"{k:g}%",
@@ -205,8 +218,8 @@ def index_html(table: pd.DataFrame) -> str:
         "English): <i>more</i> or <i>less</i> code damage than random damage that hurts general text equally (Holm "
         "p &lt; 0.05), <i>none</i> (no difference detected), <i>no point</i> (every point destroyed or beyond random "
         "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of each "
-        "stage's last sitting (a rerun that keeps finished work is quick); the commit is the code the run used, "
-        "with its date. – means not measured in that run.</p>\n"
+        "stage's last sitting (a rerun that keeps finished work is quick); the commit is the code the run's last "
+        "stage used, with its date, and beneath it the stages that ran at other code. – means not measured in that run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
         + "\n</table>\n" + "\n".join(sections) + "\n"
         + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)

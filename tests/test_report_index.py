@@ -194,3 +194,12 @@ def test_results_table_reads_the_spot_below_its_k_grid_when_every_k_is_destroyed
     # the verdict on the spot reads its whole curve: the intact top-1 point lies on random damage's curve
     assert ablation_tables.verdict(rows, "global", "english") == "none"
     assert "is not distinguishable from random damage" in text
+
+
+def test_the_index_names_the_stages_that_ran_at_other_code(tmp_path):
+    last, older = "b" * 40, "a" * 40
+    write_json(tmp_path / "r" / "manifest.json", {"params": {"model": "m"}, "git_commit": last, "stage_commits": {
+        "01_scoring": older, "02_aggregation": older, "04_ablation": last}})
+    write_json(tmp_path / "r" / "metrics.json", fake_rows())
+    page = index_html(collect(tmp_path))
+    assert "<code>bbbbbbb</code>" in page and "<br>01, 02: <code>aaaaaaa</code>" in page

@@ -190,15 +190,20 @@ def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab:
     return any(destroyed(float(np.mean(losses[s])), vocab) for s in [*code_subsets, *references] if s in losses)
 
 
+def _zero_losses(results, configuration: str) -> list[tuple[dict, dict]]:
+    """(labels, per-item losses) of a configuration's zero-ablation results that measured the loss."""
+    return [(lab, item_losses(f)) for lab, f in results
+            if lab.get("configuration") == configuration and lab["mode"] == "zero" and "loss" in f]
+
+
 def uniform_ks(results, configuration: str, code_subsets, references, vocab: int) -> tuple[set, set]:
     """The k values at which a configuration's random_uniform was measured: (intact, destroyed), a k destroyed where
     any seed is (is_destroyed)."""
     status = {}
-    for lab, f in results:
-        if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL \
-                and lab["mode"] == "zero" and "loss" in f:
+    for lab, losses in _zero_losses(results, configuration):
+        if lab["mask_kind"] == REFERENCE_CONTROL:
             k = lab["k_percent"]
-            status[k] = status.get(k, False) or is_destroyed(item_losses(f), code_subsets, references, vocab)
+            status[k] = status.get(k, False) or is_destroyed(losses, code_subsets, references, vocab)
     return {k for k, d in status.items() if not d}, {k for k, d in status.items() if d}
 
 
@@ -207,8 +212,7 @@ def random_covers(results, configuration: str, code_subsets, references, vocab: 
     non-destroyed point of the masks compared with it, for every reference (matched.random_range_covers)."""
     from .matched import damage_points, pool_seeds, random_range_covers
     base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
-    mine = [(lab, item_losses(f)) for lab, f in results
-            if lab.get("configuration") == configuration and lab["mode"] == "zero" and "loss" in f]
+    mine = _zero_losses(results, configuration)
     per_k = {}
     for lab, losses in mine:
         if lab["mask_kind"] == REFERENCE_CONTROL:

@@ -176,8 +176,8 @@ def index_html(table: pd.DataFrame) -> str:
                                              + ("+dirty" if commit.endswith("+dirty") else "")
                                              + (f" {html.escape(r['commit_date'])}" if r.get("commit_date") else ""))
         earlier = r.get("earlier_commits") if isinstance(r.get("earlier_commits"), dict) else {}
-        commit_cell += "".join(f"<br>{html.escape(', '.join(s[:2] for s in stages))}: <code>{html.escape(c[:7])}</code>"
-                               for c, stages in earlier.items())
+        commit_cell += "".join(f"<br>{html.escape(', '.join(s[:2] for s in stages))}: "
+                               f"<code>{html.escape(c[:7])}</code>" for c, stages in earlier.items())
         k = r.get("k_percent")
         cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")), _fmt(r.get("languages")),
                  format_seconds(r.get("seconds")), commit_cell, "–" if is_missing(k) else f"{k:g}%",
@@ -219,7 +219,8 @@ def index_html(table: pd.DataFrame) -> str:
         "p &lt; 0.05), <i>none</i> (no difference detected), <i>no point</i> (every point destroyed or beyond random "
         "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of each "
         "stage's last sitting (a rerun that keeps finished work is quick); the commit is the code the run's last "
-        "stage used, with its date, and beneath it the stages that ran at other code. – means not measured in that run.</p>\n"
+        "stage used, with its date, and beneath it the stages that ran at other code. – means not measured in that "
+        "run.</p>\n"
         "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
         + "\n</table>\n" + "\n".join(sections) + "\n"
         + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)

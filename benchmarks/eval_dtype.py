@@ -30,11 +30,11 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spot_utils import load_model, score, scoped_parameters  # noqa: E402
-from spot_utils.ablation import ablated, random_uniform  # noqa: E402
-from spot_utils.corpus import load_sequences  # noqa: E402
-from spot_utils.evaluation import item_losses  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
-from spot_utils.selection import select_top_k  # noqa: E402
+from spot_utils.method.ablation import ablated, random_uniform  # noqa: E402
+from spot_utils.data.corpus import load_sequences  # noqa: E402
+from spot_utils.measure.evaluation import item_losses  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
+from spot_utils.method.selection import select_top_k  # noqa: E402
 
 
 def cpu_flags() -> list[str]:

@@ -23,9 +23,9 @@ import torch
 
 from scoring import build, sync  # benchmarks/scoring.py: random real-model shapes and device sync
 
-from spot_utils import losses  # noqa: E402  (scoring puts the repository on sys.path)
-from spot_utils.evaluation import item_losses  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
+from spot_utils.method import losses  # noqa: E402  (scoring puts the repository on sys.path)
+from spot_utils.measure.evaluation import item_losses  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
 
 
 @contextmanager

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The tests that run on a CUDA device (pytest marker `cuda`: tests/test_cuda.py), run there once; the result, with
+# The tests that run on a CUDA device (pytest marker `cuda`: tests/unit/test_cuda.py), run there once; the result, with
 # the torch, CUDA and device it ran on, goes to benchmarks/results/cuda_tests_<device>.txt. Exits with pytest's status.
 #   bash benchmarks/gpu_checks.sh                 # PYTHON=/path/to/python to pick the interpreter
 set -euo pipefail
@@ -18,7 +18,7 @@ tmp=$(mktemp "$out.XXXXXX")
 trap 'rm -f "$tmp"' EXIT
 
 {
-    echo "# tests/test_cuda.py on one CUDA device: bash benchmarks/gpu_checks.sh"
+    echo "# tests/unit/test_cuda.py on one CUDA device: bash benchmarks/gpu_checks.sh"
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')"
     "$PYTHON" -c "
@@ -30,7 +30,7 @@ print('transformers:', transformers.__version__, '| python', platform.python_ver
     echo
 } > "$tmp"
 status=0
-"$PYTHON" -m pytest -q -m cuda -rA -p no:cacheprovider tests/test_cuda.py 2>&1 | tee -a "$tmp" || status=$?
+"$PYTHON" -m pytest -q -m cuda -rA -p no:cacheprovider tests/unit/test_cuda.py 2>&1 | tee -a "$tmp" || status=$?
 mv "$tmp" "$out"
 trap - EXIT
 echo "gpu_checks: wrote $out (pytest exit status $status)"

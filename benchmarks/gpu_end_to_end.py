@@ -30,7 +30,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import stage_runner  # noqa: E402
 from scoring import LLAMA31_8B  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
 
 STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap")
 SMALL = dict(hidden_size=256, intermediate_size=896, num_attention_heads=8, num_key_value_heads=2, vocab_size=8192)
@@ -39,7 +39,7 @@ SMALL = dict(hidden_size=256, intermediate_size=896, num_attention_heads=8, num_
 def save_model(folder: Path, shape: dict, layers: int, dtype: str) -> dict:
     """Build the random model in `dtype` and save it with a byte-level tokenizer; return its sizes."""
     from transformers import AutoModelForCausalLM, LlamaConfig
-    from spot_utils.models import byte_tokenizer
+    from spot_utils.data.models import byte_tokenizer
     tokenizer = byte_tokenizer()
     config = LlamaConfig(**{**shape, "num_hidden_layers": layers}, eos_token_id=tokenizer.eos_token_id,
                          pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.eos_token_id)

@@ -4,7 +4,7 @@
     PYTHONPATH=. python benchmarks/memory.py --repo /path/to/older/checkout --out ...   # the same for other code
 
 A random Llama-shaped model (--hidden, --layers; saved as a local folder) and random per-language scores of its
-decoder layers (written with spot_utils.runs.save_tensors, as stage 01 writes them) are set up once per language
+decoder layers (written with spot_utils.base.run_files.save_tensors, as stage 01 writes them) are set up once per language
 count; each stage then runs in its own process (benchmarks/stage_runner.py), so its peak resident set size is
 its own. Memory independent of the number of languages means: the 9-language peak minus the 2-language peak is
 below one language's scores (4 bytes per scored entry).
@@ -25,9 +25,10 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
 import stage_runner  # noqa: E402
-from spot_utils import runs, scoped_parameters  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
-from spot_utils.params import SCORED_LANGUAGES  # noqa: E402
+from spot_utils import scoped_parameters
+from spot_utils.base import run_files as runs  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
+from spot_utils.experiment.params import SCORED_LANGUAGES  # noqa: E402
 
 STAGES = ("02_aggregation", "03_selection")
 
@@ -35,7 +36,7 @@ STAGES = ("02_aggregation", "03_selection")
 def save_random_llama(folder: Path, hidden: int, layers: int):
     """A random Llama-shaped model (byte tokenizer) saved with save_pretrained; returns the model."""
     from transformers import AutoModelForCausalLM, LlamaConfig
-    from spot_utils.models import byte_tokenizer
+    from spot_utils.data.models import byte_tokenizer
     tokenizer = byte_tokenizer()
     config = LlamaConfig(hidden_size=hidden, intermediate_size=3 * hidden, num_hidden_layers=layers,
                          num_attention_heads=8, num_key_value_heads=4, vocab_size=len(tokenizer),

@@ -24,11 +24,13 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from spot_utils import aggregate, load_model, score, select_top_k, stage  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
-from spot_utils.overlap import jaccard  # noqa: E402
-from spot_utils.params import validate  # noqa: E402
-from spot_utils.runs import load_tensors, save_tensors  # noqa: E402
+from spot_utils import aggregate, load_model, score, select_top_k
+
+from spot_utils.experiment import stage  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
+from spot_utils.analysis.overlap import jaccard  # noqa: E402
+from spot_utils.experiment.params import validate  # noqa: E402
+from spot_utils.base.run_files import load_tensors, save_tensors  # noqa: E402
 
 K_GRID = [0.0001, 0.001, 0.01, 0.1, 0.5, 1.0, 3.0, 5.0]  # the paper's grid (params/full.yaml)
 

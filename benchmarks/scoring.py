@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from spot_utils import load_model, score, scoped_parameters  # noqa: E402
-from spot_utils.io import write_json  # noqa: E402
-from spot_utils.losses import pad_batch, sequence_losses  # noqa: E402
-from spot_utils.scoring import _scoring_state, accumulate, finalize  # noqa: E402
+from spot_utils.base.io import write_json  # noqa: E402
+from spot_utils.method.losses import pad_batch, sequence_losses  # noqa: E402
+from spot_utils.method.scoring import scoring_state, accumulate, finalize  # noqa: E402
 
 LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
                   num_key_value_heads=8, vocab_size=128256, max_position_embeddings=131072, rope_theta=500000.0,
@@ -79,7 +79,7 @@ def sync(device):
 
 def bare_steps(model, params, groups, device):
     """Forward + backward of every batch, grads accumulate in .grad (the training step minus the optimizer)."""
-    with _scoring_state(model, params):
+    with scoring_state(model, params):
         for batch in groups:
             sequence_losses(model, *pad_batch(batch, device))[0].sum().backward()
         sync(device)
@@ -90,7 +90,7 @@ def bare_steps(model, params, groups, device):
 def reference(model, params, seqs, device):
     """Batch 1; after each backward, acc += θ ⊙ grad for every parameter."""
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
-    with _scoring_state(model, params):
+    with scoring_state(model, params):
         for s in seqs:
             sequence_losses(model, *pad_batch([s], device))[0].sum().backward()
             for n, p in params.items():
@@ -156,7 +156,7 @@ def memory_probe(args) -> dict:
                 time.sleep(0.002)
         threading.Thread(target=sample, daemon=True).start()
     if args.probe == "forward":  # activations kept for backward
-        with _scoring_state(model, params):
+        with scoring_state(model, params):
             loss = sequence_losses(model, *pad_batch(batch, args.device))[0].sum()
             sync(args.device)
             del loss

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from spot_utils import select_top_k
-from spot_utils.selection import _CHUNK
+from spot_utils.method.selection import _CHUNK
 
 LAYER = {  # Llama-3.1-8B: hidden 4096, 32 query heads / 8 kv heads of 128, MLP 14336
     "self_attn.q_proj.weight": (4096, 4096), "self_attn.k_proj.weight": (1024, 4096),

@@ -1,14 +1,14 @@
 """spot_utils: find and test the Coding Spot of a causal language model (README.md shows the public API)."""
-from .versions import check_torch
+from .base.versions import check_torch
 
 check_torch()  # before anything below imports torch or transformers
 
-from .ablation import ablated, check_masks_fit, magnitude_per_tensor, random_per_tensor, random_uniform
-from .aggregation import aggregate
-from .masks import counts_per_tensor, load_masks, mask_and, mask_count, mask_minus, mask_or, save_masks
-from .models import load_model
-from .scoring import score, scoped_parameters
-from .selection import code_minus_general, code_over_general, general_reference, select_top_k
+from .data.models import load_model
+from .method.ablation import ablated, check_masks_fit, magnitude_per_tensor, random_per_tensor, random_uniform
+from .method.aggregation import aggregate
+from .method.masks import counts_per_tensor, load_masks, mask_and, mask_count, mask_minus, mask_or, save_masks
+from .method.scoring import scoped_parameters, score
+from .method.selection import code_minus_general, code_over_general, general_reference, select_top_k
 
 __all__ = [
     "load_model", "score", "scoped_parameters", "aggregate", "select_top_k", "ablated", "check_masks_fit",

@@ -5,24 +5,24 @@
 from __future__ import annotations
 
 import argparse
+from importlib.metadata import PackageNotFoundError, version
 import logging
 import os
+from pathlib import Path
 import platform
 import re
 import subprocess
 import sys
 import time
-from importlib.metadata import PackageNotFoundError, version
-from pathlib import Path
 
-from .io import atomic_path, read_json, write_json
-from .params import load_params, preflight
-from .report_index import write_index
-from .paths import REPO_ROOT
-from .runlock import run_lock
-from .render import render_html, render_run
-from .runs import report_dir, run_dir, stage_record_path
-from .stage import STAGES
+from .base.io import atomic_path, read_json, write_json
+from .base.paths import REPO_ROOT
+from .base.run_files import report_dir, run_dir, stage_record_path
+from .base.run_lock import run_lock
+from .experiment.params import load_params, preflight
+from .experiment.stage import STAGES
+from .report.index_page import write_index
+from .report.pages import render_html, render_run
 
 NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ("torch", "transformers", "numpy", "scipy", "pandas", "safetensors", "gguf", "papermill",
@@ -61,7 +61,7 @@ def strip_progress(notebook: Path) -> None:
     """Drop progress-bar fragments (tqdm's stderr text and its widgets) and expected library notices from the
     outputs of an executed notebook, in place: a reader of the report needs the results, not hundreds of partial
     bars. The notices hidden in a cell are counted in one line; other stderr lines (warnings, errors) stay."""
-    import nbformat
+    import nbformat  # deferred: nbformat, only when running or rendering notebooks
     nb = nbformat.read(notebook, as_version=4)
     for cell in nb.cells:
         kept, hidden = [], 0
@@ -104,7 +104,7 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     (a second pipeline on the same run name fails at once). Executed notebooks appear only once complete. The
     manifest gives every stage a status: ok, failed (with its error) or stale (an earlier stage ran after it).
     """
-    import papermill as pm
+    import papermill as pm  # deferred: papermill, only when running notebooks
     expected = _ExpectedPapermillWarnings()
     logging.getLogger("papermill").addFilter(expected)
     params = load_params(params_path)
@@ -132,8 +132,8 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
 def kernel_config():
     """Kernel settings for papermill: CurveZMQ-encrypted connections to the stage's kernel where pyzmq and the
     kernelspec support it (the kernel then no longer warns that it runs over TCP without encryption)."""
-    import zmq
-    from traitlets.config import Config
+    from traitlets.config import Config  # deferred: the kernel client, only when running notebooks
+    import zmq  # deferred: the kernel client, only when running notebooks
     return Config({"KernelManager": {"transport_encryption": "auto"}} if zmq.has("curve") else {})
 
 

@@ -23,8 +23,9 @@ def random_sequences(n, vocab=256, lengths=(5, 17, 9, 30, 2, 12, 23), seed=0):
 def write_stage03_masks(params, scores):
     """The masks stage 04 reads, selected from `scores` as stage 03 would: each configuration's spot and the
     contrastive regions (top-k and top-k/2 of the 2-D matrices) at every k of the grid."""
-    from spot_utils import runs, save_masks, select_top_k
-    from spot_utils.selection import configuration_spot
+    from spot_utils import save_masks, select_top_k
+    from spot_utils.base import run_files as runs
+    from spot_utils.method.selection import configuration_spot
     for k in params["k_grid"]:
         for configuration in params["configurations"]:
             save_masks(runs.mask_path(params, "spot", k, configuration), configuration_spot(scores, k, configuration), {})

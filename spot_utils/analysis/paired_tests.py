@@ -1,0 +1,205 @@
+"""Paired statistics of the ablation results: code and general-text rises with intervals, selectivity, every mask
+against the reference control (random_uniform) of its configuration on the same items, and the damage-matched
+comparison; each against every general-text reference, destroyed points left out, seeded masks pooled over their
+seeds, and every p-value metric Holm-corrected as one family over the run (docs/METHOD.md, Statistical tests;
+Damage-matched comparison)."""
+from __future__ import annotations
+
+from collections import defaultdict
+
+import numpy as np
+import pandas as pd
+
+from . import matched, stats
+from ..measure.metric_groups import METRIC_GROUPS
+from ..method.ablation import CONTROLS, REFERENCE_CONTROL
+from .rows import DESTROYED, row
+
+MIN_WILCOXON_ITEMS = 6  # below this a signed-rank test cannot reach p < 0.05 (two-sided, exact: 2 / 2^n)
+
+
+def _by_subset(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
+    return {s: g.sort_values("item")[column].to_numpy(dtype=float) for s, g in frame.groupby("subset", sort=False)}
+
+
+def _mean_loss_destroyed(losses: dict[str, np.ndarray], subsets, vocab: int) -> bool:
+    return any(matched.destroyed(float(np.mean(losses[s])), vocab) for s in subsets)
+
+
+def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, references, labels: dict, vocab: int,
+              threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
+    """code_rise (mean r over code subsets, subset 'code'; `destroyed` when a code subset is), and per reference
+    general_rise (r on the reference) and selectivity (code_rise / general_rise where both exceed `threshold`), with
+    bootstrap intervals; selectivity of a destroyed point has no value (status 'destroyed'). parts (e.g.
+    {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
+    abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
+    code = [s for s in code_subsets if s in abl]
+    references = [r for r in references if r in abl]
+    code_gone = _mean_loss_destroyed(abl, code, vocab)
+    rows = []
+    for i, ref in enumerate(references):
+        ci = stats.rises_ci(abl, base, code, ref, n_boot=n_boot)
+        (code_rise, c_lo, c_hi), (general_rise, g_lo, g_hi) = ci["code"], ci["general"]
+        gone = code_gone or _mean_loss_destroyed(abl, [ref], vocab)
+        if i == 0:  # the code rise and its interval do not depend on the reference
+            rows.append(row(metric="code_rise", subset="code", value=code_rise, n=len(code), ci_low=c_lo,
+                            ci_high=c_hi, destroyed=code_gone, **labels))
+        rows.append(row(metric="general_rise", subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
+                        ci_low=g_lo, ci_high=g_hi, destroyed=gone, **labels))
+        sel = stats.selectivity(code_rise, general_rise, threshold)
+        if gone:
+            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=None, n=len(code),
+                            destroyed=True, status=DESTROYED, **labels))
+        elif not np.isnan(sel):
+            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
+                            destroyed=False, **labels))
+    for part, members in (parts or {}).items():
+        members = [s for s in members if s in abl]
+        if members and references:
+            value, lo, hi = stats.rises_ci(abl, base, members, references[0], n_boot=n_boot)["code"]
+            rows.append(row(metric="code_rise", subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
+                            ci_high=hi, destroyed=_mean_loss_destroyed(abl, members, vocab), **labels))
+    return rows
+
+
+def group_key(labels: dict) -> tuple:
+    """What identifies a point apart from its seed: configuration, mask kind, k, n (outlier masks) and mode."""
+    return (labels.get("configuration"), labels["mask_kind"], labels.get("k_percent"),
+            labels["n_entries"] if labels["mask_kind"] == "top_entries" else None, labels.get("mode", "zero"))
+
+
+def pooled_results(results) -> list[tuple[dict, dict, list]]:
+    """(labels without seed, {group: per-item frame averaged over seeds item by item}, seeds) per group_key of the
+    ablated entries: a control with several seeds becomes one seed-pooled point."""
+    members = defaultdict(list)
+    for labels, frames in results:
+        if labels["mask_kind"] != "baseline":
+            members[group_key(labels)].append((labels, frames))
+    out = []
+    for entries in members.values():
+        labels = dict(entries[0][0])
+        seeds = [lab.get("seed") for lab, _ in entries]
+        if labels["mask_kind"] in CONTROLS:  # a seeded control: its seeds pooled
+            labels["seed"] = None
+        groups = set.intersection(*(set(f) for _, f in entries))
+        frames = {g: pd.concat([f[g] for _, f in entries]).groupby(["subset", "item"], sort=False)
+                  .mean(numeric_only=True).reset_index() if len(entries) > 1 else entries[0][1][g] for g in groups}
+        out.append((labels, frames, seeds))
+    return out
+
+
+def _reference_key(labels: dict) -> tuple:
+    return labels.get("configuration"), labels.get("k_percent")
+
+
+def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n_boot: int = 1000,
+                parts: dict | None = None, matched_boot: int = 10_000) -> list[dict]:
+    """Every comparison of the ablation results, against each general-text reference (`references`: one subset
+    name or a list):
+
+    * per entry (each seed apart): rise_rows;
+    * per seed-pooled point (pooled_results) against random_uniform of the same configuration and k (pooled over
+      its seeds): selectivity_minus_reference with a paired bootstrap interval, p-value and smallest detectable
+      difference (none where either point is destroyed: status 'destroyed'), and a Wilcoxon signed-rank p-value
+      per subset and item metric where a subset has at least MIN_WILCOXON_ITEMS items;
+    * matched_rows, the damage-matched comparison.
+
+    The p-values are Holm-corrected within each family, i.e. each p-value metric over all masks, configurations,
+    references and subsets of the run (metric p_holm_*)."""
+    references = [references] if isinstance(references, str) else list(references)
+    rows = []
+    for labels, frames in results:
+        if labels["mask_kind"] != "baseline" and "loss" in frames:
+            rows += rise_rows(frames["loss"], baseline["loss"], code_subsets, references, labels, vocab,
+                              n_boot=n_boot, parts=parts)
+    pooled = pooled_results(results)
+    refs = {_reference_key(lab): f for lab, f, _ in pooled if lab["mask_kind"] == REFERENCE_CONTROL
+            and lab.get("mode", "zero") == "zero"}
+    base = _by_subset(baseline["loss"], "loss")
+    for labels, frames, _ in pooled:
+        ref = refs.get(_reference_key(labels))
+        if ref is None or labels["mask_kind"] == REFERENCE_CONTROL:
+            continue
+        ref_labels = dict(labels, control_of=REFERENCE_CONTROL)
+        if "loss" in frames and "loss" in ref:
+            abl, r = _by_subset(frames["loss"], "loss"), _by_subset(ref["loss"], "loss")
+            code = [s for s in code_subsets if s in abl]
+            for general in [g for g in references if g in abl]:
+                where = dict(subset=f"code/{general}", reference=general, n=len(code))
+                if _mean_loss_destroyed(abl, code + [general], vocab) or _mean_loss_destroyed(r, code + [general], vocab):
+                    rows.append(row(metric="selectivity_minus_reference", value=None, destroyed=True, status=DESTROYED,
+                                    **where, **ref_labels))
+                    continue
+                res = stats.selectivity_vs_reference(abl, r, base, code, general, n_boot=n_boot)
+                if not np.isnan(res["diff"]):
+                    rows.append(row(metric="selectivity_minus_reference", value=res["diff"], ci_low=res["ci_low"],
+                                    ci_high=res["ci_high"], destroyed=False, **where, **ref_labels))
+                    rows.append(row(metric="p_selectivity_vs_reference", value=res["p"], **where, **ref_labels))
+                    if not np.isnan(res["se"]):
+                        rows.append(row(metric="mde_selectivity_minus_reference",
+                                        value=matched.minimal_detectable_effect(res["se"]), **where, **ref_labels))
+        for group, frame in frames.items():
+            if group not in ref:
+                continue
+            group_ = METRIC_GROUPS.pick(group)
+            for metric in group_.item_metrics[:1] if group_.loss_like else group_.item_metrics:
+                a, r = _by_subset(frame, metric), _by_subset(ref[group], metric)
+                for subset in a:
+                    if len(a[subset]) >= MIN_WILCOXON_ITEMS:
+                        rows.append(row(metric=f"p_wilcoxon_{metric}", subset=subset, n=len(a[subset]),
+                                        value=stats.wilcoxon_p(a[subset], r[subset]), **ref_labels))
+    rows += matched_rows(results, baseline, code_subsets, references, vocab, n_boot=matched_boot)
+    for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith("p_")):
+        family = [r for r in rows if r["metric"] == metric]
+        for r, adj in zip(family, stats.holm([r["value"] for r in family])):
+            rows.append(dict(r, metric=metric.replace("p_", "p_holm_", 1), value=float(adj)))
+    return rows
+
+
+def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, n_boot: int = 10_000,
+                 seed: int = 0) -> list[dict]:
+    """The damage-matched comparison (matched.matched_excess), per configuration and reference: every zero-mode
+    point of the configuration (seeded masks pooled over their seeds, and, where a control has several seeds at a
+    point, each seed apart for the seed spread; random_uniform's own seeds against its pooled curve) against
+    random_uniform's curve of the configuration.
+    Rows: matched_excess (subset 'code/<reference>', control_of random_uniform; status 'destroyed' or
+    'outside_random_range' and no value where it has none), and for the pooled points p_matched_excess and
+    mde_matched_excess (the smallest difference detectable at α = 0.05 with power 0.8)."""
+    references = [references] if isinstance(references, str) else list(references)
+    base = _by_subset(baseline["loss"], "loss")
+    code = [s for s in code_subsets if s in base]
+    zero = [(lab, f) for lab, f in results if lab["mask_kind"] != "baseline" and lab.get("mode", "zero") == "zero"
+            and "loss" in f]
+    pooled = [(lab, f) for lab, f, _ in pooled_results(zero)]
+    rows = []
+    for configuration in dict.fromkeys(lab.get("configuration") for lab, _ in zero):
+        random = defaultdict(list)
+        for lab, f in zero:
+            if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL:
+                random[lab["k_percent"]].append(_by_subset(f["loss"], "loss"))
+        if not random:
+            continue
+        points = {}  # key -> (labels, item losses, pooled?)
+        for lab, f in pooled:
+            if lab.get("configuration") == configuration and lab["mask_kind"] != REFERENCE_CONTROL:
+                points[("pooled", len(points))] = (lab, _by_subset(f["loss"], "loss"), True)
+        seeds = defaultdict(int)
+        for lab, _ in zero:
+            seeds[group_key(lab)] += 1
+        for lab, f in zero:  # the seed spread: every seed of a control measured with several
+            if lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS and seeds[group_key(lab)] > 1:
+                points[("seed", len(points))] = (lab, _by_subset(f["loss"], "loss"), False)
+        for general in [g for g in references if g in base]:
+            out = matched.matched_excess(base, {key: losses for key, (_, losses, _) in points.items()}, dict(random),
+                                         code, general, vocab, n_boot=n_boot, seed=seed)
+            for res in out:
+                lab, _, is_pooled = points[res["key"]]
+                labels = dict(lab, control_of=REFERENCE_CONTROL, reference=general)
+                where = dict(subset=f"code/{general}", n=res["n"])
+                rows.append(row(metric=matched.METRIC, value=res["value"], ci_low=res["ci_low"], ci_high=res["ci_high"],
+                                destroyed=res["destroyed"], status=res["status"], **where, **labels))
+                if is_pooled and res["p"] is not None:
+                    rows.append(row(metric=f"p_{matched.METRIC}", value=res["p"], **where, **labels))
+                if is_pooled and res["mde"] is not None:
+                    rows.append(row(metric=f"mde_{matched.METRIC}", value=res["mde"], **where, **labels))
+    return rows

@@ -1,0 +1,263 @@
+"""Run parameters: one YAML per run (papermill -f), validated before anything runs.
+
+Keys that name options are checked against the one home of their names (OPTIONS): the criterion, control and
+metric-group tables, the aggregations, scope parts, configurations, ablation modes, benchmarks and languages.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+import re
+
+import yaml
+
+from ..base.paths import REPO_ROOT, resolve_path
+from ..data.eval_sets import MC_BENCHMARKS
+from ..data.models import ACCEPTED, ASSEMBLED, DTYPES, EMBEDDED, TINY_CONFIGS
+from ..data.sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES, SCORED_LANGUAGES, UNSEEN_LANGUAGES
+from ..method.ablation import MODES
+from ..method.aggregation import AGGREGATIONS
+from ..method.scoring import CRITERIA, OVERLONG, SCOPE_PARTS
+from ..method.selection import CONFIGURATIONS
+
+# key -> the names it accepts (a registry is read at validation time: names registered later count)
+OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, "score_include": SCOPE_PARTS,
+           "overlong": OVERLONG, "configurations": CONFIGURATIONS, "ablation_modes": MODES,
+           "mc_benchmarks": MC_BENCHMARKS, "languages": CODE_LANGUAGES, "unseen_languages": CODE_LANGUAGES,
+           "likelihood_languages": CODE_LANGUAGES, "general_language": GENERAL_LANGUAGES,
+           "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES}
+
+
+def _is_str(v):
+    return isinstance(v, str) and v != ""
+
+
+def _is_int(lo):
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _is_list_of(ok):
+    return lambda v: isinstance(v, list) and all(ok(x) for x in v)
+
+
+def _is_k(v):
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 and not math.isnan(v)
+
+
+def _one_of(key):
+    """(check, wants) of a key taking one name of OPTIONS[key]."""
+    return (lambda v: isinstance(v, str) and v in OPTIONS[key]), lambda: f"one of {', '.join(OPTIONS[key])}"
+
+
+def _list_of(key, non_empty=True, first=None):
+    """(check, wants) of a key taking a list of names of OPTIONS[key] (non-empty; starting with `first`)."""
+    def check(v):
+        return (_is_list_of(lambda x: isinstance(x, str) and x in OPTIONS[key])(v) and (len(v) > 0 or not non_empty)
+                and (first is None or v[:1] == [first]))
+    return check, lambda: (("a non-empty list" if non_empty else "a list") + f" from {', '.join(OPTIONS[key])}"
+                           + (f", starting with {first}" if first else ""))
+
+
+# key -> (check, what the check wants: text or a callable giving it, default). Defaults run in seconds on a tiny model + fixture corpus.
+SCHEMA = {
+    "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
+    "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),
+    "dtype": (*_one_of("dtype"), "float32"),
+    "eval_dtype": (lambda v: v is None or v in DTYPES, lambda: "null (the model's dtype) or one of " + ", ".join(DTYPES)
+                   + " (the dtype stage 04 evaluates and ablates the model in)", None),
+    "device": (_is_str, "a torch device such as cpu or cuda", "cpu"),
+    "seed": (_is_int(0), "an integer ≥ 0", 0),
+    "threads": (lambda v: v is None or _is_int(1)(v), "null or an integer ≥ 1", None),
+    "languages": (*_list_of("languages"), list(SCORED_LANGUAGES)),
+    "unseen_languages": (*_list_of("unseen_languages", non_empty=False), list(UNSEEN_LANGUAGES)),
+    "general_language": (*_one_of("general_language"), "english"),
+    "general_eval": (*_list_of("general_eval", non_empty=False), list(GENERAL_LANGUAGES)),
+    "general_references": (*_list_of("general_references"), ["english", "english_modern"]),  # each in general_eval
+    "corpus_source": (lambda v: v is None or _is_str(v), "null (offline packages), a folder with a subfolder or "
+                      "<language>.jsonl per language, a .jsonl file or hf:<dataset> (rows with a language field)",
+                      "tests/fixtures/corpus"),
+    "eval_fraction": (lambda v: isinstance(v, float) and 0 < v < 1, "a fraction in (0, 1)", 0.34),
+    "n_score_sequences": (_is_int(1), "an integer ≥ 1", 4),
+    "max_len": (_is_int(2), "an integer ≥ 2", 64),
+    "batch_size": (_is_int(1), "an integer ≥ 1", 4),
+    "criterion": (*_one_of("criterion"), "grad_x_weight"),
+    "aggregation": (*_one_of("aggregation"), "sum_abs"),
+    "configurations": (*_list_of("configurations"), list(CONFIGURATIONS)),
+    "k_grid": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, "a non-empty list of k in (0, 100) (percent)",
+               [0.1, 1.0, 5.0]),
+    "k_detail": (_is_k, "a k in (0, 100) at which controls run", 1.0),
+    "n_eval_sequences": (_is_int(1), "an integer ≥ 1", 2),
+    "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
+    "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
+    "score_include": (*_list_of("score_include"), ["decoder_layers"]),
+    "overlong": (*_one_of("overlong"), "chunk"),  # sequences longer than max_len
+    "checkpoint_every": (lambda v: v is None or _is_int(1)(v), "null (no checkpoints) or an integer ≥ 1 "
+                         "(sequences between scoring checkpoints)", None),
+    "score_dtype": (lambda v: v in ("float32", "bfloat16"), "float32 or bfloat16 (dtype of the score files on disk; "
+                    "scores always accumulate in float32)", "float32"),
+    # overlap statistics (stage 05)
+    "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
+    # ablation controls, uncertainty, benchmarks, k-sweep (stage 04)
+    "ablation_modes": (*_list_of("ablation_modes", first="zero"), ["zero"]),  # zero first: the paper's
+    "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at the headline k values, the first of "
+                        "random_seeds; one seed elsewhere)", 3),
+    "every_k": (lambda v: isinstance(v, bool), "true / false: every control with all its seeds, spot_norms and "
+                "code_minus_general at every k instead of the headline k values only; likelihood and multiple "
+                "choice at every k instead of k_detail only", False),
+    "random_extension_k": (_is_list_of(_is_k), "a list of k in (0, 100) (percent) random_uniform may be extended to, "
+                           "ascending, until its curve covers the points compared with it", [2.0, 5.0, 10.0, 20.0, 50.0]),
+    "matched_bootstrap_samples": (_is_int(100), "an integer ≥ 100 (replicates of the damage-matched bootstrap)",
+                                  10000),
+    "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),
+    "cross_ablation_sequences": (_is_int(0), "an integer ≥ 0 (eval sequences per language for the cross-ablation "
+                                 "matrix at k_detail; 0: off)", 2),
+    "likelihood_items": (_is_int(0), "an integer ≥ 0 (HumanEval / MBPP / multilingual MBPP reference solutions; "
+                         "0: off)", 0),
+    "likelihood_languages": (lambda v: v is None or _list_of("likelihood_languages", non_empty=False)[0](v),
+                             lambda: "null (every code language of the run) or a list (multilingual MBPP) from "
+                             + ", ".join(OPTIONS["likelihood_languages"]), None),
+    "likelihood_max_len": (_is_int(8), "an integer ≥ 8 (token cap of prompt + reference solution)", 512),
+    "mc_benchmarks": (*_list_of("mc_benchmarks", non_empty=False), []),
+    "mc_items": (_is_int(1), "an integer ≥ 1 (items per multiple-choice benchmark, a seeded subsample)", 50),
+    "mc_batch_size": (_is_int(1), "an integer ≥ 1", 16),
+    "generation": (lambda v: isinstance(v, bool), "true / false: HumanEval and MBPP pass@1 (GPU runs)", False),
+    "gsm8k_items": (_is_int(0), "an integer ≥ 0 (GSM8K problems, greedy 8-shot exact match; 0: off — for models "
+                    "big enough)", 0),
+    "generation_items": (lambda v: v is None or _is_int(1)(v), "null (all: 164 HumanEval, 500 MBPP) or an integer ≥ 1",
+                         None),
+    "generation_max_new_tokens": (_is_int(1), "an integer ≥ 1", 512),
+    "generation_batch_size": (_is_int(1), "an integer ≥ 1", 8),
+    "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
+                     "seconds > 0 (wall clock per executed completion)", 10.0),
+    "bootstrap_samples": (_is_int(100), "an integer ≥ 100", 1000),
+}
+DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
+
+
+def validate(params: dict) -> dict:
+    """Check every key and value; unknown keys and bad values raise one error listing all problems."""
+    problems = [f"unknown key {k!r} (known: {', '.join(SCHEMA)})" for k in params if k not in SCHEMA]
+    merged = {**DEFAULTS, **{k: v for k, v in params.items() if k in SCHEMA}}
+    for key, value in merged.items():
+        check, wants = SCHEMA[key][:2]
+        if not check(value):
+            problems.append(f"{key}: {value!r} is not {wants() if callable(wants) else wants}")
+    if not problems:
+        if merged["general_language"] not in merged["general_eval"]:
+            problems.append("general_eval must include general_language")
+        outside = [r for r in merged["general_references"] if r not in merged["general_eval"]]
+        if outside:
+            problems.append(f"general_references {outside} must be evaluated: add them to general_eval")
+        if merged["n_uniform_seeds"] > len(merged["random_seeds"]):
+            problems.append(f"n_uniform_seeds {merged['n_uniform_seeds']} exceeds the {len(merged['random_seeds'])} "
+                            "random_seeds")
+        if merged["k_detail"] not in merged["k_grid"]:
+            problems.append(f"k_detail {merged['k_detail']} must be one of k_grid {merged['k_grid']}")
+        if "julia" in merged["languages"] + merged["unseen_languages"] and merged["corpus_source"] is None:
+            problems.append("julia has no offline source: set corpus_source to a folder holding julia/")
+        for key in ("languages", "unseen_languages", "general_eval", "general_references", "configurations", "k_grid",
+                    "random_seeds", "random_extension_k"):
+            repeated = sorted({x for x in merged[key] if merged[key].count(x) > 1}, key=str)
+            if repeated:
+                problems.append(f"{key}: {repeated} listed more than once")
+        overlap = set(merged["languages"]) & set(merged["unseen_languages"])
+        if overlap:
+            problems.append(f"languages and unseen_languages overlap: {sorted(overlap)}")
+    if problems:
+        raise ValueError("invalid parameters:\n  " + "\n  ".join(problems))
+    return merged
+
+
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """SafeLoader that refuses a key given twice in one mapping (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} given twice (first on line {seen[key] + 1})", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep)
+
+
+def load_params(path: str | Path) -> dict:
+    """Read and validate a params YAML file (duplicate keys, an empty file and parse errors name the file)."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path}")
+    try:
+        data = yaml.load(path.read_text(encoding="utf-8"), Loader=_UniqueKeyLoader)
+    except yaml.MarkedYAMLError as e:
+        mark = e.problem_mark or e.context_mark
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark else str(path)
+        raise ValueError(f"{where}: invalid YAML: {e.problem or e.context}") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise ValueError(f"{path}: invalid YAML: {e}") from None
+    if data is None:
+        raise ValueError(f"{path} is empty: a params file names at least run_name (see params/tiny.yaml)")
+    if not isinstance(data, dict):
+        raise ValueError(f"{path}: expected a mapping of parameter names to values")
+    try:
+        return validate(data)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from None
+
+
+def resolve_model(spec: str) -> str:
+    """The model spec load_model should get: a path (a .gguf, or a folder that exists) relative to the repository
+    root made absolute, like corpus_source; names (random:..., embedded, hub ids) unchanged."""
+    if spec.startswith("random:"):
+        return spec
+    path = resolve_path(spec)
+    return str(path) if spec.endswith(".gguf") or path.exists() or Path(spec).is_absolute() else spec
+
+
+def _model_problem(spec: str) -> str | None:
+    if spec.startswith("random:"):
+        name = spec.removeprefix("random:")
+        return None if name in TINY_CONFIGS else f"model: unknown random model {name!r}; accepted: {sorted(TINY_CONFIGS)}"
+    if spec in EMBEDDED or spec in ASSEMBLED:
+        return None
+    path = Path(resolve_model(spec))
+    if spec.endswith(".gguf"):
+        return None if path.is_file() else f"model: GGUF file {path} not found"
+    if path.is_dir():
+        return None if (path / "config.json").is_file() else \
+            f"model: folder {path} has no config.json (expected a folder written by save_pretrained)"
+    if path.is_absolute() and path.exists():
+        return f"model: {path} is neither a model folder nor a .gguf file"
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
+        return None  # a hub id (resolved when the model loads)
+    return f"model: {spec!r} is not a local path ({path} does not exist) nor a known name; accepted: {ACCEPTED}"
+
+
+def corpus_languages(params: dict) -> list[str]:
+    """Every language whose corpus a run reads: scored, unseen and general-text ones."""
+    return list(dict.fromkeys(params["languages"] + params["unseen_languages"] + params["general_eval"]))
+
+
+def preflight(params: dict) -> None:
+    """Check what the validated params refer to before a run writes anything: the model spec resolves, and a
+    corpus_source folder holds a corpus per language (a <language>/ folder or <language>.jsonl). One error
+    lists every problem."""
+    problems = [p for p in [_model_problem(params["model"])] if p]
+    source = params["corpus_source"]
+    if source is not None and not source.startswith("hf:"):
+        root = resolve_path(source)
+        if not root.exists():
+            problems.append(f"corpus_source: {root} does not exist")
+        elif root.is_dir():
+            missing = [lang for lang in corpus_languages(params)
+                       if not (root / lang).is_dir() and not (root / f"{lang}.jsonl").is_file()]
+            if missing:
+                problems.append(f"corpus_source: {root} has no corpus for {missing} (expected a folder per language)")
+    if problems:
+        raise ValueError(f"run {params['run_name']!r} cannot start:\n  " + "\n  ".join(problems))
+
+
+def from_notebook(namespace: dict, names_before: set) -> dict:
+    """Validate the parameters a notebook received: names defined since `names_before` that are not private."""
+    given = {k: v for k, v in namespace.items() if k not in names_before and not k.startswith("_")}
+    return validate(given)

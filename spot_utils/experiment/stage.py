@@ -1,0 +1,78 @@
+"""Glue shared by the stage notebooks: parameters, seeds, threads, the model and the sequences of a run."""
+from __future__ import annotations
+
+import json
+import platform
+import random
+import time
+
+import numpy as np
+import pandas as pd
+import torch
+
+from ..base.io import write_json
+from ..base.paths import shown
+from ..base.run_files import run_dir, stage_record_path
+from ..data import corpus
+from ..data.models import load_model
+from .params import from_notebook, resolve_model
+
+STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore")
+NEEDS = {"02_aggregation": ("01_scoring",), "03_selection": ("01_scoring", "02_aggregation"),
+         "04_ablation": ("02_aggregation", "03_selection"), "05_overlap": ("01_scoring", "03_selection")}
+
+
+def check_inputs(params: dict, stage: str) -> None:
+    """Fail before any work when a stage this one reads from has not finished for the run (its record in
+    runs/<run>/<stage>.json is written last), naming the stage to run first."""
+    missing = [s for s in NEEDS.get(stage, ()) if not (run_dir(params) / f"{s}.json").is_file()]
+    if missing:
+        raise FileNotFoundError(
+            f"stage {stage} of run '{params['run_name']}' reads the outputs of {', '.join(missing)}, which are missing "
+            f"from {shown(run_dir(params))}: run notebooks/{missing[0]}.ipynb with run_name = '{params['run_name']}' first "
+            f"(or `python -m spot_utils.pipeline <params file> --stages {' '.join(missing)}`)")
+
+
+def start(namespace: dict, names_before: set, stage: str) -> dict:
+    """Validate the notebook's parameters, check that earlier stages finished, seed everything, set threads;
+    print what a reader needs."""
+    params = from_notebook(namespace, names_before)
+    check_inputs(params, stage)
+    pd.set_option("display.max_colwidth", None)  # tables show whole labels (the checks' wording)
+    if params["threads"]:
+        torch.set_num_threads(params["threads"])
+    random.seed(params["seed"])
+    np.random.seed(params["seed"])
+    torch.manual_seed(params["seed"])
+    run_dir(params).mkdir(parents=True, exist_ok=True)
+    params["_stage"], params["_started"] = stage, time.perf_counter()
+    print(f"stage {stage} · run {params['run_name']} · model {params['model']} · seed {params['seed']} · "
+          f"torch {torch.__version__} · {torch.get_num_threads()} threads · device {params['device']}")
+    return params
+
+
+def finish(params: dict, **info) -> None:
+    """Record what this stage saw (device, threads, seconds, input hashes) for the run manifest."""
+    record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
+                  device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
+                  python=platform.python_version(), sequences=params.get("_sequences", {}), **info)
+    write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
+    print(f"stage {params['_stage']} finished in {record['seconds']} s")
+
+
+def model_for(params: dict, dtype: str | None = None):
+    """(model, tokenizer) of the run, in its dtype (or `dtype`) on its device (a relative model path from the
+    repository root)."""
+    return load_model(resolve_model(params["model"]), dtype=dtype or params["dtype"], device=params["device"])
+
+
+def sequences(params: dict, tokenizer, languages, split: str, n: int, max_len: int) -> dict[str, list[torch.Tensor]]:
+    """n token sequences of at most max_len tokens per language from the run's corpus `split`; what was drawn
+    (sampling, files used, short files left out, corpus hash) goes into the stage record (`finish`)."""
+    out = {}
+    for lang in languages:
+        out[lang] = corpus.load_sequences(lang, split, tokenizer, n=n, max_len=max_len, seed=params["seed"],
+                                          source=corpus.language_source(params["corpus_source"], lang),
+                                          eval_fraction=params["eval_fraction"])
+        params.setdefault("_sequences", {})[f"{split}/{lang}"] = out[lang].info
+    return out

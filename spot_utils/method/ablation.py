@@ -1,0 +1,163 @@
+"""Switching masked parameters off in place, restoring them bit-exactly, and the control masks: the table of
+controls (CONTROLS) is the one home of the masks stage 04 ablates beside the spot to tell specific damage from
+damage of the same size (docs/METHOD.md, Controls)."""
+from __future__ import annotations
+
+from contextlib import contextmanager
+from dataclasses import dataclass
+import hashlib
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..base.registry import Registry
+from .scoring import clean_name
+from .selection import top_count
+
+MODES = ("zero", "mean", "noise")
+
+
+def _named_parameters(model) -> dict[str, torch.nn.Parameter]:
+    return {clean_name(n): p for n, p in model.named_parameters()}
+
+
+def check_masks_fit(model, masks: dict[str, torch.Tensor]) -> None:
+    """Raise, naming the first offender, if a mask's name or shape does not fit the model."""
+    params = _named_parameters(model)
+    for n, m in masks.items():
+        if n not in params:
+            raise KeyError(f"mask for {n!r}: the model has no such parameter")
+        if tuple(m.shape) != tuple(params[n].shape):
+            raise ValueError(f"mask for {n!r} has shape {tuple(m.shape)}, the parameter has {tuple(params[n].shape)}")
+        if m.dtype != torch.bool:
+            raise TypeError(f"mask for {n!r} must be torch.bool, got {m.dtype}")
+
+
+def _seed_for(seed: int, name: str) -> int:
+    return int.from_bytes(hashlib.sha256(f"{seed}:{name}".encode()).digest()[:8], "little") & (2**63 - 1)
+
+
+def _replacement(p: torch.Tensor, index: torch.Tensor, mode: str, seed: int, name: str) -> torch.Tensor:
+    """Values written at the masked entries: 0, the tensor's mean, or mean + std · ε (ε seeded by seed and name)."""
+    if mode == "zero":
+        return torch.zeros(len(index), dtype=p.dtype, device=p.device)
+    whole = p.detach().float()
+    mu, sigma = whole.mean(), whole.std()
+    if mode == "mean":
+        return mu.expand(len(index)).to(p.dtype)
+    gen = torch.Generator().manual_seed(_seed_for(seed, name))
+    eps = torch.randn(len(index), generator=gen).to(p.device)
+    return (mu + sigma * eps).to(p.dtype)
+
+
+@contextmanager
+def ablated(model, masks: dict[str, torch.Tensor], mode: str = "zero", seed: int = 0):
+    """Overwrite the masked entries in place (zero / mean / noise); restore them bit-exactly on exit.
+
+    Only the masked entries are saved, never a copy of the model. Masks are checked against the model
+    before anything is touched.
+    """
+    if mode not in MODES:
+        raise ValueError(f"unknown ablation mode {mode!r}; accepted: {MODES}")
+    check_masks_fit(model, masks)
+    params = _named_parameters(model)
+    saved = []
+    try:
+        with torch.no_grad():
+            for n, m in masks.items():
+                p = params[n]
+                flat = p.data.view(-1)
+                index = m.reshape(-1).nonzero().squeeze(1).to(p.device)
+                if len(index) == 0:
+                    continue
+                saved.append((flat, index, flat[index].clone()))
+                flat[index] = _replacement(p, index, mode, seed, n)
+        yield model
+    finally:
+        with torch.no_grad():
+            for flat, index, values in reversed(saved):
+                flat[index] = values
+
+
+def random_per_tensor(like: dict[str, torch.Tensor], seed: int) -> dict[str, torch.Tensor]:
+    """Random masks with the same count as `like` in every tensor (uniform within each tensor)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for n, m in like.items():
+        mask = torch.zeros(m.numel(), dtype=torch.bool)
+        mask[torch.randperm(m.numel(), generator=gen)[: int(m.sum())]] = True
+        out[n] = mask.view(m.shape)
+    return out
+
+
+def random_uniform(like: dict[str, torch.Tensor], seed: int, shapes: dict[str, tuple] | None = None) -> dict[str, torch.Tensor]:
+    """Random mask with `like`'s total count spread uniformly over all entries of `shapes` (default: like's)."""
+    shapes = shapes or {n: tuple(m.shape) for n, m in like.items()}
+    return random_uniform_of(int(sum(int(m.sum()) for m in like.values())), seed, shapes)
+
+
+def random_uniform_of(total: int, seed: int, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
+    """`total` entries drawn uniformly over all entries of `shapes`: the count per tensor from a multivariate
+    hypergeometric, then a random set within each tensor (seeded)."""
+    sizes = np.array([int(np.prod(s)) for s in shapes.values()], dtype=np.int64)
+    counts = np.random.default_rng(seed).multivariate_hypergeometric(sizes, total)
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for (n, shape), size, c in zip(shapes.items(), sizes, counts):
+        mask = torch.zeros(int(size), dtype=torch.bool)
+        mask[torch.randperm(int(size), generator=gen)[: int(c)]] = True
+        out[n] = mask.view(shape)
+    return out
+
+
+def magnitude_per_tensor(model, like: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Top-|θ| masks with `like`'s count in every tensor: the magnitude control. (Stage 03's magnitude_global, the
+    global top-k |θ|, is a reference region for the overlaps and the mask modes, never ablated as a control.)"""
+    params = _named_parameters(model)
+    return {n: top_count(params[n].detach().float().abs().cpu(), int(m.sum())) for n, m in like.items()}
+
+
+@dataclass(frozen=True)
+class Control:
+    """A control mask of the ablation experiment, built in memory from the spot it controls.
+
+    build(spot, seed, model, shapes): boolean masks (seed is None for an unseeded control; shapes: name -> shape of
+    every scoped tensor); matched_on: what it shares with the spot, checked by controls_match ('per_tensor': the
+    count of every tensor, 'total': the total count, None: nothing); seeds: 'uniform' (the first n_uniform_seeds of
+    random_seeds), 'all' (every random seed) or None (one unseeded mask); every_k: at every k of the grid (else at
+    k_detail only, or every k with every_k).
+    """
+    build: Callable
+    matched_on: str | None
+    seeds: str | None = None
+    every_k: bool = False
+
+
+MATCHED_ON = ("per_tensor", "total", None)
+CONTROL_SEEDS = ("uniform", "all", None)
+CONTROLS = Registry("control mask")
+REFERENCE_CONTROL = "random_uniform"  # every other mask is tested against it (paired tests, Holm per family)
+
+
+def register_control(name: str, *, build: Callable, matched_on: str | None, seeds: str | None = None,
+                     every_k: bool = False) -> Control:
+    """Add a control mask under `name` (see Control); refused without a callable builder."""
+    if not callable(build):
+        raise ValueError(f"control {name!r} has no implementation: build= must be callable")
+    if matched_on not in MATCHED_ON:
+        raise ValueError(f"control {name!r}: matched_on must be one of {MATCHED_ON}, got {matched_on!r}")
+    if seeds not in CONTROL_SEEDS:
+        raise ValueError(f"control {name!r}: seeds must be one of {CONTROL_SEEDS}, got {seeds!r}")
+    entry = Control(build, matched_on, seeds, bool(every_k))
+    CONTROLS.add(name, entry)
+    return entry
+
+
+# registry order is plan order: random_uniform, then (at k_detail) random per tensor and magnitude
+register_control("random_uniform", build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),
+                 matched_on="total", seeds="uniform", every_k=True)
+register_control("random", build=lambda spot, seed, model, shapes: random_per_tensor(spot, seed),
+                 matched_on="per_tensor", seeds="all")
+register_control("magnitude", build=lambda spot, seed, model, shapes: magnitude_per_tensor(model, spot),
+                 matched_on="per_tensor")

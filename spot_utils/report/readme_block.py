@@ -1,0 +1,134 @@
+"""The README's results block (docs/METHOD.md, Damage-matched comparison), rendered from the committed reports it
+names: per model and configuration, the mask kinds at the points the verdicts read, and the verdicts."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from ..analysis.rows import format_rise, to_frame
+from ..base.io import read_json, write_text
+from ..base.paths import REPORTS_DIR
+from ..experiment.ablation_plan import OUTLIERS
+from .tables import conclusion, model_verdict, reference_label
+
+README_KINDS = ("spot", "magnitude", "random", "random_uniform", "code_over_general", "code_minus_general")
+README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
+
+
+def _configuration_column(df: pd.DataFrame) -> pd.Series:
+    return df.configuration.fillna(df.granularity) if df.configuration.notna().any() else df.granularity
+
+
+def _references(df: pd.DataFrame) -> list[str]:
+    """The run's general-text references, in the order its rows give them (older runs: the general_rise subsets)."""
+    refs = list(dict.fromkeys(df.reference.dropna()))
+    return refs or list(dict.fromkeys(df[df.metric == "general_rise"].subset.dropna()))
+
+
+def headline_points(df: pd.DataFrame, configuration: str) -> list[tuple[str, float]]:
+    """Where the README reads a configuration: the smallest point of the spot's curve with no destroyed loss subset
+    (its outlier masks, the top n entries, come before its k grid: ('top', n) or ('k', k)), and k = 1% where
+    measured."""
+    loss = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero") & (df.metric == "loss")]
+
+    def intact(kind, by):
+        return sorted(v for v, g in loss[loss.mask_kind == kind].groupby(by)
+                      if not g.destroyed.fillna(False).astype(bool).any())
+    first = [("top", n) for n in intact(OUTLIERS, "n_entries")] + [("k", k) for k in intact("spot", "k_percent")]
+    one = [("k", 1.0)] if 1.0 in set(loss[loss.mask_kind == "spot"].k_percent) else []
+    return list(dict.fromkeys(first[:1] + one))
+
+
+def _rise_cell(values: pd.Series, gone: pd.Series) -> str:
+    if not len(values.dropna()):
+        return "–"
+    text = format_rise(values.mean())
+    if len(values) > 1:
+        text += f" ({format_rise(values.min())} … {format_rise(values.max())})"
+    return text + (" †" if gone.fillna(False).astype(bool).any() else "")
+
+
+def _excess_cell(df: pd.DataFrame, ref: str) -> str:
+    me = df[(df.metric == "matched_excess") & (df.reference == ref) & df.seed.isna()]
+    if not len(me):
+        return "–"
+    r = me.iloc[0]
+    if pd.isna(r.value):
+        return str(r.status).replace("_", " ")
+    p = df[(df.metric == "p_holm_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    mde = df[(df.metric == "mde_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    return (f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
+            + (f"; detectable ≥ {mde.iloc[0]:.2f}" if len(mde) else ""))
+
+
+def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
+    """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
+    configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%,
+    every mask kind of README_KINDS with its code rise, general rise per reference (seeded controls: mean and range
+    over seeds; † destroyed), and its matched excess against each reference with 95% interval and Holm p; then a
+    verdict per model and configuration (ablation_tables.conclusion), computed from the numbers."""
+    out = []
+    for run in runs:
+        df = to_frame(read_json(Path(reports_dir) / run / "metrics.json"))
+        df = df.assign(conf=_configuration_column(df))
+        refs = _references(df)
+        model = next(iter(df.model.dropna()), run)
+        out.append(f"**{model}** (`reports/{run}/`)\n")
+        for configuration in [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]:
+            zero = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero")]
+            head = ["k", "mask", "code rise"] + [f"{reference_label(r)} rise" for r in refs] + \
+                [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
+            lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
+            for where, at_value in headline_points(df, configuration):
+                for kind in ("spot",) if where == "top" else README_KINDS:  # no control is ablated at a top-n point
+                    if where == "top":  # the spot's curve below its k grid: the top n entries alone
+                        at = zero[(zero.mask_kind == OUTLIERS) & (zero.n_entries == at_value)]
+                        point, label = f"top {at_value:g}", f"spot (top {at_value:g} entries)"
+                    else:
+                        at = zero[(zero.k_percent == at_value) & (zero.mask_kind == kind)]
+                        point, label = f"{at_value:g}%", kind
+                    if not len(at):
+                        continue
+                    code = at[(at.metric == "code_rise") & (at.subset == "code")]
+                    cells = [point, label, _rise_cell(code.value, code.destroyed)]
+                    for r in refs:
+                        g = at[(at.metric == "general_rise") & ((at.reference == r) | (at.reference.isna() & (at.subset == r)))]
+                        cells.append(_rise_cell(g.value, g.destroyed))
+                    cells += [_excess_cell(at, r) for r in refs]
+                    lines.append("| " + " | ".join(cells) + " |")
+            out.append("\n".join(lines) + "\n")
+            if (df.metric == "matched_excess").any():
+                out.append(conclusion(df, configuration, refs) + "\n")
+        configurations = [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]
+        if not (df.metric == "matched_excess").any():
+            out.append(f"{model}: this run predates the damage-matched comparison and records no destroyed points "
+                       "(its first k is its smallest, destroyed or not): no verdict.\n")
+        else:
+            out.append("**Verdict.** " + model_verdict(df, configurations, refs, model) + "\n")
+    out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages), zero "
+               "ablation; seeded controls: mean over seeds (range). † destroyed: a loss at or above ln |V|, left out "
+               "of every comparison. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "
+               "general-text damage, with the smallest excess the run detects at α = 0.05 and power 0.8 "
+               "(docs/METHOD.md, Damage-matched comparison).\n")
+    return "\n".join(out)
+
+
+def readme_block(readme: str) -> tuple[list[str], str]:
+    """(the runs named by the README's results block, the block's current text)."""
+    start = readme.index(README_BEGIN)
+    head_end = readme.index("-->", start) + 3
+    runs = readme[start + len(README_BEGIN): head_end - 3].split()
+    return runs, readme[head_end: readme.index(README_END, head_end)].strip("\n")
+
+
+def update_readme(path: str | Path, reports_dir: str | Path = REPORTS_DIR) -> Path:
+    """Rewrite the README's results block from the reports it names (atomically)."""
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    runs, old = readme_block(text)
+    start = text.index(README_BEGIN)
+    head_end = text.index("-->", start) + 3
+    end = text.index(README_END, head_end)
+    write_text(path, text[:head_end] + "\n" + results_table(runs, reports_dir) + "\n" + text[end:])
+    return path

@@ -1,0 +1,192 @@
+"""Extension points are one-place changes: a criterion, a control mask and a metric group registered from this file
+alone run through the tiny pipeline's stage code (score, aggregate, select, plan, ablate and evaluate, paired
+tests); names without an implementation are refused and unknown names fail with the table's names."""
+import json
+import re
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import torch
+
+from conftest import random_sequences
+from spot_utils import aggregate, ablated, mask_count, save_masks, score, scoped_parameters
+from spot_utils.method.ablation import CONTROLS, register_control
+from spot_utils.experiment.ablation_loop import ablate_and_evaluate
+from spot_utils.experiment.ablation_plan import controls_match, mask_plan, plan_metrics
+from spot_utils.measure.metric_groups import METRIC_GROUPS, Evaluation, build_evaluators, register_metric_group
+from spot_utils.analysis.paired_tests import paired_rows
+from spot_utils.experiment.params import OPTIONS, validate
+from spot_utils.method.scoring import CRITERIA, register_criterion
+from spot_utils.method.selection import code_minus_general, code_over_general, configuration_spot, general_reference
+
+ROOT = Path(__file__).resolve().parents[2]
+CODE = ["go", "rust"]
+
+
+@pytest.fixture
+def registered():
+    """Register a toy entry in each table for one test; remove them afterwards."""
+    added = []
+
+    def add(table, register, name, **kwargs):
+        register(name, **kwargs)
+        added.append((table, name))
+    yield add
+    for table, name in added:
+        table.pop(name, None)
+
+
+def abs_grad(acc, g, p):
+    acc.add_(g.float().abs())
+
+
+def first_entries(spot, seed, model, shapes):
+    """Toy control: the first entries of every tensor, as many as the spot holds there."""
+    out = {}
+    for n, m in spot.items():
+        mask = torch.zeros(m.numel(), dtype=torch.bool)
+        mask[: int(m.sum())] = True
+        out[n] = mask.view(m.shape)
+    return out
+
+
+def confidence_group(params, model, tokenizer, loss_subsets, work_dir):
+    """Toy metric group: mean top-1 probability of the next token per held-out sequence."""
+    def run():
+        rows = []
+        with torch.no_grad():
+            for subset, seqs in loss_subsets.items():
+                for i, s in enumerate(seqs):
+                    probs = model(input_ids=s[None].long()).logits[0, :-1].float().softmax(-1)
+                    rows.append(dict(subset=subset, item=i, confidence=float(probs.max(-1).values.mean())))
+        return pd.DataFrame(rows)
+    return Evaluation(run, {s: len(v) for s, v in loss_subsets.items()})
+
+
+def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(registered, llama, tmp_path,
+                                                                                 monkeypatch):
+    import spot_utils.base.run_files as runs
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
+    registered(CRITERIA, register_criterion, "toy_abs_grad", fold=abs_grad, per_sequence=True)
+    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    registered(METRIC_GROUPS, register_metric_group, "toy_confidence", build=confidence_group,
+               item_metrics=("confidence",), cost="heavy")
+    model, tok = llama
+    params = validate(dict(run_name="toy", criterion="toy_abs_grad", k_grid=[1.0, 5.0], k_detail=5.0,
+                           random_seeds=[0], n_uniform_seeds=1, batch_size=3, bootstrap_samples=100,
+                           configurations=["global"]))
+
+    # stage 01: the new criterion against a naive batch-1 reference
+    seqs = {lang: random_sequences(4, seed=i) for i, lang in enumerate(CODE + ["english"])}
+    scores = {lang: score(model, s, criterion=params["criterion"], batch_size=params["batch_size"])
+              for lang, s in seqs.items()}
+    scoped = scoped_parameters(model)
+    ref = {n: torch.zeros(p.shape) for n, p in scoped.items()}
+    for s in seqs["go"]:
+        loss = torch.nn.functional.cross_entropy(model(input_ids=s[None]).logits[0, :-1].float(), s[1:])
+        for n, g in zip(scoped, torch.autograd.grad(loss, list(scoped.values()))):
+            ref[n] += g.float().abs()
+    for n in ref:
+        torch.testing.assert_close(scores["go"][n], ref[n], rtol=1e-4, atol=1e-7)
+
+    # stages 02-03: aggregate and the masks stage 04 reads
+    A = aggregate({lang: scores[lang] for lang in CODE}, params["aggregation"])
+    G = general_reference(scores["english"], len(CODE), params["aggregation"])
+    for k in params["k_grid"]:
+        save_masks(runs.mask_path(params, "spot", k, "global"), configuration_spot(A, k, "global"), {})
+        save_masks(runs.mask_path(params, "code_over_general", k), code_over_general(A, G, k), {})
+        save_masks(runs.mask_path(params, "code_minus_general", k), code_minus_general(A, G, k), {})
+
+    # stage 04: the control is planned at k_detail only and matched per tensor; the metric group is heavy
+    plan = list(mask_plan(params, model))
+    toy = [(lab, m) for lab, m in plan if lab["mask_kind"] == "toy_first"]
+    assert [lab["k_percent"] for lab, _ in toy] == [5.0] and toy[0][0]["control_of"] == "spot"
+    assert controls_match(plan)
+    assert "toy_confidence" in plan_metrics(dict(mask_kind="spot", k_percent=5.0), params)
+    assert "toy_confidence" not in plan_metrics(toy[0][0], params)
+    subsets = {lang: random_sequences(6, seed=10 + i) for i, lang in enumerate(CODE + ["english"])}  # 6: Wilcoxon
+    ev = build_evaluators(params, model, tok, subsets, tmp_path)
+    assert list(ev.groups) == ["loss", "toy_confidence"]
+    rows, results, baseline = ablate_and_evaluate(model, plan, ev, params)
+    rows += paired_rows(results, baseline, CODE, "english", 10_000, n_boot=100, matched_boot=200)
+    df = pd.DataFrame(rows)
+    conf = df[df.metric == "confidence"]
+    assert set(conf.mask_kind) == {"baseline", "spot", "random_uniform", "code_over_general"}
+    spot = conf[(conf.mask_kind == "spot") & (conf.subset == "go")]
+    with ablated(model, next(m for lab, m in plan if lab["mask_kind"] == "spot" and lab["k_percent"] == 5.0)):
+        expected = confidence_group(params, model, tok, {"go": subsets["go"]}, None).run().confidence.mean()
+    assert spot.value.tolist() == pytest.approx([expected])
+    toy_rows = df[df.mask_kind == "toy_first"]
+    assert {"loss_rise", "code_rise", "p_wilcoxon_loss"} <= set(toy_rows.metric)
+    assert set(df[df.metric == "p_holm_wilcoxon_confidence"].mask_kind) == {"spot", "code_over_general"}
+    assert int(toy_rows[toy_rows.metric == "n_selected"].value.iloc[0]) == mask_count(toy[0][1])
+
+    # a control whose builder breaks its promise fails the count check
+    CONTROLS.pop("toy_first")
+    registered(CONTROLS, register_control, "toy_first", build=lambda spot, seed, model, shapes:
+               {n: torch.ones_like(m) for n, m in spot.items()}, matched_on="total")
+    assert not controls_match(list(mask_plan(params, model)))
+
+
+def test_names_without_an_implementation_are_refused():
+    with pytest.raises(ValueError, match="no implementation"):
+        register_criterion("toy_empty")
+    with pytest.raises(TypeError, match="fold must be callable"):
+        register_criterion("toy_empty", fold="abs")
+    with pytest.raises(ValueError, match="no implementation"):
+        register_control("toy_empty", build=None, matched_on="total")
+    with pytest.raises(ValueError, match="matched_on"):
+        register_control("toy_empty", build=first_entries, matched_on="shape")
+    with pytest.raises(ValueError, match="no implementation"):
+        register_metric_group("toy_empty", build=None, item_metrics=("x",), cost="cheap")
+    with pytest.raises(ValueError, match="cost"):
+        register_metric_group("toy_empty", build=confidence_group, item_metrics=("x",), cost="free")
+    with pytest.raises(ValueError, match="already registered"):
+        register_criterion("fisher", fold=abs_grad)
+    assert "toy_empty" not in CRITERIA and "toy_empty" not in CONTROLS and "toy_empty" not in METRIC_GROUPS
+
+
+def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
+    model, tok = llama
+    with pytest.raises(ValueError, match="unknown criterion 'nope'; registered: grad_x_weight, abs_grad_x_weight, "
+                                         "fisher, magnitude"):
+        score(model, random_sequences(2), criterion="nope")
+    with pytest.raises(ValueError, match=r"criterion: 'nope' is not one of grad_x_weight, abs_grad_x_weight"):
+        validate(dict(criterion="nope"))
+    with pytest.raises(ValueError, match=r"configurations: \['cube'\] is not a non-empty list from paper, global"):
+        validate(dict(configurations=["cube"]))
+    with pytest.raises(ValueError, match="unknown metric group 'nope'; registered: loss, likelihood, mc"):
+        build_evaluators(validate({}), model, tok, {}, tmp_path, groups=["nope"])
+    with pytest.raises(ValueError, match="unknown control mask 'nope'; registered: random_uniform, random, magnitude"):
+        CONTROLS.pick("nope")
+
+
+def test_a_registered_criterion_is_accepted_by_the_params_until_removed(registered):
+    with pytest.raises(ValueError, match="criterion"):
+        validate(dict(criterion="toy_abs_grad"))
+    registered(CRITERIA, register_criterion, "toy_abs_grad", fold=abs_grad)
+    assert validate(dict(criterion="toy_abs_grad"))["criterion"] == "toy_abs_grad"
+
+
+def test_control_colours_come_from_the_control_table(registered):
+    from spot_utils.report.plots import MASK_COLORS, mask_color
+    colours = [mask_color(kind) for kind in CONTROLS]
+    assert len(set(colours)) == len(colours)
+    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    assert mask_color("toy_first") not in set(colours) | set(MASK_COLORS.values())
+
+
+def test_notebook_parameter_comments_list_exactly_the_registered_options():
+    checked = set()
+    for nb_path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        cell = next(c for c in json.loads(nb_path.read_text())["cells"] if "parameters" in c["metadata"].get("tags", []))
+        for line in "".join(cell["source"]).splitlines():
+            key, _, comment = line.partition("#")
+            key = key.split("=")[0].strip()
+            listed = re.search(r"\w+(?:\s*\|\s*\w+)+", comment)
+            if key in OPTIONS and listed:
+                assert [x.strip() for x in listed.group(0).split("|")] == [str(o) for o in OPTIONS[key]], \
+                    f"{nb_path.name}: {key}"
+                checked.add(key)
+    assert {"criterion", "aggregation", "configurations", "score_include", "overlong"} <= checked

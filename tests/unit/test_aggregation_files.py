@@ -1,0 +1,95 @@
+"""Aggregation and overlap from files, one language at a time: the same results as from tensors in memory."""
+import gc
+import weakref
+
+import pandas as pd
+import pytest
+import torch
+
+from spot_utils import aggregate
+
+from spot_utils.base import run_files as runs
+from spot_utils.method.aggregation import AGGREGATIONS, Aggregator
+from spot_utils.analysis.overlap import Packed, membership_patterns, packed, pairwise, stability
+from spot_utils.method.selection import select_top_k
+
+SHAPES = {"layers.0.w": (30, 20), "layers.0.norm": (20,), "layers.1.w": (20, 30)}
+LANGS = ("go", "rust", "java", "ruby")
+
+
+def scores(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    out = {l: {n: torch.randn(s, generator=gen) for n, s in SHAPES.items()} for l in LANGS}
+    out["rust"]["layers.0.norm"][:5] = 0.0  # ties
+    return out
+
+
+def written(tmp_path, by_lang, dtype="float32"):
+    paths = {}
+    for lang, s in by_lang.items():
+        paths[lang] = tmp_path / "scores" / f"{lang}.safetensors"
+        runs.save_tensors(paths[lang], s, {"language": lang}, dtype)
+    return paths
+
+
+@pytest.mark.parametrize("method", AGGREGATIONS)
+def test_aggregate_of_files_equals_aggregate_of_tensors(tmp_path, method):
+    s = scores()
+    from_files = aggregate(written(tmp_path, s), method)
+    in_memory = aggregate(s, method)
+    assert set(from_files) == set(in_memory)
+    assert all(torch.equal(from_files[n], in_memory[n]) for n in in_memory)
+    mixed = aggregate({**s, "go": tmp_path / "scores" / "go.safetensors"}, method)
+    assert all(torch.equal(mixed[n], in_memory[n]) for n in in_memory)
+
+
+@pytest.mark.parametrize("method", AGGREGATIONS)
+def test_bfloat16_files_aggregate_like_rounded_tensors(tmp_path, method):
+    s = scores()
+    rounded = {l: {n: t.bfloat16().float() for n, t in d.items()} for l, d in s.items()}
+    from_files = aggregate(written(tmp_path, s, "bfloat16"), method)
+    assert all(torch.equal(from_files[n], t) for n, t in aggregate(rounded, method).items())
+
+
+def test_files_are_read_one_language_at_a_time(tmp_path, monkeypatch):
+    paths = written(tmp_path, scores())
+    alive, peak = [], [0]
+    load = runs.load_tensors
+
+    def tracked(path):
+        gc.collect()
+        out = load(path)
+        alive.extend(weakref.ref(t) for t in out[0].values())
+        peak[0] = max(peak[0], len({id(r()) for r in alive if r() is not None}))
+        return out
+    monkeypatch.setattr(runs, "load_tensors", tracked)
+    aggregate(paths, "rank_mean")
+    assert peak[0] == len(SHAPES)  # never two languages' tensors alive at once
+
+
+def test_aggregator_refuses_mismatched_or_missing_languages():
+    s = scores()
+    folder = Aggregator("sum_abs", 2)
+    folder.add("go", s["go"])
+    with pytest.raises(ValueError, match="1 of 2 languages"):
+        folder.result()
+    with pytest.raises(ValueError, match="other parameters than those of 'go'"):
+        folder.add("rust", {"layers.0.w": s["rust"]["layers.0.w"]})
+    with pytest.raises(ValueError, match="unknown aggregation"):
+        Aggregator("mean", 2)
+
+
+def test_pairwise_and_patterns_from_packed_masks_equal_those_from_tensors():
+    masks = {l: select_top_k({n: t.abs() for n, t in d.items()}, 20) for l, d in scores().items()}
+    bits = {l: packed(m) for l, m in masks.items()}
+    assert all(isinstance(p, Packed) and p.sum() == int(masks[l][n].sum()) and torch.equal(p.flat(), masks[l][n].flatten())
+               for l, d in bits.items() for n, p in d.items())
+    pd.testing.assert_frame_equal(pairwise(bits, 50, seed=1), pairwise(masks, 50, seed=1))
+    pd.testing.assert_frame_equal(membership_patterns(bits), membership_patterns(masks))
+
+
+def test_stability_from_paths_equals_stability_from_tensors(tmp_path):
+    halves = {"half_a": scores(0), "half_b": scores(1)}
+    paths = {h: written(tmp_path / h, s) for h, s in halves.items()}
+    from_paths = stability(lambda h, l: paths[h][l], list(LANGS), [1.0, 10.0])
+    pd.testing.assert_frame_equal(from_paths, stability(lambda h, l: halves[h][l], list(LANGS), [1.0, 10.0]))

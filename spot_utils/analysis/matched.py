@@ -8,10 +8,17 @@ matched excess of a mask is ln(1 + c) − curve(ln(1 + g)): positive when it hur
 that hurts the general text equally. A point is never extrapolated past the random curve's range, and destroyed
 points (any code subset or the reference at or above ln |V|, the loss of a uniform guess) are left out.
 
-The interval is a paired two-stage bootstrap: resample the code languages, then the items within each drawn
-language, and the reference's items; the same draw serves the baseline, every mask and every random point, and
-the random curve is refitted in every replicate. Inputs are per-item losses, `{subset: array}`, with the same
-items in the same order in every frame. Pure numpy: no model.
+The items part of the uncertainty is a paired two-stage bootstrap: resample the code languages, then the items
+within each drawn language, and the reference's items; the same draw serves the baseline, every mask and every
+random point, and the random curve is refitted in every replicate. The masks' part comes from random_uniform's
+seeds: where a k holds several seeds, each seed's point scatters around the curve (its residual in ln(1 + c) at its
+own ln(1 + g)); their pooled variance s² (Σ_k (n_k − 1) degrees of freedom) says how far one random mask lies from
+the curve. A mask point is one mask (or the mean of m seeds), compared with the curve of the seeds' means, so its
+excess carries s² · (1/m + w), w = (1 − t)²/n_lo + t²/n_hi the curve's own share at its position (t between the
+bracketing points of n_lo and n_hi seeds). The interval is excess ± t_ν · √(se_items² + se_seed²), ν from
+Welch–Satterthwaite, and the p-value is the t test's; with no k of several seeds, the items-only percentile
+interval and bootstrap p remain (and say so). Inputs are per-item losses, `{subset: array}`, with the same items in
+the same order in every frame. Pure numpy: no model.
 """
 from __future__ import annotations
 
@@ -19,7 +26,7 @@ import math
 from typing import Mapping, Sequence
 
 import numpy as np
-from scipy.stats import norm
+from scipy.stats import beta, norm, t as student_t
 
 from .stats import _interval, bootstrap_p, holm
 
@@ -160,6 +167,55 @@ def excess(g_mask, c_mask, g_random, c_random) -> np.ndarray:
     return np.log1p(np.atleast_1d(c_mask)) - interp_rows(xs, ys, np.log1p(np.atleast_1d(g_mask)))
 
 
+def seed_scatter(random: Mapping, fr: "_Frames", curve_ks: Sequence) -> tuple[float | None, int]:
+    """(s², degrees of freedom): the pooled variance of random_uniform's seed points around the curve of the seed
+    means, in ln(1 + c) at each point's own ln(1 + g), over the curve's ks with several seeds; (None, 0) when none
+    has several."""
+    draw = Draw.identity(fr.n_items, fr.n_general)
+    base = fr.base_sums(draw)
+    pooled = [fr.rises(pool_seeds(random[k]), draw, base) for k in curve_ks]
+    if not pooled:
+        return None, 0
+    xs, ys = curve(np.array([[g[0] for g, _ in pooled]]), np.array([[c[0] for _, c in pooled]]))
+    xs, ys = xs[0], ys[0]
+    squares, df = 0.0, 0
+    for k in curve_ks:
+        seeds = random[k] if isinstance(random[k], Sequence) else [random[k]]
+        if len(seeds) < 2:
+            continue
+        for frame in seeds:
+            g, c = fr.rises(frame, draw, base)
+            x = math.log1p(float(g[0]))  # the segment it falls on, extended past the ends (seeds straddle them)
+            i = int(np.clip(np.searchsorted(xs, x, side="right") - 1, 0, len(xs) - 2))
+            slope = (ys[i + 1] - ys[i]) / (xs[i + 1] - xs[i]) if xs[i + 1] > xs[i] else 0.0
+            squares += (math.log1p(float(c[0])) - (ys[i] + slope * (x - xs[i]))) ** 2
+        df += len(seeds) - 1
+    return (squares / df, df) if df else (None, 0)
+
+
+def curve_share(g: float, curve_g: Sequence[float], n_seeds: Sequence[int]) -> float:
+    """w: the share of one mask's seed variance that the curve of seed means contributes at general rise g, from
+    the interpolation weights of its bracketing points ((1 − t)²/n_lo + t²/n_hi; the origin is exact)."""
+    x = np.concatenate([[0.0], np.log1p(np.asarray(curve_g, dtype=float))])
+    n = np.concatenate([[np.inf], np.asarray(n_seeds, dtype=float)])
+    order = np.argsort(x, kind="stable")
+    x, n = x[order], n[order]
+    xq = math.log1p(g)
+    i = int(np.clip(np.searchsorted(x, xq, side="right") - 1, 0, len(x) - 2))
+    t = 0.0 if x[i + 1] == x[i] else (xq - x[i]) / (x[i + 1] - x[i])
+    return float((1 - t) ** 2 / n[i] + t ** 2 / n[i + 1])
+
+
+def binomial_interval(successes: int, n: int, level: float = 0.95) -> tuple[float | None, float | None]:
+    """Clopper–Pearson interval of a proportion (None, None) for n = 0."""
+    if n == 0:
+        return None, None
+    a = (1 - level) / 2
+    lo = 0.0 if successes == 0 else float(beta.ppf(a, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta.ppf(1 - a, successes + 1, n - successes))
+    return lo, hi
+
+
 # ----------------------------------------------------------------------------------------- the comparison
 
 def minimal_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8) -> float:
@@ -184,24 +240,36 @@ def damage_points(frames: Mapping, baseline: Mapping[str, np.ndarray], code_subs
 
 def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: Mapping, code_subsets,
                    general: str, vocab_size: int, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                   alpha: float = 0.05, power: float = 0.8) -> list[dict]:
+                   alpha: float = 0.05, power: float = 0.8, seed_variance: bool = True) -> list[dict]:
     """Matched excess of every mask point against random damage, one tidy dict per mask point.
 
-    baseline: subset → item losses. masks: key (e.g. (mask_kind, k)) → subset → item losses. random: k →
-    subset → item losses, or a list of such per seed (pooled with `pool_seeds`). Destroyed random points are
-    left out of the curve. Each dict holds key, metric, reference (= general), value, ci_low, ci_high, se,
-    mde (minimal_detectable_effect of se), p (bootstrap_p), p_holm (Holm over the defined p-values of this call:
-    one family), status (None, `destroyed`, `outside_random_range` or `no_random_curve`; value None
-    unless None), destroyed, code_rise, general_rise, n (items: code subsets and reference), n_languages and
-    defined (share of replicates whose point lies inside that replicate's random curve).
+    Args:
+        baseline: subset → item losses.
+        masks: key (e.g. (mask_kind, k)) → subset → item losses, or a list of such per seed (one point, the seeds'
+            mean, whose own seed variance is s²/m for m seeds).
+        random: k → subset → item losses, or a list of such per seed (pooled with `pool_seeds`; the seeds' scatter
+            gives s², see the module docstring). Destroyed random points are left out of the curve.
+        seed_variance: False gives the items-only interval (the two-stage bootstrap alone), for comparison.
+
+    Returns:
+        One dict per mask: key, metric, reference (= general), value, ci_low, ci_high, se (items and seeds), se_items,
+        se_seed (None without seeds to estimate it), df (of the t interval; None for the items-only one), mde
+        (minimal_detectable_effect of se), p, p_holm (Holm over the defined p-values of this call: one family),
+        status (None, `destroyed`, `outside_random_range` or `no_random_curve`; value None unless None),
+        destroyed, code_rise, general_rise, n (items: code subsets and reference), n_languages and defined (share
+        of replicates whose point lies inside that replicate's random curve).
     """
     fr = _Frames(baseline, code_subsets, general)
     pooled = {k: pool_seeds(v) for k, v in random.items()}
     for k, frame in pooled.items():
         fr.check(frame, f"random k={k}")
+    mask_seeds = {key: len(v) if isinstance(v, Sequence) else 1 for key, v in masks.items()}
+    masks = {key: pool_seeds(v) for key, v in masks.items()}
     for key, frame in masks.items():
         fr.check(frame, f"mask {key!r}")
     curve_ks = [k for k in sorted(pooled) if not point_destroyed(pooled[k], fr.code, general, vocab_size)]
+    s2, df_seed = seed_scatter(random, fr, curve_ks) if seed_variance else (None, 0)
+    curve_seeds = [len(random[k]) if isinstance(random[k], Sequence) else 1 for k in curve_ks]
 
     def all_rises(draw):
         base = fr.base_sums(draw)
@@ -217,8 +285,9 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     for key, frame in masks.items():
         (g, c), is_destroyed = point_m[key], point_destroyed(frame, fr.code, general, vocab_size)
         out = dict(key=key, metric=METRIC, reference=general, value=None, ci_low=None, ci_high=None, se=None,
-                   mde=None, p=None, p_holm=None, status=None, destroyed=is_destroyed, code_rise=float(c[0]),
-                   general_rise=float(g[0]), n=n, n_languages=len(fr.code), defined=None)
+                   se_items=None, se_seed=None, df=None, mde=None, p=None, p_holm=None, status=None,
+                   destroyed=is_destroyed, code_rise=float(c[0]), general_rise=float(g[0]), n=n,
+                   n_languages=len(fr.code), defined=None)
         if is_destroyed:
             out["status"] = DESTROYED
         elif not curve_ks:
@@ -232,15 +301,54 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
                 kept = reps[~np.isnan(reps)]
                 out.update(value=value, defined=len(kept) / n_boot)
                 if len(kept) >= 2:
-                    se = float(kept.std(ddof=1))
-                    lo, hi = _interval(kept, level)
-                    out.update(ci_low=lo, ci_high=hi, se=se, mde=minimal_detectable_effect(se, alpha, power),
-                               p=bootstrap_p(kept))
+                    se_items = float(kept.std(ddof=1))
+                    if s2 is None:  # no k with several seeds: the items-only interval
+                        se, (lo, hi), p = se_items, _interval(kept, level), bootstrap_p(kept)
+                    else:
+                        se_seed = math.sqrt(s2 * (1 / mask_seeds[key] + curve_share(float(g[0]), point_g[0],
+                                                                                       curve_seeds)))
+                        se = math.sqrt(se_items ** 2 + se_seed ** 2)
+                        df = df_seed * (se / se_seed) ** 4 if se_seed > 0 else math.inf  # Welch–Satterthwaite
+                        half = float(student_t.ppf(1 - (1 - level) / 2, df)) * se
+                        lo, hi = value - half, value + half
+                        p = float(2 * student_t.sf(abs(value) / se, df)) if se > 0 else float(value == 0)
+                        out.update(se_seed=se_seed, df=df)
+                    out.update(ci_low=lo, ci_high=hi, se=se, se_items=se_items, p=p,
+                               mde=minimal_detectable_effect(se, alpha, power))
         rows.append(out)
     adjusted = holm([np.nan if r["p"] is None else r["p"] for r in rows])
     for r, p in zip(rows, adjusted):
         r["p_holm"] = None if np.isnan(p) else float(p)
     return rows
+
+
+def placebo(baseline: Mapping[str, np.ndarray], random: Mapping, code_subsets, general: str, vocab_size: int,
+            alpha: float = 0.05, level: float = 0.95, **kwargs) -> dict:
+    """The placebo check: every random_uniform seed at a k of several seeds, compared through `matched_excess`
+    (the headline's procedure) with the curve of the *other* seeds. A random mask hurts code exactly as much as
+    random damage does, so how often one is called significant is the procedure's false-positive rate.
+
+    Returns:
+        {'rows': one matched_excess dict per seed, with `k` and `seed_index`; 'called': seeds with p < alpha; 'n':
+        seeds with a p-value; 'rate': called / n (None for n = 0); 'ci_low', 'ci_high': its Clopper–Pearson
+        interval at `level`}.
+    """
+    rows = []
+    for k, seeds in random.items():
+        seeds = list(seeds) if isinstance(seeds, Sequence) else [seeds]
+        if len(seeds) < 2:
+            continue
+        for j, frame in enumerate(seeds):
+            others = dict(random)
+            others[k] = seeds[:j] + seeds[j + 1:]
+            [r] = matched_excess(baseline, {("placebo", k, j): frame}, others, code_subsets, general, vocab_size,
+                                 alpha=alpha, level=level, **kwargs)
+            rows.append(dict(r, k=k, seed_index=j))
+    defined = [r for r in rows if r["p"] is not None]
+    called = sum(r["p"] < alpha for r in defined)
+    lo, hi = binomial_interval(called, len(defined), level)
+    return dict(rows=rows, called=called, n=len(defined), rate=called / len(defined) if defined else None,
+                ci_low=lo, ci_high=hi)
 
 
 def random_range_covers(mask_points: Sequence[dict], random_points: Sequence[dict]) -> bool:

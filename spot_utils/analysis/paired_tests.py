@@ -170,28 +170,32 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
     code = [s for s in code_subsets if s in base]
     zero = [(lab, f) for lab, f in results if lab["mask_kind"] != "baseline" and lab.get("mode", "zero") == "zero"
             and "loss" in f]
-    pooled = [(lab, f) for lab, f, _ in pooled_results(zero)]
+    pooled = pooled_results(zero)
     rows = []
     for configuration in dict.fromkeys(lab.get("configuration") for lab, _ in zero):
-        random = defaultdict(list)
+        random, random_seeds = defaultdict(list), defaultdict(list)
         for lab, f in zero:
             if lab.get("configuration") == configuration and lab["mask_kind"] == REFERENCE_CONTROL:
                 random[lab["k_percent"]].append(_by_subset(f["loss"], "loss"))
+                random_seeds[lab["k_percent"]].append(lab.get("seed"))
         if not random:
             continue
-        points = {}  # key -> (labels, item losses, pooled?)
-        for lab, f in pooled:
+        per_seed = defaultdict(list)  # group -> every seed's item losses (a seeded control's point is their mean)
+        for lab, f in zero:
+            per_seed[group_key(lab)].append(_by_subset(f["loss"], "loss"))
+        points = {}  # key -> (labels, item losses (a list per seed for a seed-pooled point), pooled?)
+        for lab, f, _ in pooled:
             if lab.get("configuration") == configuration and lab["mask_kind"] != REFERENCE_CONTROL:
-                points[("pooled", len(points))] = (lab, _by_subset(f["loss"], "loss"), True)
-        seeds = defaultdict(int)
-        for lab, _ in zero:
-            seeds[group_key(lab)] += 1
-        for lab, f in zero:  # the seed spread: every seed of a control measured with several
-            if lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS and seeds[group_key(lab)] > 1:
+                points[("pooled", len(points))] = (lab, per_seed[group_key(lab)], True)
+        for lab, f in zero:  # the seed spread: every seed of a control (other than the curve's) measured with several
+            if (lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS
+                    and lab["mask_kind"] != REFERENCE_CONTROL and len(per_seed[group_key(lab)]) > 1):
                 points[("seed", len(points))] = (lab, _by_subset(f["loss"], "loss"), False)
         for general in [g for g in references if g in base]:
             out = matched.matched_excess(base, {key: losses for key, (_, losses, _) in points.items()}, dict(random),
                                          code, general, vocab, n_boot=n_boot, seed=seed)
+            rows += placebo_rows(base, dict(random), random_seeds, code, general, vocab, configuration, n_boot=n_boot,
+                                 seed=seed)
             for res in out:
                 lab, _, is_pooled = points[res["key"]]
                 labels = dict(lab, control_of=REFERENCE_CONTROL, reference=general)
@@ -202,4 +206,25 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
                     rows.append(row(metric=f"p_{matched.METRIC}", value=res["p"], **where, **labels))
                 if is_pooled and res["mde"] is not None:
                     rows.append(row(metric=f"mde_{matched.METRIC}", value=res["mde"], **where, **labels))
+    return rows
+
+
+def placebo_rows(base, random, seed_labels, code, general, vocab, configuration, n_boot, seed) -> list[dict]:
+    """The placebo check of the damage-matched comparison (matched.placebo) as rows: per random_uniform seed at a k
+    of several seeds, its matched excess against the other seeds' curve (metric `placebo_matched_excess`, with
+    `p_placebo_matched_excess`), and the share called significant at α = 0.05 (metric
+    `placebo_false_positive_rate`, a fraction with its Clopper–Pearson interval, n = the seeds compared)."""
+    out = matched.placebo(base, random, code, general, vocab, n_boot=n_boot, seed=seed)
+    where = dict(subset=f"code/{general}", configuration=configuration, mask_kind=REFERENCE_CONTROL,
+                 control_of=REFERENCE_CONTROL, reference=general, mode="zero")
+    rows = []
+    for r in out["rows"]:
+        labels = dict(where, k_percent=r["k"], seed=seed_labels[r["k"]][r["seed_index"]], n=r["n"])
+        rows.append(row(metric=f"placebo_{matched.METRIC}", value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+                        status=r["status"], **labels))
+        if r["p"] is not None:
+            rows.append(row(metric=f"p_placebo_{matched.METRIC}", value=r["p"], **labels))
+    if out["rows"]:
+        rows.append(row(metric="placebo_false_positive_rate", value=out["rate"], ci_low=out["ci_low"],
+                        ci_high=out["ci_high"], n=out["n"], **where))
     return rows

@@ -114,7 +114,14 @@ def test_sweep_rows_paired_tests_and_holm(setup):
     matched = df[(df.metric == "matched_excess") & df.seed.isna()]
     assert {"spot", "random", "magnitude", "code_over_general", "code_minus_general", "top_entries"} \
         <= set(matched.mask_kind)
-    assert set(df[(df.metric == "matched_excess") & df.seed.notna()].mask_kind) == {"random", "random_uniform"}
+    assert set(df[(df.metric == "matched_excess") & df.seed.notna()].mask_kind) == {"random"}
+    # random_uniform's own seeds go to the placebo check: each against the other seeds' curve, and the share called
+    placebo = df[df.metric == "placebo_matched_excess"]
+    assert set(placebo.mask_kind) == {"random_uniform"} and placebo.seed.notna().all()
+    [rate] = df[df.metric == "placebo_false_positive_rate"].to_dict("records")
+    p = df[df.metric == "p_placebo_matched_excess"].value
+    assert rate["n"] == len(p) and rate["value"] == pytest.approx((p < 0.05).mean())
+    assert rate["ci_low"] <= rate["value"] <= rate["ci_high"]
     assert (matched.reference == "english").all() and (matched.configuration == "global").all()
     p = df[df.metric == "p_wilcoxon_loss"]
     adj = df[df.metric == "p_holm_wilcoxon_loss"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import scipy.stats
 import pytest
 
 from spot_utils.analysis import matched
@@ -82,7 +83,8 @@ def test_point_and_replicates_match_a_naive_reference():
     noisy = lambda f, sd: {s: v * np.exp(rng.normal(f, sd, len(v))) for s, v in base.items()}  # noqa: E731
     seeds = {k: [noisy(k / 10, 0.05) for _ in range(3)] for k in (1, 2, 4)}
     mask = noisy(0.25, 0.1)
-    [row] = matched.matched_excess(base, {"m": mask}, seeds, code, "english", V, n_boot=50, seed=7)
+    [row] = matched.matched_excess(base, {"m": mask}, seeds, code, "english", V, n_boot=50, seed=7,
+                                   seed_variance=False)
     # naive point estimate: stats.rises on seed-pooled items, np.interp on the log curve
     pts = [stats.rises(matched.pool_seeds(seeds[k]), base, code, "english") for k in (1, 2, 4)]
     xs, ys = zip(*sorted([(0.0, 0.0)] + [(math.log1p(g), math.log1p(c)) for c, g in pts]))
@@ -114,6 +116,29 @@ def test_point_and_replicates_match_a_naive_reference():
     assert (row["ci_low"], row["ci_high"]) == pytest.approx(stats._interval(kept, 0.95))
     assert row["p"] == stats.bootstrap_p(kept)
     assert row["se"] == pytest.approx(kept.std(ddof=1)) and row["mde"] == pytest.approx(2.8016 * row["se"], rel=1e-4)
+    assert row["se_seed"] is None and row["df"] is None
+    # with the seeds' scatter: s² from each seed point's residual around the curve of seed means, written out
+    [both] = matched.matched_excess(base, {"m": mask}, seeds, code, "english", V, n_boot=50, seed=7)
+    squares = 0.0
+    for k in (1, 2, 4):
+        for frame in seeds[k]:
+            c_s, g_s = stats.rises(frame, base, code, "english")
+            x = math.log1p(g_s)
+            j = min(max(j for j in range(len(xs)) if xs[j] <= x), len(xs) - 2)  # its segment, extended at the end
+            squares += (math.log1p(c_s) - (ys[j] + (ys[j + 1] - ys[j]) / (xs[j + 1] - xs[j]) * (x - xs[j]))) ** 2
+    s2 = squares / (3 * (3 - 1))
+    c, g = stats.rises(mask, base, code, "english")
+    i = max(j for j in range(len(xs) - 1) if xs[j] <= math.log1p(g))
+    frac = (math.log1p(g) - xs[i]) / (xs[i + 1] - xs[i])
+    w = ((1 - frac) ** 2 / 3 if i else 0.0) + frac ** 2 / 3  # the origin (i = 0) is exact
+    se_seed = math.sqrt(s2 * (1 + w))
+    se = math.sqrt(kept.std(ddof=1) ** 2 + se_seed ** 2)
+    df = 6 * (se / se_seed) ** 4
+    half = scipy.stats.t.ppf(0.975, df) * se
+    assert both["value"] == pytest.approx(row["value"])
+    assert (both["se_seed"], both["se"], both["df"]) == pytest.approx((se_seed, se, df))
+    assert (both["ci_low"], both["ci_high"]) == pytest.approx((row["value"] - half, row["value"] + half))
+    assert both["p"] == pytest.approx(2 * scipy.stats.t.sf(abs(row["value"]) / se, df))
 
 
 def test_two_stage_bootstrap_interval_covers_the_mean():

@@ -13,17 +13,14 @@ import pandas as pd
 from . import matched, stats
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.ablation import CONTROLS, REFERENCE_CONTROL
-from .rows import DESTROYED, row
+from .destroyed import DESTROYED, any_destroyed
+from .rows import row
 
 MIN_WILCOXON_ITEMS = 6  # below this a signed-rank test cannot reach p < 0.05 (two-sided, exact: 2 / 2^n)
 
 
 def _by_subset(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
     return {s: g.sort_values("item")[column].to_numpy(dtype=float) for s, g in frame.groupby("subset", sort=False)}
-
-
-def _mean_loss_destroyed(losses: dict[str, np.ndarray], subsets, vocab: int) -> bool:
-    return any(matched.destroyed(float(np.mean(losses[s])), vocab) for s in subsets)
 
 
 def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, references, labels: dict, vocab: int,
@@ -35,12 +32,12 @@ def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, referen
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     references = [r for r in references if r in abl]
-    code_gone = _mean_loss_destroyed(abl, code, vocab)
+    code_gone = any_destroyed(abl, code, vocab)
     rows = []
     for i, ref in enumerate(references):
         ci = stats.rises_ci(abl, base, code, ref, n_boot=n_boot)
         (code_rise, c_lo, c_hi), (general_rise, g_lo, g_hi) = ci["code"], ci["general"]
-        gone = code_gone or _mean_loss_destroyed(abl, [ref], vocab)
+        gone = code_gone or any_destroyed(abl, [ref], vocab)
         if i == 0:  # the code rise and its interval do not depend on the reference
             rows.append(row(metric="code_rise", subset="code", value=code_rise, n=len(code), ci_low=c_lo,
                             ci_high=c_hi, destroyed=code_gone, **labels))
@@ -58,7 +55,7 @@ def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, referen
         if members and references:
             value, lo, hi = stats.rises_ci(abl, base, members, references[0], n_boot=n_boot)["code"]
             rows.append(row(metric="code_rise", subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
-                            ci_high=hi, destroyed=_mean_loss_destroyed(abl, members, vocab), **labels))
+                            ci_high=hi, destroyed=any_destroyed(abl, members, vocab), **labels))
     return rows
 
 
@@ -126,7 +123,7 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
             code = [s for s in code_subsets if s in abl]
             for general in [g for g in references if g in abl]:
                 where = dict(subset=f"code/{general}", reference=general, n=len(code))
-                if _mean_loss_destroyed(abl, code + [general], vocab) or _mean_loss_destroyed(r, code + [general], vocab):
+                if any_destroyed(abl, code + [general], vocab) or any_destroyed(r, code + [general], vocab):
                     rows.append(row(metric="selectivity_minus_reference", value=None, destroyed=True, status=DESTROYED,
                                     **where, **ref_labels))
                     continue

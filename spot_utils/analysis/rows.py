@@ -7,12 +7,12 @@ import numpy as np
 import pandas as pd
 
 from ..base.io import write_json
+from .destroyed import loss_destroyed
 from .stats import bootstrap_ci, mean_ci, relative_rise
 
 FIELDS = ("model", "configuration", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
           "n_entries", "control_of", "reference", "metric", "subset", "value", "n", "ci_low", "ci_high", "destroyed",
           "status")
-DESTROYED = "destroyed"  # status of a value left out because its point is destroyed (docs/METHOD.md, Destroyed points)
 
 
 def row(**fields) -> dict:
@@ -24,15 +24,16 @@ def row(**fields) -> dict:
 
 
 def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0,
-              uniform_loss: float | None = None, **labels) -> list[dict]:
+              vocab_size: int | None = None, **labels) -> list[dict]:
     """Rows of mean loss, perplexity (exp of the mean loss), accuracy and, against a baseline on the same
     items, loss_rise per subset, each with a bootstrap interval over items. `labels` (mask_kind, seed, ...)
-    go into every row. uniform_loss (ln |V|): every row of a subset gets `destroyed` = its mean loss ≥ ln |V|."""
+    go into every row. vocab_size (|V|): every row of a subset gets `destroyed` (destroyed.loss_destroyed of its
+    mean loss)."""
     rows = []
     for subset, g in items.groupby("subset", sort=False):
         g = g.sort_values("item")
         mean_loss = float(g["loss"].to_numpy().mean())
-        flag = dict(destroyed=None if uniform_loss is None else bool(mean_loss >= uniform_loss))
+        flag = dict(destroyed=None if vocab_size is None else loss_destroyed(mean_loss, vocab_size))
         for metric in ("loss", "accuracy"):
             v = g[metric].to_numpy()
             lo, hi = mean_ci(v, seed=boot_seed)

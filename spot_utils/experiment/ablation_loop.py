@@ -6,14 +6,14 @@ same loop (docs/METHOD.md, Ablation; Stage 04 resume)."""
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..analysis import stats
-from ..analysis.matched import damage_points, destroyed, pool_seeds, random_range_covers
+from ..analysis.destroyed import any_destroyed, uniform_loss
+from ..analysis.matched import damage_points, pool_seeds, random_range_covers
 from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
 from ..base.run_files import ablation_entry_path
@@ -123,16 +123,16 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
     """
     results, rows = [], []
     cache = {} if cache is None else cache
-    vocab_loss = None if vocab is None else math.log(vocab)
     if baseline is None:
         base_labels = run_labels(params, mask_kind=BASELINE)
         baseline = evaluators(plan_metrics(base_labels, params))
         if store is not None:
             store.open(baseline)
         results.append((base_labels, baseline))
-        rows += frame_rows(baseline, None, base_labels, params["bootstrap_samples"], vocab_loss)
-        if vocab_loss is not None:
-            rows.append(row(metric="uniform_loss", subset="vocabulary", value=vocab_loss, n=vocab, **base_labels))
+        rows += frame_rows(baseline, None, base_labels, params["bootstrap_samples"], vocab)
+        if vocab is not None:
+            rows.append(row(metric="uniform_loss", subset="vocabulary", value=uniform_loss(vocab), n=vocab,
+                            **base_labels))
     for labels, masks in tqdm(entries, desc="masks", leave=False):
         labels = dict(labels, mode=labels.get("mode") or "zero")
         labels.setdefault("n_entries", mask_count(masks))
@@ -151,19 +151,19 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
             store.put(key, digest, labels, frames, measured)
         cache[same] = frames
         results.append((labels, frames))
-        rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab_loss) + mask_rows(labels, masks)
+        rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab) + mask_rows(labels, masks)
     return rows, results, baseline
 
 
 def frame_rows(frames: dict[str, pd.DataFrame], baseline: dict | None, labels: dict, n_boot: int = 1000,
-               vocab_loss: float | None = None) -> list[dict]:
+               vocab: int | None = None) -> list[dict]:
     """Tidy rows of every metric group: loss-like groups through loss_rows (with loss_rise against the
-    baseline and `destroyed` against ln |V|), the others as means of each item metric with bootstrap intervals."""
+    baseline and `destroyed` for a vocabulary of `vocab` tokens), the others as means of each item metric with
+    bootstrap intervals."""
     rows = []
     for group, frame in frames.items():
         if METRIC_GROUPS.pick(group).loss_like:
-            rows += loss_rows(frame, None if baseline is None else baseline.get(group), uniform_loss=vocab_loss,
-                              **labels)
+            rows += loss_rows(frame, None if baseline is None else baseline.get(group), vocab_size=vocab, **labels)
             continue
         for subset, g in frame.groupby("subset", sort=False):
             for metric in METRIC_GROUPS[group].item_metrics:
@@ -187,8 +187,8 @@ def item_losses(frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
 
 
 def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab: int) -> bool:
-    """Whether a point is destroyed under any of the references: a code subset or a reference at or above ln |V|."""
-    return any(destroyed(float(np.mean(losses[s])), vocab) for s in [*code_subsets, *references] if s in losses)
+    """Whether a point is destroyed under any of the references it was measured on (destroyed.any_destroyed)."""
+    return any_destroyed(losses, [s for s in [*code_subsets, *references] if s in losses], vocab)
 
 
 def _zero_losses(results, configuration: str) -> list[tuple[dict, dict]]:

@@ -12,7 +12,7 @@ import pandas as pd
 
 from . import matched, stats
 from ..measure.metric_groups import METRIC_GROUPS
-from ..method.ablation import CONTROLS, REFERENCE_CONTROL
+from ..method.mask_kinds import REFERENCE_CONTROL, is_control
 from .destroyed import DESTROYED, any_destroyed
 from .rows import row
 
@@ -76,7 +76,7 @@ def pooled_results(results) -> list[tuple[dict, dict, list]]:
     for entries in members.values():
         labels = dict(entries[0][0])
         seeds = [lab.get("seed") for lab, _ in entries]
-        if labels["mask_kind"] in CONTROLS:  # a seeded control: its seeds pooled
+        if is_control(labels["mask_kind"]):  # a seeded control: its seeds pooled
             labels["seed"] = None
         groups = set.intersection(*(set(f) for _, f in entries))
         frames = {g: pd.concat([f[g] for _, f in entries]).groupby(["subset", "item"], sort=False)
@@ -184,7 +184,7 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
         for lab, _ in zero:
             seeds[group_key(lab)] += 1
         for lab, f in zero:  # the seed spread: every seed of a control measured with several
-            if lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS and seeds[group_key(lab)] > 1:
+            if lab.get("configuration") == configuration and is_control(lab["mask_kind"]) and seeds[group_key(lab)] > 1:
                 points[("seed", len(points))] = (lab, _by_subset(f["loss"], "loss"), False)
         for general in [g for g in references if g in base]:
             out = matched.matched_excess(base, {key: losses for key, (_, losses, _) in points.items()}, dict(random),

@@ -18,12 +18,13 @@ from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
 from ..base.run_files import ablation_entry_path
 from ..measure.metric_groups import METRIC_GROUPS, Evaluators
-from ..method.ablation import REFERENCE_CONTROL, ablated
+from ..method.ablation import ablated
+from ..method.mask_kinds import MASK_KINDS, OUTLIERS, REFERENCE_CONTROL
 from ..method.masks import mask_count
 from ..method.selection import SPECIFIC, iter_regions
 from ..method.structure import summary
-from .ablation_plan import (OUTLIERS, SHARED_KINDS, configuration_labels, control_entries, next_extension_k,
-                            outlier_masks, plan_metrics, run_labels, spot_masks, uniform_entry)
+from .ablation_plan import (configuration_labels, control_entries, next_extension_k, outlier_masks, plan_metrics,
+                            run_labels, spot_masks, uniform_entry)
 
 BASELINE = "baseline"
 
@@ -34,12 +35,13 @@ def vocab_size(model) -> int:
 
 
 def entry_id(labels: dict) -> str:
-    """The name an entry's results are stored under: configuration (or 'shared' for the contrastive regions, one
-    mask for every configuration), mask kind, then k (or n for the outlier masks), seed and mode where set."""
+    """The name an entry's results are stored under: configuration (or 'shared' for a kind whose row has one mask
+    for every configuration: the contrastive regions), mask kind, then k (or n for the outlier masks), seed and mode where set."""
     kind = labels["mask_kind"]
     if kind == BASELINE:
         return BASELINE
-    where = "shared" if kind in SHARED_KINDS else (labels.get("configuration") or "none")
+    shared = kind in MASK_KINDS and not MASK_KINDS[kind].per_configuration
+    where = "shared" if shared else (labels.get("configuration") or "none")
     size = f"n{labels['n_entries']}" if kind == OUTLIERS else f"k{labels['k_percent']:g}"
     extra = "".join(f"_{key[0]}{labels[key]}" for key in ("seed", "mode")
                     if labels.get(key) is not None and not (key == "mode" and labels[key] == "zero"))

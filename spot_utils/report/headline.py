@@ -6,9 +6,10 @@ import pandas as pd
 
 from ..analysis.rows import to_frame
 from ..data.sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
+from ..method.mask_kinds import kinds
 from .tables import verdict
 
-HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
+HEADLINE_KINDS = kinds(headline=True)  # the mask-kind table's headline kinds
 HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
 LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not the likelihood sets)
 

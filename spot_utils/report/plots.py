@@ -14,32 +14,33 @@ import seaborn as sns
 import torch
 
 from ..base.io import atomic_path
-from ..method.ablation import CONTROLS
+from ..method.mask_kinds import EXTRA_COLORS, MASK_KINDS
 
 _CB = sns.color_palette("colorblind")
-# mask kind -> colour, the same in every figure (controls registered beyond these get one of
-# EXTRA_CONTROL_COLORS in the order of ablation.CONTROLS);
+# mask kind -> colour, the same in every figure, from the mask-kind table (method/mask_kinds.py; a kind registered
+# without one gets one of mask_kinds.EXTRA_COLORS in registration order);
 # families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
-MASK_COLORS = {
-    "baseline": "#4d4d4d", "spot": "#d62728", "shared": "#111111", "union": "#a6a6a6",
-    "random": "#1f5fa8", "random_uniform": "#6cb4e4", "magnitude": "#1b7837", "magnitude_global": "#66bd63",
-    "code_over_general": "#7b3294", "code_minus_general": "#c994c7", "general": "#e6ab02", "top_entries": "#8c510a", "specific": "#f28e2b",
-    "spot_norms": "#f4a582",
-}
+MASK_COLORS = {name: kind.color for name, kind in MASK_KINDS.items() if kind.color is not None}
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
-EXTRA_CONTROL_COLORS = ("#01665e", "#35978f", "#bf812d", "#762a83")  # none of MASK_COLORS' hues
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
 def mask_color(kind: str, default="#7f7f7f"):
     """The fixed colour of a mask kind (or of a figure label standing for one, e.g. 'shared core'); a registered
-    control without one gets an EXTRA_CONTROL_COLORS entry by its position among such controls."""
+    kind without one gets an EXTRA_COLORS entry by its position among such kinds."""
     kind = LABEL_KINDS.get(kind, kind)
-    if kind in MASK_COLORS:
-        return MASK_COLORS[kind]
-    extra = [c for c in CONTROLS if c not in MASK_COLORS]
-    return EXTRA_CONTROL_COLORS[extra.index(kind) % len(EXTRA_CONTROL_COLORS)] if kind in extra else default
+    if kind not in MASK_KINDS:
+        return default
+    if MASK_KINDS[kind].color is not None:
+        return MASK_KINDS[kind].color
+    extra = [n for n, k in MASK_KINDS.items() if k.color is None]
+    return EXTRA_COLORS[extra.index(kind) % len(EXTRA_COLORS)]
+
+
+def mask_marker(kind: str, default: str = "o") -> str:
+    """The fixed marker of a mask kind (the mask-kind table's)."""
+    return MASK_KINDS[kind].marker if kind in MASK_KINDS else default
 
 
 def language_colors(labels) -> dict:
@@ -243,7 +244,8 @@ def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English pros
             g = g.sort_values("k_percent")
             y = 1 + g.value
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
-            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=mask_color(kind), label=kind)
+            ax.errorbar(g.k_percent, y, yerr=err, marker=mask_marker(kind), capsize=3, color=mask_color(kind),
+                        label=kind)
             if "destroyed" in g and g.destroyed.any():
                 ax.scatter(g.k_percent[g.destroyed], y[g.destroyed], s=60, facecolor="white",
                            edgecolor=mask_color(kind), zorder=3)
@@ -388,9 +390,11 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
         err = dict(xerr=np.vstack([x - log(g.g_lo.fillna(g.general_rise)), log(g.g_hi.fillna(g.general_rise)) - x]).clip(0),
                    yerr=np.vstack([y - log(g.c_lo.fillna(g.code_rise)), log(g.c_hi.fillna(g.code_rise)) - y]).clip(0))
         ax.errorbar(x, y, **err, fmt="none", ecolor=mask_color(kind), elinewidth=1, capsize=2, alpha=0.8)
-        ax.scatter([], [], color=mask_color(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
-        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), s=36, zorder=3)
-        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind), s=36, zorder=3)
+        ax.scatter([], [], color=mask_color(kind), marker=mask_marker(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
+        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), marker=mask_marker(kind), s=36,
+                   zorder=3)
+        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind),
+                   marker=mask_marker(kind), s=36, zorder=3)
     ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
                edgecolor=color, s=36, zorder=3)
     ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")

@@ -9,10 +9,10 @@ import pandas as pd
 from ..analysis.rows import format_rise, to_frame
 from ..base.io import read_json, write_text
 from ..base.paths import REPORTS_DIR
-from ..experiment.ablation_plan import OUTLIERS
+from ..method.mask_kinds import OUTLIERS, readme_kinds
 from .tables import conclusion, model_verdict, reference_label
 
-README_KINDS = ("spot", "magnitude", "random", "random_uniform", "code_over_general", "code_minus_general")
+README_KINDS = readme_kinds()  # the mask-kind table's README rows, in their order
 README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
 
 

@@ -10,8 +10,7 @@ import pandas as pd
 from ..analysis.matched import METRIC as MATCHED
 from ..analysis.rows import ci_pivot, format_ci, format_rise, to_frame
 from ..data.sources import PROSE_LABELS
-from ..experiment.ablation_plan import OUTLIERS
-from ..method.ablation import REFERENCE_CONTROL
+from ..method.mask_kinds import OUTLIERS, REFERENCE_CONTROL
 from ..method.structure import distribution
 
 ALPHA = 0.05  # level of every verdict below (Holm-adjusted p-values)

@@ -11,7 +11,7 @@ import torch
 
 from conftest import random_sequences
 from spot_utils import aggregate, ablated, mask_count, save_masks, score, scoped_parameters
-from spot_utils.method.ablation import CONTROLS, register_control
+from spot_utils.method.mask_kinds import MASK_KINDS, controls, register_control
 from spot_utils.experiment.ablation_loop import ablate_and_evaluate
 from spot_utils.experiment.ablation_plan import controls_match, mask_plan, plan_metrics
 from spot_utils.measure.metric_groups import METRIC_GROUPS, Evaluation, build_evaluators, register_metric_group
@@ -69,7 +69,7 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     import spot_utils.base.run_files as runs
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
     registered(CRITERIA, register_criterion, "toy_abs_grad", fold=abs_grad, per_sequence=True)
-    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    registered(MASK_KINDS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
     registered(METRIC_GROUPS, register_metric_group, "toy_confidence", build=confidence_group,
                item_metrics=("confidence",), cost="heavy")
     model, tok = llama
@@ -123,8 +123,8 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     assert int(toy_rows[toy_rows.metric == "n_selected"].value.iloc[0]) == mask_count(toy[0][1])
 
     # a control whose builder breaks its promise fails the count check
-    CONTROLS.pop("toy_first")
-    registered(CONTROLS, register_control, "toy_first", build=lambda spot, seed, model, shapes:
+    MASK_KINDS.pop("toy_first")
+    registered(MASK_KINDS, register_control, "toy_first", build=lambda spot, seed, model, shapes:
                {n: torch.ones_like(m) for n, m in spot.items()}, matched_on="total")
     assert not controls_match(list(mask_plan(params, model)))
 
@@ -144,7 +144,7 @@ def test_names_without_an_implementation_are_refused():
         register_metric_group("toy_empty", build=confidence_group, item_metrics=("x",), cost="free")
     with pytest.raises(ValueError, match="already registered"):
         register_criterion("fisher", fold=abs_grad)
-    assert "toy_empty" not in CRITERIA and "toy_empty" not in CONTROLS and "toy_empty" not in METRIC_GROUPS
+    assert "toy_empty" not in CRITERIA and "toy_empty" not in MASK_KINDS and "toy_empty" not in METRIC_GROUPS
 
 
 def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
@@ -158,8 +158,9 @@ def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
         validate(dict(configurations=["cube"]))
     with pytest.raises(ValueError, match="unknown metric group 'nope'; registered: loss, likelihood, mc"):
         build_evaluators(validate({}), model, tok, {}, tmp_path, groups=["nope"])
-    with pytest.raises(ValueError, match="unknown control mask 'nope'; registered: random_uniform, random, magnitude"):
-        CONTROLS.pick("nope")
+    with pytest.raises(ValueError, match="unknown mask kind 'nope'; registered: baseline, spot, random_uniform, random, "
+                                         "magnitude, spot_norms"):
+        MASK_KINDS.pick("nope")
 
 
 def test_a_registered_criterion_is_accepted_by_the_params_until_removed(registered):
@@ -171,9 +172,9 @@ def test_a_registered_criterion_is_accepted_by_the_params_until_removed(register
 
 def test_control_colours_come_from_the_control_table(registered):
     from spot_utils.report.plots import MASK_COLORS, mask_color
-    colours = [mask_color(kind) for kind in CONTROLS]
+    colours = [mask_color(kind) for kind in controls()]
     assert len(set(colours)) == len(colours)
-    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    registered(MASK_KINDS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
     assert mask_color("toy_first") not in set(colours) | set(MASK_COLORS.values())
 
 

@@ -22,11 +22,11 @@ import numpy as np
 from scipy.stats import norm
 
 from .destroyed import DESTROYED, any_destroyed
+from .metric_names import MATCHED_EXCESS
 from .stats import _interval, bootstrap_p, holm
 
 OUTSIDE = "outside_random_range"
 NO_CURVE = "no_random_curve"
-METRIC = "matched_excess"
 
 
 # ----------------------------------------------------------------------------------------- points
@@ -206,7 +206,7 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     rows = []
     for key, frame in masks.items():
         (g, c), is_destroyed = point_m[key], any_destroyed(frame, [*fr.code, general], vocab_size)
-        out = dict(key=key, metric=METRIC, reference=general, value=None, ci_low=None, ci_high=None, se=None,
+        out = dict(key=key, metric=MATCHED_EXCESS, reference=general, value=None, ci_low=None, ci_high=None, se=None,
                    mde=None, p=None, p_holm=None, status=None, destroyed=is_destroyed, code_rise=float(c[0]),
                    general_rise=float(g[0]), n=n, n_languages=len(fr.code), defined=None)
         if is_destroyed:

@@ -14,6 +14,9 @@ from . import matched, stats
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.mask_kinds import REFERENCE_CONTROL, is_control
 from .destroyed import DESTROYED, any_destroyed
+from .metric_names import (CODE_RISE, GENERAL_RISE, MATCHED_EXCESS, MDE_MATCHED_EXCESS, MDE_SELECTIVITY_MINUS_REFERENCE,
+                           P_MATCHED_EXCESS, P_SELECTIVITY_VS_REFERENCE, P_WILCOXON, SELECTIVITY,
+                           SELECTIVITY_MINUS_REFERENCE, derived_metrics, holm_name)
 from .rows import row
 
 MIN_WILCOXON_ITEMS = 6  # below this a signed-rank test cannot reach p < 0.05 (two-sided, exact: 2 / 2^n)
@@ -27,7 +30,8 @@ def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, referen
               threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
     """code_rise (mean r over code subsets, subset 'code'; `destroyed` when a code subset is), and per reference
     general_rise (r on the reference) and selectivity (code_rise / general_rise where both exceed `threshold`), with
-    bootstrap intervals; selectivity of a destroyed point has no value (status 'destroyed'). parts (e.g.
+    bootstrap intervals; then every derived metric of the metric-name table (metric_names.derived_metrics) per
+    reference; selectivity or a derived metric of a destroyed point has no value (status 'destroyed'). parts (e.g.
     {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
@@ -39,22 +43,26 @@ def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, referen
         (code_rise, c_lo, c_hi), (general_rise, g_lo, g_hi) = ci["code"], ci["general"]
         gone = code_gone or any_destroyed(abl, [ref], vocab)
         if i == 0:  # the code rise and its interval do not depend on the reference
-            rows.append(row(metric="code_rise", subset="code", value=code_rise, n=len(code), ci_low=c_lo,
+            rows.append(row(metric=CODE_RISE, subset="code", value=code_rise, n=len(code), ci_low=c_lo,
                             ci_high=c_hi, destroyed=code_gone, **labels))
-        rows.append(row(metric="general_rise", subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
+        rows.append(row(metric=GENERAL_RISE, subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
                         ci_low=g_lo, ci_high=g_hi, destroyed=gone, **labels))
         sel = stats.selectivity(code_rise, general_rise, threshold)
         if gone:
-            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=None, n=len(code),
+            rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=None, n=len(code),
                             destroyed=True, status=DESTROYED, **labels))
         elif not np.isnan(sel):
-            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
+            rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
                             destroyed=False, **labels))
+        for name, metric in derived_metrics().items():
+            rows.append(row(metric=name, subset=f"code/{ref}", reference=ref, n=len(code), destroyed=gone,
+                            value=None if gone else float(metric.derive(abl, base, code, ref)),
+                            status=DESTROYED if gone else None, **labels))
     for part, members in (parts or {}).items():
         members = [s for s in members if s in abl]
         if members and references:
             value, lo, hi = stats.rises_ci(abl, base, members, references[0], n_boot=n_boot)["code"]
-            rows.append(row(metric="code_rise", subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
+            rows.append(row(metric=CODE_RISE, subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
                             ci_high=hi, destroyed=any_destroyed(abl, members, vocab), **labels))
     return rows
 
@@ -124,16 +132,16 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
             for general in [g for g in references if g in abl]:
                 where = dict(subset=f"code/{general}", reference=general, n=len(code))
                 if any_destroyed(abl, code + [general], vocab) or any_destroyed(r, code + [general], vocab):
-                    rows.append(row(metric="selectivity_minus_reference", value=None, destroyed=True, status=DESTROYED,
+                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=None, destroyed=True, status=DESTROYED,
                                     **where, **ref_labels))
                     continue
                 res = stats.selectivity_vs_reference(abl, r, base, code, general, n_boot=n_boot)
                 if not np.isnan(res["diff"]):
-                    rows.append(row(metric="selectivity_minus_reference", value=res["diff"], ci_low=res["ci_low"],
+                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=res["diff"], ci_low=res["ci_low"],
                                     ci_high=res["ci_high"], destroyed=False, **where, **ref_labels))
-                    rows.append(row(metric="p_selectivity_vs_reference", value=res["p"], **where, **ref_labels))
+                    rows.append(row(metric=P_SELECTIVITY_VS_REFERENCE, value=res["p"], **where, **ref_labels))
                     if not np.isnan(res["se"]):
-                        rows.append(row(metric="mde_selectivity_minus_reference",
+                        rows.append(row(metric=MDE_SELECTIVITY_MINUS_REFERENCE,
                                         value=matched.minimal_detectable_effect(res["se"]), **where, **ref_labels))
         for group, frame in frames.items():
             if group not in ref:
@@ -143,13 +151,13 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
                 a, r = _by_subset(frame, metric), _by_subset(ref[group], metric)
                 for subset in a:
                     if len(a[subset]) >= MIN_WILCOXON_ITEMS:
-                        rows.append(row(metric=f"p_wilcoxon_{metric}", subset=subset, n=len(a[subset]),
+                        rows.append(row(metric=P_WILCOXON + metric, subset=subset, n=len(a[subset]),
                                         value=stats.wilcoxon_p(a[subset], r[subset]), **ref_labels))
     rows += matched_rows(results, baseline, code_subsets, references, vocab, n_boot=matched_boot)
     for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith("p_")):
         family = [r for r in rows if r["metric"] == metric]
         for r, adj in zip(family, stats.holm([r["value"] for r in family])):
-            rows.append(dict(r, metric=metric.replace("p_", "p_holm_", 1), value=float(adj)))
+            rows.append(dict(r, metric=holm_name(metric), value=float(adj)))
     return rows
 
 
@@ -193,10 +201,10 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
                 lab, _, is_pooled = points[res["key"]]
                 labels = dict(lab, control_of=REFERENCE_CONTROL, reference=general)
                 where = dict(subset=f"code/{general}", n=res["n"])
-                rows.append(row(metric=matched.METRIC, value=res["value"], ci_low=res["ci_low"], ci_high=res["ci_high"],
+                rows.append(row(metric=MATCHED_EXCESS, value=res["value"], ci_low=res["ci_low"], ci_high=res["ci_high"],
                                 destroyed=res["destroyed"], status=res["status"], **where, **labels))
                 if is_pooled and res["p"] is not None:
-                    rows.append(row(metric=f"p_{matched.METRIC}", value=res["p"], **where, **labels))
+                    rows.append(row(metric=P_MATCHED_EXCESS, value=res["p"], **where, **labels))
                 if is_pooled and res["mde"] is not None:
-                    rows.append(row(metric=f"mde_{matched.METRIC}", value=res["mde"], **where, **labels))
+                    rows.append(row(metric=MDE_MATCHED_EXCESS, value=res["mde"], **where, **labels))
     return rows

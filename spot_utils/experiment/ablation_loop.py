@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from ..analysis import stats
 from ..analysis.destroyed import any_destroyed, uniform_loss
 from ..analysis.matched import damage_points, pool_seeds, random_range_covers
+from ..analysis.metric_names import LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
 from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
 from ..base.run_files import ablation_entry_path
@@ -133,7 +134,7 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
         results.append((base_labels, baseline))
         rows += frame_rows(baseline, None, base_labels, params["bootstrap_samples"], vocab)
         if vocab is not None:
-            rows.append(row(metric="uniform_loss", subset="vocabulary", value=uniform_loss(vocab), n=vocab,
+            rows.append(row(metric=UNIFORM_LOSS, subset="vocabulary", value=uniform_loss(vocab), n=vocab,
                             **base_labels))
     for labels, masks in tqdm(entries, desc="masks", leave=False):
         labels = dict(labels, mode=labels.get("mode") or "zero")
@@ -179,8 +180,8 @@ def frame_rows(frames: dict[str, pd.DataFrame], baseline: dict | None, labels: d
 def mask_rows(labels: dict, masks: dict) -> list[dict]:
     """Size of a mask and the share of it in norm vectors and biases (subset 'parameters')."""
     s = summary(masks)
-    return [row(metric="n_selected", subset="parameters", value=s["total"], **labels),
-            row(metric="vector_share", subset="parameters", value=s["vector_share"], n=s["total"], **labels)]
+    return [row(metric=N_SELECTED, subset="parameters", value=s["total"], **labels),
+            row(metric=VECTOR_SHARE, subset="parameters", value=s["vector_share"], n=s["total"], **labels)]
 
 
 def item_losses(frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
@@ -281,5 +282,5 @@ def cross_ablation(model, lang_masks: dict[str, dict], evaluators: Evaluators, p
     entries = [(dict(labels, mask_kind=kind), masks) for kind, masks in iter_regions(lang_masks)
                if kind.startswith(SPECIFIC)]
     rows, _, _ = ablate_and_evaluate(model, entries, evaluators, params)
-    return [r for r in rows if r["mask_kind"] != "baseline" and r["metric"] in ("loss_rise", "n_selected",
-                                                                                  "vector_share")]
+    return [r for r in rows if r["mask_kind"] != "baseline" and r["metric"] in (LOSS_RISE, N_SELECTED,
+                                                                                  VECTOR_SHARE)]

@@ -34,9 +34,9 @@ class MaskKind:
     build: what builds it (signature by `ablation`, see ABLATIONS; for a stage-03 kind stage 03 does not read from
     here, the selection function that builds it); stage: the stage that writes its masks ('03_selection', or
     '04_ablation' for masks built in memory); ablation: one of ABLATIONS; color / marker: the same in every figure
-    (None: one of EXTRA_COLORS by registration order); matched_on, seeds, every_k: a control's count check ('per_tensor',
-    'total' or None), seeds ('uniform': the first n_uniform_seeds, 'all', None: one unseeded mask) and whether it runs at
-    every k; heavy: it gets the heavy metric groups at k_detail; per_configuration: False for one mask shared by every
+    (None: one of EXTRA_COLORS by registration order); matched_on, seeds, every_k: a control's count check
+    ('per_tensor', 'total' or None), seeds ('uniform': the first n_uniform_seeds, 'all', None: one unseeded mask) and
+    whether it runs at every k; heavy: it gets the heavy metric groups at k_detail; per_configuration: False for one mask shared by every
     configuration; headline, verdict, collapse_curve, layer_map: read by the run headline, notebook 04's verdicts and
     collapse curves, stage 03's per-layer summary; readme: its position in the README block's table (None: absent).
     """

@@ -13,6 +13,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE
 from ..base.io import atomic_path
 from ..method.mask_kinds import EXTRA_COLORS, MASK_KINDS
 
@@ -237,7 +238,7 @@ def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English pros
     df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high,
     destroyed); general_label names the general-text reference.
     """
-    metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
+    metrics = [m for m in (CODE_RISE, GENERAL_RISE) if m in set(df.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1.8, 4), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for kind, g in df[df.metric == metric].groupby("mask_kind", sort=False):
@@ -253,7 +254,7 @@ def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English pros
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}%"))
         ax.axhline(1, color="grey", lw=0.8, ls="--", label="no change (1)")
         ax.set_xlabel("k (% of scoped entries ablated)")
-        ax.set_title({"code_rise": "code languages (mean)", "general_rise": general_label}[metric])
+        ax.set_title({CODE_RISE: "code languages (mean)", GENERAL_RISE: general_label}[metric])
     if "destroyed" in df and df.destroyed.any():
         axes[0][-1].scatter([], [], s=60, facecolor="white", edgecolor="black", label="destroyed (≥ ln |V|)")
     _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
@@ -324,7 +325,7 @@ def stability_curves(stab: pd.DataFrame, title: str):
 def cross_ablation_heatmap(df: pd.DataFrame, title: str):
     """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated;
     white is no change."""
-    d = df[df.metric == "loss_rise"].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
+    d = df[df.metric == LOSS_RISE].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
     mat = 100 * d.pivot_table(index="region", columns="subset", values="value", sort=False)
     fig, ax = plt.subplots(figsize=(0.65 * mat.shape[1] + 3.5, 0.5 * mat.shape[0] + 2))
     _annotated(ax, mat, cmap="vlag", center=0, cbar_kws={"label": "loss rise (%; white = no change)"})
@@ -376,7 +377,7 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
     """
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     log = np.log1p
-    ref = points[points.mask_kind == "random_uniform"].sort_values("general_rise")
+    ref = points[points.mask_kind == "random_uniform"].sort_values(GENERAL_RISE)
     intact = ref[~ref.destroyed]
     color = mask_color("random_uniform")
     ax.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,

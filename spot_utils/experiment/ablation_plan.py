@@ -1,5 +1,6 @@
-"""What stage 04 ablates and measures: per configuration, the spot at every k, its controls from the control table,
-the spot's norm and bias entries alone, the extra ablation modes, the contrastive regions and the outlier masks;
+"""What stage 04 ablates and measures, read from the mask-kind table (method/mask_kinds.py): per configuration, the
+spot at every k, its controls, the kinds built from the spot (its norm and bias entries alone), the extra ablation
+modes, the kinds read from stage 03 (the contrastive regions) and the outlier masks;
 random_uniform at the k values beyond the grid that the damage-matched comparison needs; the metric groups each
 mask gets; and the check that every control has its spot's count (docs/METHOD.md, Ablation).
 

@@ -28,12 +28,12 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.stats import beta, norm, t as student_t
 
+from .destroyed import DESTROYED, any_destroyed
+from .metric_names import MATCHED_EXCESS
 from .stats import _interval, bootstrap_p, holm
 
 OUTSIDE = "outside_random_range"
-DESTROYED = "destroyed"
 NO_CURVE = "no_random_curve"
-METRIC = "matched_excess"
 
 
 # ----------------------------------------------------------------------------------------- points
@@ -49,16 +49,6 @@ def pool_seeds(per_seed: Sequence[Mapping[str, np.ndarray]]) -> dict[str, np.nda
         if list(frame) != subsets or any(len(frame[s]) != len(per_seed[0][s]) for s in subsets):
             raise ValueError(f"seed {i} holds other subsets or item counts than seed 0")
     return {s: np.mean([np.asarray(f[s], dtype=float) for f in per_seed], axis=0) for s in subsets}
-
-
-def destroyed(loss: float, vocab_size: int) -> bool:
-    """True when a mean loss is at or above ln |V|, the loss of guessing uniformly over the vocabulary."""
-    return bool(loss >= math.log(vocab_size))
-
-
-def point_destroyed(ablated: Mapping[str, np.ndarray], code_subsets, general: str, vocab_size: int) -> bool:
-    """A (mask, k) point is destroyed when its general reference or any code subset is destroyed."""
-    return any(destroyed(float(np.mean(ablated[s])), vocab_size) for s in [*code_subsets, general])
 
 
 # ----------------------------------------------------------------------------------------- resampling
@@ -234,7 +224,7 @@ def damage_points(frames: Mapping, baseline: Mapping[str, np.ndarray], code_subs
         fr.check(frame, f"ablation {key!r}")
         g, c = fr.rises(frame, draw)
         out.append(dict(key=key, code_rise=float(c[0]), general_rise=float(g[0]), x=float(np.log1p(g[0])),
-                        y=float(np.log1p(c[0])), destroyed=point_destroyed(frame, fr.code, general, vocab_size)))
+                        y=float(np.log1p(c[0])), destroyed=any_destroyed(frame, [*fr.code, general], vocab_size)))
     return out
 
 
@@ -267,7 +257,7 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     masks = {key: pool_seeds(v) for key, v in masks.items()}
     for key, frame in masks.items():
         fr.check(frame, f"mask {key!r}")
-    curve_ks = [k for k in sorted(pooled) if not point_destroyed(pooled[k], fr.code, general, vocab_size)]
+    curve_ks = [k for k in sorted(pooled) if not any_destroyed(pooled[k], [*fr.code, general], vocab_size)]
     s2, df_seed = seed_scatter(random, fr, curve_ks) if seed_variance else (None, 0)
     curve_seeds = [len(random[k]) if isinstance(random[k], Sequence) else 1 for k in curve_ks]
 
@@ -283,8 +273,8 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     n = sum(fr.n_items) + fr.n_general
     rows = []
     for key, frame in masks.items():
-        (g, c), is_destroyed = point_m[key], point_destroyed(frame, fr.code, general, vocab_size)
-        out = dict(key=key, metric=METRIC, reference=general, value=None, ci_low=None, ci_high=None, se=None,
+        (g, c), is_destroyed = point_m[key], any_destroyed(frame, [*fr.code, general], vocab_size)
+        out = dict(key=key, metric=MATCHED_EXCESS, reference=general, value=None, ci_low=None, ci_high=None, se=None,
                    se_items=None, se_seed=None, df=None, mde=None, p=None, p_holm=None, status=None,
                    destroyed=is_destroyed, code_rise=float(c[0]), general_rise=float(g[0]), n=n,
                    n_languages=len(fr.code), defined=None)

@@ -12,8 +12,13 @@ import pandas as pd
 
 from . import matched, stats
 from ..measure.metric_groups import METRIC_GROUPS
-from ..method.ablation import CONTROLS, REFERENCE_CONTROL
-from .rows import DESTROYED, row
+from ..method.mask_kinds import REFERENCE_CONTROL, is_control
+from .destroyed import DESTROYED, any_destroyed
+from .metric_names import (CODE_RISE, GENERAL_RISE, MATCHED_EXCESS, MDE_MATCHED_EXCESS, MDE_SELECTIVITY_MINUS_REFERENCE,
+                           P_MATCHED_EXCESS, P_PLACEBO_MATCHED_EXCESS, P_SELECTIVITY_VS_REFERENCE, P_WILCOXON,
+                           PLACEBO_FALSE_POSITIVE_RATE, PLACEBO_MATCHED_EXCESS, SELECTIVITY,
+                           SELECTIVITY_MINUS_REFERENCE, derived_metrics, holm_name)
+from .rows import row
 
 MIN_WILCOXON_ITEMS = 6  # below this a signed-rank test cannot reach p < 0.05 (two-sided, exact: 2 / 2^n)
 
@@ -22,43 +27,44 @@ def _by_subset(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
     return {s: g.sort_values("item")[column].to_numpy(dtype=float) for s, g in frame.groupby("subset", sort=False)}
 
 
-def _mean_loss_destroyed(losses: dict[str, np.ndarray], subsets, vocab: int) -> bool:
-    return any(matched.destroyed(float(np.mean(losses[s])), vocab) for s in subsets)
-
-
 def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, references, labels: dict, vocab: int,
               threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
     """code_rise (mean r over code subsets, subset 'code'; `destroyed` when a code subset is), and per reference
     general_rise (r on the reference) and selectivity (code_rise / general_rise where both exceed `threshold`), with
-    bootstrap intervals; selectivity of a destroyed point has no value (status 'destroyed'). parts (e.g.
+    bootstrap intervals; then every derived metric of the metric-name table (metric_names.derived_metrics) per
+    reference; selectivity or a derived metric of a destroyed point has no value (status 'destroyed'). parts (e.g.
     {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     references = [r for r in references if r in abl]
-    code_gone = _mean_loss_destroyed(abl, code, vocab)
+    code_gone = any_destroyed(abl, code, vocab)
     rows = []
     for i, ref in enumerate(references):
         ci = stats.rises_ci(abl, base, code, ref, n_boot=n_boot)
         (code_rise, c_lo, c_hi), (general_rise, g_lo, g_hi) = ci["code"], ci["general"]
-        gone = code_gone or _mean_loss_destroyed(abl, [ref], vocab)
+        gone = code_gone or any_destroyed(abl, [ref], vocab)
         if i == 0:  # the code rise and its interval do not depend on the reference
-            rows.append(row(metric="code_rise", subset="code", value=code_rise, n=len(code), ci_low=c_lo,
+            rows.append(row(metric=CODE_RISE, subset="code", value=code_rise, n=len(code), ci_low=c_lo,
                             ci_high=c_hi, destroyed=code_gone, **labels))
-        rows.append(row(metric="general_rise", subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
+        rows.append(row(metric=GENERAL_RISE, subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
                         ci_low=g_lo, ci_high=g_hi, destroyed=gone, **labels))
         sel = stats.selectivity(code_rise, general_rise, threshold)
         if gone:
-            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=None, n=len(code),
+            rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=None, n=len(code),
                             destroyed=True, status=DESTROYED, **labels))
         elif not np.isnan(sel):
-            rows.append(row(metric="selectivity", subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
+            rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
                             destroyed=False, **labels))
+        for name, metric in derived_metrics().items():
+            rows.append(row(metric=name, subset=f"code/{ref}", reference=ref, n=len(code), destroyed=gone,
+                            value=None if gone else float(metric.derive(abl, base, code, ref)),
+                            status=DESTROYED if gone else None, **labels))
     for part, members in (parts or {}).items():
         members = [s for s in members if s in abl]
         if members and references:
             value, lo, hi = stats.rises_ci(abl, base, members, references[0], n_boot=n_boot)["code"]
-            rows.append(row(metric="code_rise", subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
-                            ci_high=hi, destroyed=_mean_loss_destroyed(abl, members, vocab), **labels))
+            rows.append(row(metric=CODE_RISE, subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
+                            ci_high=hi, destroyed=any_destroyed(abl, members, vocab), **labels))
     return rows
 
 
@@ -79,7 +85,7 @@ def pooled_results(results) -> list[tuple[dict, dict, list]]:
     for entries in members.values():
         labels = dict(entries[0][0])
         seeds = [lab.get("seed") for lab, _ in entries]
-        if labels["mask_kind"] in CONTROLS:  # a seeded control: its seeds pooled
+        if is_control(labels["mask_kind"]):  # a seeded control: its seeds pooled
             labels["seed"] = None
         groups = set.intersection(*(set(f) for _, f in entries))
         frames = {g: pd.concat([f[g] for _, f in entries]).groupby(["subset", "item"], sort=False)
@@ -126,17 +132,17 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
             code = [s for s in code_subsets if s in abl]
             for general in [g for g in references if g in abl]:
                 where = dict(subset=f"code/{general}", reference=general, n=len(code))
-                if _mean_loss_destroyed(abl, code + [general], vocab) or _mean_loss_destroyed(r, code + [general], vocab):
-                    rows.append(row(metric="selectivity_minus_reference", value=None, destroyed=True, status=DESTROYED,
+                if any_destroyed(abl, code + [general], vocab) or any_destroyed(r, code + [general], vocab):
+                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=None, destroyed=True, status=DESTROYED,
                                     **where, **ref_labels))
                     continue
                 res = stats.selectivity_vs_reference(abl, r, base, code, general, n_boot=n_boot)
                 if not np.isnan(res["diff"]):
-                    rows.append(row(metric="selectivity_minus_reference", value=res["diff"], ci_low=res["ci_low"],
+                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=res["diff"], ci_low=res["ci_low"],
                                     ci_high=res["ci_high"], destroyed=False, **where, **ref_labels))
-                    rows.append(row(metric="p_selectivity_vs_reference", value=res["p"], **where, **ref_labels))
+                    rows.append(row(metric=P_SELECTIVITY_VS_REFERENCE, value=res["p"], **where, **ref_labels))
                     if not np.isnan(res["se"]):
-                        rows.append(row(metric="mde_selectivity_minus_reference",
+                        rows.append(row(metric=MDE_SELECTIVITY_MINUS_REFERENCE,
                                         value=matched.minimal_detectable_effect(res["se"]), **where, **ref_labels))
         for group, frame in frames.items():
             if group not in ref:
@@ -146,13 +152,13 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
                 a, r = _by_subset(frame, metric), _by_subset(ref[group], metric)
                 for subset in a:
                     if len(a[subset]) >= MIN_WILCOXON_ITEMS:
-                        rows.append(row(metric=f"p_wilcoxon_{metric}", subset=subset, n=len(a[subset]),
+                        rows.append(row(metric=P_WILCOXON + metric, subset=subset, n=len(a[subset]),
                                         value=stats.wilcoxon_p(a[subset], r[subset]), **ref_labels))
     rows += matched_rows(results, baseline, code_subsets, references, vocab, n_boot=matched_boot)
     for metric in dict.fromkeys(r["metric"] for r in rows if r["metric"].startswith("p_")):
         family = [r for r in rows if r["metric"] == metric]
         for r, adj in zip(family, stats.holm([r["value"] for r in family])):
-            rows.append(dict(r, metric=metric.replace("p_", "p_holm_", 1), value=float(adj)))
+            rows.append(dict(r, metric=holm_name(metric), value=float(adj)))
     return rows
 
 
@@ -188,7 +194,7 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
             if lab.get("configuration") == configuration and lab["mask_kind"] != REFERENCE_CONTROL:
                 points[("pooled", len(points))] = (lab, per_seed[group_key(lab)], True)
         for lab, f in zero:  # the seed spread: every seed of a control (other than the curve's) measured with several
-            if (lab.get("configuration") == configuration and lab["mask_kind"] in CONTROLS
+            if (lab.get("configuration") == configuration and is_control(lab["mask_kind"])
                     and lab["mask_kind"] != REFERENCE_CONTROL and len(per_seed[group_key(lab)]) > 1):
                 points[("seed", len(points))] = (lab, _by_subset(f["loss"], "loss"), False)
         for general in [g for g in references if g in base]:
@@ -200,12 +206,12 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
                 lab, _, is_pooled = points[res["key"]]
                 labels = dict(lab, control_of=REFERENCE_CONTROL, reference=general)
                 where = dict(subset=f"code/{general}", n=res["n"])
-                rows.append(row(metric=matched.METRIC, value=res["value"], ci_low=res["ci_low"], ci_high=res["ci_high"],
+                rows.append(row(metric=MATCHED_EXCESS, value=res["value"], ci_low=res["ci_low"], ci_high=res["ci_high"],
                                 destroyed=res["destroyed"], status=res["status"], **where, **labels))
                 if is_pooled and res["p"] is not None:
-                    rows.append(row(metric=f"p_{matched.METRIC}", value=res["p"], **where, **labels))
+                    rows.append(row(metric=P_MATCHED_EXCESS, value=res["p"], **where, **labels))
                 if is_pooled and res["mde"] is not None:
-                    rows.append(row(metric=f"mde_{matched.METRIC}", value=res["mde"], **where, **labels))
+                    rows.append(row(metric=MDE_MATCHED_EXCESS, value=res["mde"], **where, **labels))
     return rows
 
 
@@ -220,11 +226,11 @@ def placebo_rows(base, random, seed_labels, code, general, vocab, configuration,
     rows = []
     for r in out["rows"]:
         labels = dict(where, k_percent=r["k"], seed=seed_labels[r["k"]][r["seed_index"]], n=r["n"])
-        rows.append(row(metric=f"placebo_{matched.METRIC}", value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"],
+        rows.append(row(metric=PLACEBO_MATCHED_EXCESS, value=r["value"], ci_low=r["ci_low"], ci_high=r["ci_high"],
                         status=r["status"], **labels))
         if r["p"] is not None:
-            rows.append(row(metric=f"p_placebo_{matched.METRIC}", value=r["p"], **labels))
+            rows.append(row(metric=P_PLACEBO_MATCHED_EXCESS, value=r["p"], **labels))
     if out["rows"]:
-        rows.append(row(metric="placebo_false_positive_rate", value=out["rate"], ci_low=out["ci_low"],
+        rows.append(row(metric=PLACEBO_FALSE_POSITIVE_RATE, value=out["rate"], ci_low=out["ci_low"],
                         ci_high=out["ci_high"], n=out["n"], **where))
     return rows

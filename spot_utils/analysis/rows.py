@@ -7,56 +7,70 @@ import numpy as np
 import pandas as pd
 
 from ..base.io import write_json
+from .destroyed import loss_destroyed
+from .metric_names import ACCURACY, LOSS, LOSS_RISE, PERPLEXITY
 from .stats import bootstrap_ci, mean_ci, relative_rise
 
 FIELDS = ("model", "configuration", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
           "n_entries", "control_of", "reference", "metric", "subset", "value", "n", "ci_low", "ci_high", "destroyed",
-          "status")
-DESTROYED = "destroyed"  # status of a value left out because its point is destroyed (docs/METHOD.md, Destroyed points)
+          "status", "schema_version")
+SCHEMA_VERSION = 2  # of the rows this code writes; what changed in each: docs/METHOD.md, metrics.json rows
 
 
-def row(**fields) -> dict:
-    """A metrics row with every row field present (absent ones None)."""
+def _complete(fields: dict) -> dict:
+    """`fields` with every row field present (absent ones None); KeyError naming an unknown field."""
     unknown = set(fields) - set(FIELDS)
     if unknown:
         raise KeyError(f"unknown metric fields {sorted(unknown)}; accepted: {FIELDS}")
     return {f: fields.get(f) for f in FIELDS}
 
 
+def row(**fields) -> dict:
+    """A new metrics row with every row field present (absent ones None), stamped schema_version SCHEMA_VERSION."""
+    return _complete(dict(fields, schema_version=SCHEMA_VERSION))
+
+
+def schema_version(r: dict) -> int:
+    """The schema version of a metrics row; rows written before the field existed are version 1."""
+    return r.get("schema_version") or 1
+
+
 def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int = 0,
-              uniform_loss: float | None = None, **labels) -> list[dict]:
+              vocab_size: int | None = None, **labels) -> list[dict]:
     """Rows of mean loss, perplexity (exp of the mean loss), accuracy and, against a baseline on the same
     items, loss_rise per subset, each with a bootstrap interval over items. `labels` (mask_kind, seed, ...)
-    go into every row. uniform_loss (ln |V|): every row of a subset gets `destroyed` = its mean loss ≥ ln |V|."""
+    go into every row. vocab_size (|V|): every row of a subset gets `destroyed` (destroyed.loss_destroyed of its
+    mean loss)."""
     rows = []
     for subset, g in items.groupby("subset", sort=False):
         g = g.sort_values("item")
         mean_loss = float(g["loss"].to_numpy().mean())
-        flag = dict(destroyed=None if uniform_loss is None else bool(mean_loss >= uniform_loss))
-        for metric in ("loss", "accuracy"):
+        flag = dict(destroyed=None if vocab_size is None else loss_destroyed(mean_loss, vocab_size))
+        for metric in (LOSS, ACCURACY):
             v = g[metric].to_numpy()
             lo, hi = mean_ci(v, seed=boot_seed)
             rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi,
                             **flag, **labels))
-            if metric == "loss":
-                rows.append(row(metric="perplexity", subset=subset, value=float(np.exp(v.mean())), n=len(v),
+            if metric == LOSS:
+                rows.append(row(metric=PERPLEXITY, subset=subset, value=float(np.exp(v.mean())), n=len(v),
                                 ci_low=float(np.exp(lo)), ci_high=float(np.exp(hi)), **flag, **labels))
         if baseline is not None:
             b = baseline[baseline.subset == subset].sort_values("item")["loss"].to_numpy()
             a = g["loss"].to_numpy()
             lo, hi = bootstrap_ci(lambda x, y: x.mean(-1) / y.mean(-1) - 1, a, b, seed=boot_seed, vectorized=True)
-            rows.append(row(metric="loss_rise", subset=subset, value=relative_rise(a, b), n=len(a),
+            rows.append(row(metric=LOSS_RISE, subset=subset, value=relative_rise(a, b), n=len(a),
                             ci_low=lo, ci_high=hi, **flag, **labels))
     return rows
 
 
 def write_metrics(path, rows: list[dict]) -> None:
-    """Write metrics.json atomically (a list of tidy rows)."""
-    write_json(path, [row(**r) for r in rows])
+    """Write metrics.json atomically (a list of tidy rows, each with its schema_version)."""
+    write_json(path, [_complete(r) for r in rows])
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:
-    return pd.DataFrame([row(**r) for r in rows], columns=list(FIELDS))
+    """The rows as a frame with every field a column (rows of any schema version; absent fields None)."""
+    return pd.DataFrame([_complete(r) for r in rows], columns=list(FIELDS))
 
 
 def is_missing(v) -> bool:

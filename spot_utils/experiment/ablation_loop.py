@@ -6,24 +6,26 @@ same loop (docs/METHOD.md, Ablation; Stage 04 resume)."""
 from __future__ import annotations
 
 import hashlib
-import math
 
 import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
 from ..analysis import stats
-from ..analysis.matched import damage_points, destroyed, pool_seeds, random_range_covers
+from ..analysis.destroyed import any_destroyed, uniform_loss
+from ..analysis.matched import damage_points, pool_seeds, random_range_covers
+from ..analysis.metric_names import LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
 from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
 from ..base.run_files import ablation_entry_path
 from ..measure.metric_groups import METRIC_GROUPS, Evaluators
-from ..method.ablation import REFERENCE_CONTROL, ablated
+from ..method.ablation import ablated
+from ..method.mask_kinds import MASK_KINDS, OUTLIERS, REFERENCE_CONTROL
 from ..method.masks import mask_count
 from ..method.selection import SPECIFIC, iter_regions
 from ..method.structure import summary
-from .ablation_plan import (OUTLIERS, SHARED_KINDS, configuration_labels, control_entries, next_extension_k,
-                            outlier_masks, plan_metrics, run_labels, spot_masks, uniform_entry)
+from .ablation_plan import (configuration_labels, control_entries, next_extension_k, outlier_masks, plan_metrics,
+                            run_labels, spot_masks, uniform_entry)
 
 BASELINE = "baseline"
 
@@ -34,12 +36,13 @@ def vocab_size(model) -> int:
 
 
 def entry_id(labels: dict) -> str:
-    """The name an entry's results are stored under: configuration (or 'shared' for the contrastive regions, one
-    mask for every configuration), mask kind, then k (or n for the outlier masks), seed and mode where set."""
+    """The name an entry's results are stored under: configuration (or 'shared' for a kind whose row has one mask
+    for every configuration: the contrastive regions), mask kind, then k (or n for the outlier masks), seed and mode where set."""
     kind = labels["mask_kind"]
     if kind == BASELINE:
         return BASELINE
-    where = "shared" if kind in SHARED_KINDS else (labels.get("configuration") or "none")
+    shared = kind in MASK_KINDS and not MASK_KINDS[kind].per_configuration
+    where = "shared" if shared else (labels.get("configuration") or "none")
     size = f"n{labels['n_entries']}" if kind == OUTLIERS else f"k{labels['k_percent']:g}"
     extra = "".join(f"_{key[0]}{labels[key]}" for key in ("seed", "mode")
                     if labels.get(key) is not None and not (key == "mode" and labels[key] == "zero"))
@@ -123,16 +126,16 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
     """
     results, rows = [], []
     cache = {} if cache is None else cache
-    vocab_loss = None if vocab is None else math.log(vocab)
     if baseline is None:
         base_labels = run_labels(params, mask_kind=BASELINE)
         baseline = evaluators(plan_metrics(base_labels, params))
         if store is not None:
             store.open(baseline)
         results.append((base_labels, baseline))
-        rows += frame_rows(baseline, None, base_labels, params["bootstrap_samples"], vocab_loss)
-        if vocab_loss is not None:
-            rows.append(row(metric="uniform_loss", subset="vocabulary", value=vocab_loss, n=vocab, **base_labels))
+        rows += frame_rows(baseline, None, base_labels, params["bootstrap_samples"], vocab)
+        if vocab is not None:
+            rows.append(row(metric=UNIFORM_LOSS, subset="vocabulary", value=uniform_loss(vocab), n=vocab,
+                            **base_labels))
     for labels, masks in tqdm(entries, desc="masks", leave=False):
         labels = dict(labels, mode=labels.get("mode") or "zero")
         labels.setdefault("n_entries", mask_count(masks))
@@ -151,19 +154,19 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
             store.put(key, digest, labels, frames, measured)
         cache[same] = frames
         results.append((labels, frames))
-        rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab_loss) + mask_rows(labels, masks)
+        rows += frame_rows(frames, baseline, labels, params["bootstrap_samples"], vocab) + mask_rows(labels, masks)
     return rows, results, baseline
 
 
 def frame_rows(frames: dict[str, pd.DataFrame], baseline: dict | None, labels: dict, n_boot: int = 1000,
-               vocab_loss: float | None = None) -> list[dict]:
+               vocab: int | None = None) -> list[dict]:
     """Tidy rows of every metric group: loss-like groups through loss_rows (with loss_rise against the
-    baseline and `destroyed` against ln |V|), the others as means of each item metric with bootstrap intervals."""
+    baseline and `destroyed` for a vocabulary of `vocab` tokens), the others as means of each item metric with
+    bootstrap intervals."""
     rows = []
     for group, frame in frames.items():
         if METRIC_GROUPS.pick(group).loss_like:
-            rows += loss_rows(frame, None if baseline is None else baseline.get(group), uniform_loss=vocab_loss,
-                              **labels)
+            rows += loss_rows(frame, None if baseline is None else baseline.get(group), vocab_size=vocab, **labels)
             continue
         for subset, g in frame.groupby("subset", sort=False):
             for metric in METRIC_GROUPS[group].item_metrics:
@@ -177,8 +180,8 @@ def frame_rows(frames: dict[str, pd.DataFrame], baseline: dict | None, labels: d
 def mask_rows(labels: dict, masks: dict) -> list[dict]:
     """Size of a mask and the share of it in norm vectors and biases (subset 'parameters')."""
     s = summary(masks)
-    return [row(metric="n_selected", subset="parameters", value=s["total"], **labels),
-            row(metric="vector_share", subset="parameters", value=s["vector_share"], n=s["total"], **labels)]
+    return [row(metric=N_SELECTED, subset="parameters", value=s["total"], **labels),
+            row(metric=VECTOR_SHARE, subset="parameters", value=s["vector_share"], n=s["total"], **labels)]
 
 
 def item_losses(frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
@@ -187,8 +190,8 @@ def item_losses(frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
 
 
 def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab: int) -> bool:
-    """Whether a point is destroyed under any of the references: a code subset or a reference at or above ln |V|."""
-    return any(destroyed(float(np.mean(losses[s])), vocab) for s in [*code_subsets, *references] if s in losses)
+    """Whether a point is destroyed under any of the references it was measured on (destroyed.any_destroyed)."""
+    return any_destroyed(losses, [s for s in [*code_subsets, *references] if s in losses], vocab)
 
 
 def _zero_losses(results, configuration: str) -> list[tuple[dict, dict]]:
@@ -279,5 +282,5 @@ def cross_ablation(model, lang_masks: dict[str, dict], evaluators: Evaluators, p
     entries = [(dict(labels, mask_kind=kind), masks) for kind, masks in iter_regions(lang_masks)
                if kind.startswith(SPECIFIC)]
     rows, _, _ = ablate_and_evaluate(model, entries, evaluators, params)
-    return [r for r in rows if r["mask_kind"] != "baseline" and r["metric"] in ("loss_rise", "n_selected",
-                                                                                  "vector_share")]
+    return [r for r in rows if r["mask_kind"] != "baseline" and r["metric"] in (LOSS_RISE, N_SELECTED,
+                                                                                  VECTOR_SHARE)]

@@ -1,5 +1,6 @@
-"""What stage 04 ablates and measures: per configuration, the spot at every k, its controls from the control table,
-the spot's norm and bias entries alone, the extra ablation modes, the contrastive regions and the outlier masks;
+"""What stage 04 ablates and measures, read from the mask-kind table (method/mask_kinds.py): per configuration, the
+spot at every k, its controls, the kinds built from the spot (its norm and bias entries alone), the extra ablation
+modes, the kinds read from stage 03 (the contrastive regions) and the outlier masks;
 random_uniform at the k values beyond the grid that the damage-matched comparison needs; the metric groups each
 mask gets; and the check that every control has its spot's count (docs/METHOD.md, Ablation).
 
@@ -12,16 +13,12 @@ import math
 
 from ..base.run_files import Lazy, mask_path
 from ..measure.metric_groups import METRIC_GROUPS
-from ..method.ablation import CONTROLS, REFERENCE_CONTROL, random_uniform_of
+from ..method.ablation import random_uniform_of
+from ..method.mask_kinds import MASK_KINDS, OUTLIERS, REFERENCE_CONTROL, controls, is_control, kinds
 from ..method.masks import counts_per_tensor, load_masks, mask_count
 from ..method.scoring import scoped_parameters
 from ..method.selection import (CONFIGURATIONS, configuration_count, configuration_scope, configuration_top_count,
                                 top_count_global)
-
-HEAVY_KINDS = ("baseline", "spot", "code_over_general", REFERENCE_CONTROL)  # get the heavy metric groups
-SPOT_NORMS = "spot_norms"  # the spot's entries in 1-D tensors (norm weights, biases), ablated alone
-SHARED_KINDS = ("code_over_general", "code_minus_general")  # one mask for every configuration (global, 2-D matrices)
-OUTLIERS = "top_entries"
 
 
 def run_labels(params: dict, **labels) -> dict:
@@ -66,31 +63,33 @@ def spot_masks(params: dict, model, configuration: str):
 
 
 def control_entries(params: dict, model, configuration: str, spots, headline_ks):
-    """(labels, masks) of everything compared with the spots of one configuration ({k: spot}, e.g. spot_masks): at every k
-    random_uniform (first seed: its curve); at the headline k values (every k with `every_k`) the other seeds of
-    random_uniform, the other controls with their seeds, spot_norms (where the spot holds 1-D entries) and the
-    contrastive regions; at k_detail the spot under each extra ablation mode. Masks are built on iteration."""
+    """(labels, masks) of everything compared with the spots of one configuration ({k: spot}, e.g. spot_masks), from
+    the mask-kind table: at every k random_uniform (first seed: its curve); at the headline k values (every k with
+    `every_k`) the other seeds of random_uniform, the other controls with their seeds and the kinds built from the
+    spot (spot_norms, where the spot holds 1-D entries); at k_detail the spot under each extra ablation mode; at the
+    headline k values the kinds read from stage 03 (the contrastive regions). Masks are built on iteration."""
     shapes = scope_shapes(model, configuration)
     headline_ks = set(headline_ks)
     for k, spot in spots.items():
         headline = k in headline_ks or params["every_k"]
         label = configuration_labels(params, configuration, k_percent=k)
-        for name, control in CONTROLS.items():
+        for name, control in controls().items():
             if control.every_k or headline:
                 for seed in _seeds(control, params, headline):
                     seeded = {} if seed is None else dict(seed=seed)
                     yield dict(label, mask_kind=name, **seeded, control_of="spot"), \
                         control.build(spot, seed=seed, model=model, shapes=shapes)
         if headline:
-            norms = {n: m for n, m in spot.items() if m.ndim < 2}
-            if mask_count(norms):
-                yield dict(label, mask_kind=SPOT_NORMS, control_of="spot"), norms
+            for name in kinds(ablation="from_spot"):
+                part = MASK_KINDS[name].build(spot, params, k, configuration)
+                if mask_count(part):
+                    yield dict(label, mask_kind=name, control_of="spot"), part
         if k == params["k_detail"] or params["every_k"]:
             for mode in params["ablation_modes"][1:]:
                 yield dict(label, mask_kind="spot", mode=mode, seed=params["seed"]), spot
         if headline:
-            for kind in SHARED_KINDS:
-                yield dict(label, mask_kind=kind), load_masks(mask_path(params, kind, k))[0]
+            for name in kinds(ablation="stage03"):
+                yield dict(label, mask_kind=name), MASK_KINDS[name].build(spot, params, k, configuration)
 
 
 def uniform_entry(params: dict, model, configuration: str, k_percent: float, seed: int) -> tuple[dict, dict]:
@@ -124,9 +123,9 @@ def mask_plan(params: dict, model, headline_ks: dict | None = None):
 
 
 def plan_metrics(labels: dict, params: dict) -> tuple[str, ...]:
-    """Metric groups an entry gets, in table order: the cheap ones always; the heavy ones for HEAVY_KINDS at
-    k_detail (every k with `every_k`), zero mode only, and for the baseline."""
-    heavy = labels["mask_kind"] in HEAVY_KINDS and labels.get("mode", "zero") in (None, "zero") \
+    """Metric groups an entry gets, in table order: the cheap ones always; the heavy ones for the heavy mask kinds
+    (mask_kinds.kinds(heavy=True)) at k_detail (every k with `every_k`), zero mode only, and for the baseline."""
+    heavy = labels["mask_kind"] in kinds(heavy=True) and labels.get("mode", "zero") in (None, "zero") \
         and (labels["mask_kind"] == "baseline" or labels["k_percent"] == params["k_detail"] or params["every_k"])
     return tuple(name for name, group in METRIC_GROUPS.items() if group.cost == "cheap" or heavy)
 
@@ -146,7 +145,7 @@ def outlier_masks(aggregate: dict, counts, configuration: str | None = None) -> 
 
 
 def controls_match(plan) -> bool:
-    """True when every control has its spot's count where its table entry says it is matched (per tensor or in
+    """True when every control has its spot's count where its mask-kind row says it is matched (per tensor or in
     total). One pass over the plan (a spot comes before its controls): only the spots' counts are kept."""
     spots = {}
     for lab, m in plan:
@@ -155,9 +154,9 @@ def controls_match(plan) -> bool:
             spots[key] = counts_per_tensor(m)
             continue
         kind = lab["mask_kind"]
-        if lab.get("control_of") != "spot" or kind not in CONTROLS or key not in spots:
+        if lab.get("control_of") != "spot" or not is_control(kind) or key not in spots:
             continue
-        matched_on, spot = CONTROLS.pick(kind).matched_on, spots[key]
+        matched_on, spot = MASK_KINDS[kind].matched_on, spots[key]
         if matched_on == "per_tensor" and {n: c for n, c in counts_per_tensor(m).items() if c} != \
                 {n: c for n, c in spot.items() if c}:
             return False

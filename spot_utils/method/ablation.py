@@ -1,17 +1,14 @@
-"""Switching masked parameters off in place, restoring them bit-exactly, and the control masks: the table of
-controls (CONTROLS) is the one home of the masks stage 04 ablates beside the spot to tell specific damage from
-damage of the same size (docs/METHOD.md, Controls)."""
+"""Switching masked parameters off in place, restoring them bit-exactly, and the builders of the control masks
+stage 04 ablates beside the spot to tell specific damage from damage of the same size (their rows, with what each
+is matched on: method/mask_kinds.py; docs/METHOD.md, Controls)."""
 from __future__ import annotations
 
 from contextlib import contextmanager
-from dataclasses import dataclass
 import hashlib
-from typing import Callable
 
 import numpy as np
 import torch
 
-from ..base.registry import Registry
 from .scoring import clean_name
 from .selection import top_count
 
@@ -116,48 +113,3 @@ def magnitude_per_tensor(model, like: dict[str, torch.Tensor]) -> dict[str, torc
     global top-k |θ|, is a reference region for the overlaps and the mask modes, never ablated as a control.)"""
     params = _named_parameters(model)
     return {n: top_count(params[n].detach().float().abs().cpu(), int(m.sum())) for n, m in like.items()}
-
-
-@dataclass(frozen=True)
-class Control:
-    """A control mask of the ablation experiment, built in memory from the spot it controls.
-
-    build(spot, seed, model, shapes): boolean masks (seed is None for an unseeded control; shapes: name -> shape of
-    every scoped tensor); matched_on: what it shares with the spot, checked by controls_match ('per_tensor': the
-    count of every tensor, 'total': the total count, None: nothing); seeds: 'uniform' (the first n_uniform_seeds of
-    random_seeds), 'all' (every random seed) or None (one unseeded mask); every_k: at every k of the grid (else at
-    k_detail only, or every k with every_k).
-    """
-    build: Callable
-    matched_on: str | None
-    seeds: str | None = None
-    every_k: bool = False
-
-
-MATCHED_ON = ("per_tensor", "total", None)
-CONTROL_SEEDS = ("uniform", "all", None)
-CONTROLS = Registry("control mask")
-REFERENCE_CONTROL = "random_uniform"  # every other mask is tested against it (paired tests, Holm per family)
-
-
-def register_control(name: str, *, build: Callable, matched_on: str | None, seeds: str | None = None,
-                     every_k: bool = False) -> Control:
-    """Add a control mask under `name` (see Control); refused without a callable builder."""
-    if not callable(build):
-        raise ValueError(f"control {name!r} has no implementation: build= must be callable")
-    if matched_on not in MATCHED_ON:
-        raise ValueError(f"control {name!r}: matched_on must be one of {MATCHED_ON}, got {matched_on!r}")
-    if seeds not in CONTROL_SEEDS:
-        raise ValueError(f"control {name!r}: seeds must be one of {CONTROL_SEEDS}, got {seeds!r}")
-    entry = Control(build, matched_on, seeds, bool(every_k))
-    CONTROLS.add(name, entry)
-    return entry
-
-
-# registry order is plan order: random_uniform, then (at k_detail) random per tensor and magnitude
-register_control("random_uniform", build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),
-                 matched_on="total", seeds="uniform", every_k=True)
-register_control("random", build=lambda spot, seed, model, shapes: random_per_tensor(spot, seed),
-                 matched_on="per_tensor", seeds="all")
-register_control("magnitude", build=lambda spot, seed, model, shapes: magnitude_per_tensor(model, spot),
-                 matched_on="per_tensor")

@@ -7,6 +7,8 @@ import re
 import pandas as pd
 import torch
 
+from .mask_kinds import kinds
+
 MODULE_TYPES = ("q", "k", "v", "o", "gate", "up", "down", "norm", "other")
 _PATTERNS = [("q", r"q_proj"), ("k", r"k_proj"), ("v", r"v_proj"), ("o", r"o_proj"), ("gate", r"gate_proj"),
              ("up", r"up_proj"), ("down", r"down_proj"), ("norm", r"norm")]
@@ -77,7 +79,7 @@ def profile(masks_by_label: dict[str, dict[str, torch.Tensor]], by: str = "modul
     return pd.concat(frames, ignore_index=True)
 
 
-MAP_KINDS = ("spot", "magnitude_global", "general", "code_over_general", "code_minus_general", "shared", "union")
+MAP_KINDS = kinds(layer_map=True)  # the kinds stage 03 maps per layer and module (the mask-kind table's layer_map)
 
 
 def layer_module_rows(masks: dict[str, torch.Tensor], **labels) -> list[dict]:

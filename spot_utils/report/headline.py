@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import pandas as pd
 
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS, MATCHED_EXCESS, SELECTIVITY
 from ..analysis.rows import to_frame
 from ..data.sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES
+from ..method.mask_kinds import kinds
 from .tables import verdict
 
-HEADLINE_KINDS = ("spot", "code_over_general", "random_uniform")
-HEADLINE_METRICS = ("code_rise", "general_rise", "selectivity")
+HEADLINE_KINDS = kinds(headline=True)  # the mask-kind table's headline kinds
+HEADLINE_METRICS = (CODE_RISE, GENERAL_RISE, SELECTIVITY)
 LOSS_SUBSETS = CODE_LANGUAGES + GENERAL_LANGUAGES  # held-out loss subsets (not the likelihood sets)
 
 
@@ -23,19 +25,19 @@ def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
     ks = sorted(float(k) for k in df.k_percent.dropna().unique())
     k = k_percent if k_percent is not None else (1.0 if 1.0 in ks else (ks[-1] if ks else None))
     out = {"k_percent": k, "model": next((m for m in df.model.dropna()), None)}
-    base = df[(df.mask_kind == "baseline") & (df.metric == "loss") & df.subset.isin(LOSS_SUBSETS)]
+    base = df[(df.mask_kind == "baseline") & (df.metric == LOSS) & df.subset.isin(LOSS_SUBSETS)]
     out["baseline_loss"] = float(base.value.mean()) if len(base) else None
     where = df.configuration if df.configuration.notna().any() else df.granularity
     first_reference = next(iter(df.reference.dropna()), None)
     at_k = df[(df.k_percent == k) & (where.isna() | (where == "global"))
               & (df.reference.isna() | (df.reference == first_reference))
               & (df["mode"].isna() | (df["mode"] == "zero"))
-              & ~((df.metric == "code_rise") & (df.subset != "code"))]  # not the code:scored / code:unseen parts
+              & ~((df.metric == CODE_RISE) & (df.subset != "code"))]  # not the code:scored / code:unseen parts
     for kind in HEADLINE_KINDS:
         for metric in HEADLINE_METRICS:
             v = at_k[(at_k.mask_kind == kind) & (at_k.metric == metric)].value.dropna()
             out[f"{kind}.{metric}"] = float(v.mean()) if len(v) else None
-        rises = at_k[(at_k.mask_kind == kind) & at_k.metric.isin(["code_rise", "general_rise"])]
+        rises = at_k[(at_k.mask_kind == kind) & at_k.metric.isin([CODE_RISE, GENERAL_RISE])]
         out[f"{kind}.destroyed"] = bool(rises.destroyed.fillna(False).astype(bool).any()) if len(rises) else None
     out["spot.verdicts"] = spot_verdicts(df)
     return out
@@ -44,7 +46,7 @@ def run_headline(rows: list[dict], k_percent: float | None = None) -> dict:
 def spot_verdicts(df: pd.DataFrame) -> dict[str, list[str]]:
     """{configuration: the damage-matched verdict on the spot against each general-text reference} (empty for runs
     without the damage-matched comparison)."""
-    if not (df.metric == "matched_excess").any():
+    if not (df.metric == MATCHED_EXCESS).any():
         return {}
     refs = list(dict.fromkeys(df.reference.dropna()))
     return {c: [verdict(df, c, r) for r in refs] for c in dict.fromkeys(df.configuration.dropna())}

@@ -13,33 +13,35 @@ import pandas as pd
 import seaborn as sns
 import torch
 
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE
 from ..base.io import atomic_path
-from ..method.ablation import CONTROLS
+from ..method.mask_kinds import EXTRA_COLORS, MASK_KINDS
 
 _CB = sns.color_palette("colorblind")
-# mask kind -> colour, the same in every figure (controls registered beyond these get one of
-# EXTRA_CONTROL_COLORS in the order of ablation.CONTROLS);
+# mask kind -> colour, the same in every figure, from the mask-kind table (method/mask_kinds.py; a kind registered
+# without one gets one of mask_kinds.EXTRA_COLORS in registration order);
 # families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
-MASK_COLORS = {
-    "baseline": "#4d4d4d", "spot": "#d62728", "shared": "#111111", "union": "#a6a6a6",
-    "random": "#1f5fa8", "random_uniform": "#6cb4e4", "magnitude": "#1b7837", "magnitude_global": "#66bd63",
-    "code_over_general": "#7b3294", "code_minus_general": "#c994c7", "general": "#e6ab02", "top_entries": "#8c510a", "specific": "#f28e2b",
-    "spot_norms": "#f4a582",
-}
+MASK_COLORS = {name: kind.color for name, kind in MASK_KINDS.items() if kind.color is not None}
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
-EXTRA_CONTROL_COLORS = ("#01665e", "#35978f", "#bf812d", "#762a83")  # none of MASK_COLORS' hues
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
 
 
 def mask_color(kind: str, default="#7f7f7f"):
     """The fixed colour of a mask kind (or of a figure label standing for one, e.g. 'shared core'); a registered
-    control without one gets an EXTRA_CONTROL_COLORS entry by its position among such controls."""
+    kind without one gets an EXTRA_COLORS entry by its position among such kinds."""
     kind = LABEL_KINDS.get(kind, kind)
-    if kind in MASK_COLORS:
-        return MASK_COLORS[kind]
-    extra = [c for c in CONTROLS if c not in MASK_COLORS]
-    return EXTRA_CONTROL_COLORS[extra.index(kind) % len(EXTRA_CONTROL_COLORS)] if kind in extra else default
+    if kind not in MASK_KINDS:
+        return default
+    if MASK_KINDS[kind].color is not None:
+        return MASK_KINDS[kind].color
+    extra = [n for n, k in MASK_KINDS.items() if k.color is None]
+    return EXTRA_COLORS[extra.index(kind) % len(EXTRA_COLORS)]
+
+
+def mask_marker(kind: str, default: str = "o") -> str:
+    """The fixed marker of a mask kind (the mask-kind table's)."""
+    return MASK_KINDS[kind].marker if kind in MASK_KINDS else default
 
 
 def language_colors(labels) -> dict:
@@ -236,14 +238,15 @@ def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English pros
     df: spot_utils.ablation_tables.rise_frame rows (metric code_rise / general_rise, value, ci_low, ci_high,
     destroyed); general_label names the general-text reference.
     """
-    metrics = [m for m in ("code_rise", "general_rise") if m in set(df.metric)]
+    metrics = [m for m in (CODE_RISE, GENERAL_RISE) if m in set(df.metric)]
     fig, axes = plt.subplots(1, len(metrics), figsize=(5 * len(metrics) + 1.8, 4), sharey=True, squeeze=False)
     for ax, metric in zip(axes[0], metrics):
         for kind, g in df[df.metric == metric].groupby("mask_kind", sort=False):
             g = g.sort_values("k_percent")
             y = 1 + g.value
             err = np.vstack([y - (1 + g.ci_low.fillna(g.value)), (1 + g.ci_high.fillna(g.value)) - y]).clip(0)
-            ax.errorbar(g.k_percent, y, yerr=err, marker="o", capsize=3, color=mask_color(kind), label=kind)
+            ax.errorbar(g.k_percent, y, yerr=err, marker=mask_marker(kind), capsize=3, color=mask_color(kind),
+                        label=kind)
             if "destroyed" in g and g.destroyed.any():
                 ax.scatter(g.k_percent[g.destroyed], y[g.destroyed], s=60, facecolor="white",
                            edgecolor=mask_color(kind), zorder=3)
@@ -251,7 +254,7 @@ def rise_curves(df: pd.DataFrame, title: str, general_label: str = "English pros
         ax.xaxis.set_major_formatter(plt.FuncFormatter(lambda x, _: f"{x:g}%"))
         ax.axhline(1, color="grey", lw=0.8, ls="--", label="no change (1)")
         ax.set_xlabel("k (% of scoped entries ablated)")
-        ax.set_title({"code_rise": "code languages (mean)", "general_rise": general_label}[metric])
+        ax.set_title({CODE_RISE: "code languages (mean)", GENERAL_RISE: general_label}[metric])
     if "destroyed" in df and df.destroyed.any():
         axes[0][-1].scatter([], [], s=60, facecolor="white", edgecolor="black", label="destroyed (≥ ln |V|)")
     _ratio_axis(axes[0][0], "y", 1 + pd.concat([df.value, df.ci_low, df.ci_high]))
@@ -322,7 +325,7 @@ def stability_curves(stab: pd.DataFrame, title: str):
 def cross_ablation_heatmap(df: pd.DataFrame, title: str):
     """Loss rise (%) of every evaluated subset (columns) when each language's specific region (rows) is ablated;
     white is no change."""
-    d = df[df.metric == "loss_rise"].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
+    d = df[df.metric == LOSS_RISE].assign(region=lambda x: x.mask_kind.str.removeprefix("specific:"))
     mat = 100 * d.pivot_table(index="region", columns="subset", values="value", sort=False)
     fig, ax = plt.subplots(figsize=(0.65 * mat.shape[1] + 3.5, 0.5 * mat.shape[0] + 2))
     _annotated(ax, mat, cmap="vlag", center=0, cbar_kws={"label": "loss rise (%; white = no change)"})
@@ -374,7 +377,7 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
     """
     fig, ax = plt.subplots(figsize=(8.5, 5.5))
     log = np.log1p
-    ref = points[points.mask_kind == "random_uniform"].sort_values("general_rise")
+    ref = points[points.mask_kind == "random_uniform"].sort_values(GENERAL_RISE)
     intact = ref[~ref.destroyed]
     color = mask_color("random_uniform")
     ax.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,
@@ -388,9 +391,11 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
         err = dict(xerr=np.vstack([x - log(g.g_lo.fillna(g.general_rise)), log(g.g_hi.fillna(g.general_rise)) - x]).clip(0),
                    yerr=np.vstack([y - log(g.c_lo.fillna(g.code_rise)), log(g.c_hi.fillna(g.code_rise)) - y]).clip(0))
         ax.errorbar(x, y, **err, fmt="none", ecolor=mask_color(kind), elinewidth=1, capsize=2, alpha=0.8)
-        ax.scatter([], [], color=mask_color(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
-        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), s=36, zorder=3)
-        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind), s=36, zorder=3)
+        ax.scatter([], [], color=mask_color(kind), marker=mask_marker(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
+        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), marker=mask_marker(kind), s=36,
+                   zorder=3)
+        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind),
+                   marker=mask_marker(kind), s=36, zorder=3)
     ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
                edgecolor=color, s=36, zorder=3)
     ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")

@@ -6,13 +6,15 @@ from pathlib import Path
 
 import pandas as pd
 
+from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, LOSS, MATCHED_EXCESS, MDE_MATCHED_EXCESS,
+                                     P_HOLM_MATCHED_EXCESS)
 from ..analysis.rows import format_rise, to_frame
 from ..base.io import read_json, write_text
 from ..base.paths import REPORTS_DIR
-from ..experiment.ablation_plan import OUTLIERS
+from ..method.mask_kinds import OUTLIERS, readme_kinds
 from .tables import conclusion, model_verdict, reference_label
 
-README_KINDS = ("spot", "magnitude", "random", "random_uniform", "code_over_general", "code_minus_general")
+README_KINDS = readme_kinds()  # the mask-kind table's README rows, in their order
 README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
 
 
@@ -23,14 +25,14 @@ def _configuration_column(df: pd.DataFrame) -> pd.Series:
 def _references(df: pd.DataFrame) -> list[str]:
     """The run's general-text references, in the order its rows give them (older runs: the general_rise subsets)."""
     refs = list(dict.fromkeys(df.reference.dropna()))
-    return refs or list(dict.fromkeys(df[df.metric == "general_rise"].subset.dropna()))
+    return refs or list(dict.fromkeys(df[df.metric == GENERAL_RISE].subset.dropna()))
 
 
 def headline_points(df: pd.DataFrame, configuration: str) -> list[tuple[str, float]]:
     """Where the README reads a configuration: the smallest point of the spot's curve with no destroyed loss subset
     (its outlier masks, the top n entries, come before its k grid: ('top', n) or ('k', k)), and k = 1% where
     measured."""
-    loss = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero") & (df.metric == "loss")]
+    loss = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero") & (df.metric == LOSS)]
 
     def intact(kind, by):
         return sorted(v for v, g in loss[loss.mask_kind == kind].groupby(by)
@@ -50,14 +52,14 @@ def _rise_cell(values: pd.Series, gone: pd.Series) -> str:
 
 
 def _excess_cell(df: pd.DataFrame, ref: str) -> str:
-    me = df[(df.metric == "matched_excess") & (df.reference == ref) & df.seed.isna()]
+    me = df[(df.metric == MATCHED_EXCESS) & (df.reference == ref) & df.seed.isna()]
     if not len(me):
         return "–"
     r = me.iloc[0]
     if pd.isna(r.value):
         return str(r.status).replace("_", " ")
-    p = df[(df.metric == "p_holm_matched_excess") & (df.reference == ref) & df.seed.isna()].value
-    mde = df[(df.metric == "mde_matched_excess") & (df.reference == ref) & df.seed.isna()].value
+    p = df[(df.metric == P_HOLM_MATCHED_EXCESS) & (df.reference == ref) & df.seed.isna()].value
+    mde = df[(df.metric == MDE_MATCHED_EXCESS) & (df.reference == ref) & df.seed.isna()].value
     return (f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
             + (f"; detectable ≥ {mde.iloc[0]:.2f}" if len(mde) else ""))
 
@@ -90,18 +92,18 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
                         point, label = f"{at_value:g}%", kind
                     if not len(at):
                         continue
-                    code = at[(at.metric == "code_rise") & (at.subset == "code")]
+                    code = at[(at.metric == CODE_RISE) & (at.subset == "code")]
                     cells = [point, label, _rise_cell(code.value, code.destroyed)]
                     for r in refs:
-                        g = at[(at.metric == "general_rise") & ((at.reference == r) | (at.reference.isna() & (at.subset == r)))]
+                        g = at[(at.metric == GENERAL_RISE) & ((at.reference == r) | (at.reference.isna() & (at.subset == r)))]
                         cells.append(_rise_cell(g.value, g.destroyed))
                     cells += [_excess_cell(at, r) for r in refs]
                     lines.append("| " + " | ".join(cells) + " |")
             out.append("\n".join(lines) + "\n")
-            if (df.metric == "matched_excess").any():
+            if (df.metric == MATCHED_EXCESS).any():
                 out.append(conclusion(df, configuration, refs) + "\n")
         configurations = [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]
-        if not (df.metric == "matched_excess").any():
+        if not (df.metric == MATCHED_EXCESS).any():
             out.append(f"{model}: this run predates the damage-matched comparison and records no destroyed points "
                        "(its first k is its smallest, destroyed or not): no verdict.\n")
         else:

@@ -7,11 +7,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..analysis.matched import METRIC as MATCHED
+from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, MATCHED_EXCESS, MDE_MATCHED_EXCESS, P_HOLM_MATCHED_EXCESS,
+                                     P_HOLM_SELECTIVITY_VS_REFERENCE, SELECTIVITY, SELECTIVITY_MINUS_REFERENCE,
+                                     VECTOR_SHARE)
 from ..analysis.rows import ci_pivot, format_ci, format_rise, to_frame
 from ..data.sources import PROSE_LABELS
-from ..experiment.ablation_plan import OUTLIERS
-from ..method.ablation import REFERENCE_CONTROL
+from ..method.mask_kinds import OUTLIERS, REFERENCE_CONTROL
 from ..method.structure import distribution
 
 ALPHA = 0.05  # level of every verdict below (Holm-adjusted p-values)
@@ -52,9 +53,9 @@ def rise_frame(rows, reference: str | None = None) -> pd.DataFrame:
     from the lowest interval bound to the highest over seeds (interval and seed spread together) and whether any
     seed's point is destroyed. reference: only the general rises measured on it."""
     df = _zero(_frame(rows))
-    df = df[df.metric.isin(["code_rise", "general_rise"]) & df.k_percent.notna() & ~df.subset.str.startswith("code:")]
+    df = df[df.metric.isin([CODE_RISE, GENERAL_RISE]) & df.k_percent.notna() & ~df.subset.str.startswith("code:")]
     if reference is not None:
-        df = df[(df.metric == "code_rise") | (df.reference == reference)]
+        df = df[(df.metric == CODE_RISE) | (df.reference == reference)]
     df = df.assign(configuration=df.configuration.fillna(df.granularity), destroyed=df.destroyed.fillna(False).astype(bool))
     return (df.groupby(["configuration", "mask_kind", "k_percent", "metric"], sort=False)
             .agg(value=("value", "mean"), ci_low=("ci_low", "min"), ci_high=("ci_high", "max"),
@@ -70,8 +71,8 @@ def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
     df = df[df.configuration == configuration]
     df = df.assign(point=_point(df), seed=df.seed.fillna(-1), destroyed=df.destroyed.fillna(False).astype(bool))
     key = ["mask_kind", "point", "seed"]
-    code = df[(df.metric == "code_rise") & (df.subset == "code")].set_index(key)
-    gen = df[(df.metric == "general_rise") & (df.reference == reference)].set_index(key)
+    code = df[(df.metric == CODE_RISE) & (df.subset == "code")].set_index(key)
+    gen = df[(df.metric == GENERAL_RISE) & (df.reference == reference)].set_index(key)
     both = code[["value", "ci_low", "ci_high", "k_percent", "n_entries"]].join(
         gen[["value", "ci_low", "ci_high", "destroyed"]], suffixes=("_c", "_g"), how="inner").reset_index()
     out = (both.groupby(["mask_kind", "point"], sort=False)
@@ -97,12 +98,12 @@ def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
     the smallest difference the run could detect, and why a value is missing."""
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference)]
-    me = df[df.metric == MATCHED]
+    me = df[df.metric == MATCHED_EXCESS]
     pooled = me[me.seed.isna()]
     pooled = pooled.assign(point=_point(pooled))
     seeded = me[me.seed.notna()]
     spread = seeded.assign(point=_point(seeded)).groupby(["mask_kind", "point"]).value.agg(["min", "max", "count"])
-    p, mde = _pooled_by_point(df, f"p_holm_{MATCHED}"), _pooled_by_point(df, f"mde_{MATCHED}")
+    p, mde = _pooled_by_point(df, P_HOLM_MATCHED_EXCESS), _pooled_by_point(df, MDE_MATCHED_EXCESS)
     rises = damage_frame(rows, configuration, reference).set_index(["mask_kind", "point"])
     points = list(pooled.itertuples()) + [r for r in spread.reset_index().itertuples()
                                           if r.mask_kind == REFERENCE_CONTROL]
@@ -130,10 +131,10 @@ def verdict(rows, configuration: str, reference: str, kind: str = "spot", alpha:
     point' when no point has a value."""
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))]
-    values = _pooled_by_point(df, MATCHED).dropna()
+    values = _pooled_by_point(df, MATCHED_EXCESS).dropna()
     if not len(values):
         return "no point"
-    p = _pooled_by_point(df, f"p_holm_{MATCHED}")
+    p = _pooled_by_point(df, P_HOLM_MATCHED_EXCESS)
     signs = {float(np.sign(v)) for key, v in values.items() if key in p.index and p[key] < alpha}
     return "mixed" if signs >= {1.0, -1.0} else "more" if 1.0 in signs else "less" if -1.0 in signs else "none"
 
@@ -156,8 +157,8 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
 def _curve_excess(rows, configuration: str, kind: str) -> pd.DataFrame:
     """The seed-pooled matched-excess rows of a kind's curve in one configuration (every reference)."""
     df = _frame(rows)
-    return df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind)) & (df.metric == MATCHED)
-              & df.seed.isna()]
+    return df[(df.configuration == configuration) & df.mask_kind.isin(curve_kinds(kind))
+              & (df.metric == MATCHED_EXCESS) & df.seed.isna()]
 
 
 def _compared_points(rows, configuration: str, kind: str) -> str:
@@ -202,16 +203,16 @@ def rise_table(rows, k: float, configuration: str, reference: str) -> pd.DataFra
             & (df.reference.isna() | (df.reference == reference))].copy()
     part = at.subset.fillna("").str.startswith("code:")
     at.loc[part, "metric"] = "code_rise " + at.loc[part, "subset"].str.removeprefix("code:")
-    cols = ["code_rise"] + sorted(set(at.loc[part, "metric"])) + ["general_rise", "selectivity",
-                                                                  "selectivity_minus_reference"]
+    cols = [CODE_RISE] + sorted(set(at.loc[part, "metric"])) + [GENERAL_RISE, SELECTIVITY,
+                                                                  SELECTIVITY_MINUS_REFERENCE]
     table = ci_pivot(at[at.metric.isin(cols)], "mask_kind", "metric")
     table = table[[c for c in cols if c in table.columns]]
-    p = at[(at.metric == "p_holm_selectivity_vs_reference") & at.seed.isna()].groupby("mask_kind").value
+    p = at[(at.metric == P_HOLM_SELECTIVITY_VS_REFERENCE) & at.seed.isna()].groupby("mask_kind").value
     if (p.size() > 1).any():
         raise ValueError(f"more than one selectivity test per mask kind at k = {k:g}% ({configuration}, {reference})")
     p = p.first()
     table["p_holm vs random_uniform"] = p.reindex(table.index).map(lambda v: "—" if pd.isna(v) else f"{v:.3g}")
-    return table.rename(columns={"general_rise": f"general_rise ({reference_label(reference)})"})
+    return table.rename(columns={GENERAL_RISE: f"general_rise ({reference_label(reference)})"})
 
 
 def finding(rows, k: float, configuration: str, reference: str) -> str:
@@ -226,12 +227,12 @@ def finding(rows, k: float, configuration: str, reference: str) -> str:
     def val(kind, metric):
         v = df[(df.mask_kind == kind) & (df.metric == metric)].value.dropna()
         return float(v.mean()) if len(v) else float("nan")
-    sc, sg = val("spot", "code_rise"), val("spot", "general_rise")
-    uc, ug = val("random_uniform", "code_rise"), val("random_uniform", "general_rise")
+    sc, sg = val("spot", CODE_RISE), val("spot", GENERAL_RISE)
+    uc, ug = val("random_uniform", CODE_RISE), val("random_uniform", GENERAL_RISE)
     text = (f"At k = {k:g}% ({configuration}) the spot raises code loss by {sc:+.1%} and {label} loss by {sg:+.1%}; "
             f"random_uniform of the same size: code {uc:+.1%}, {label} {ug:+.1%}. ")
-    d = df[(df.mask_kind == "spot") & (df.metric == "selectivity_minus_reference")]
-    p = df[(df.mask_kind == "spot") & (df.metric == "p_holm_selectivity_vs_reference")].value
+    d = df[(df.mask_kind == "spot") & (df.metric == SELECTIVITY_MINUS_REFERENCE)]
+    p = df[(df.mask_kind == "spot") & (df.metric == P_HOLM_SELECTIVITY_VS_REFERENCE)].value
     if len(d) and d.iloc[0].status == "destroyed":
         text += "The spot or random_uniform is destroyed here (a loss at or above ln |V|): no selectivity is read."
     elif len(d):
@@ -253,7 +254,7 @@ def code_only_collapses(rows, reference: str, code_min: float = 0.5, general_max
     rf = rise_frame(rows, reference)
     gone = rf.groupby(["configuration", "mask_kind", "k_percent"]).destroyed.any()
     wide = rf.pivot_table(index=["configuration", "mask_kind", "k_percent"], columns="metric", values="value")
-    if not {"code_rise", "general_rise"} <= set(wide.columns):
+    if not {CODE_RISE, GENERAL_RISE} <= set(wide.columns):
         return wide.iloc[0:0]
     wide = wide[~gone.reindex(wide.index).fillna(False).astype(bool)]
     return wide[(wide.code_rise > code_min) & (wide.general_rise < general_max)].reset_index()
@@ -263,7 +264,7 @@ def vector_shares(rows) -> pd.DataFrame:
     """Share of each evaluated mask's entries in norm vectors and biases (1-D tensors), per configuration, mask kind
     and k (mean over seeds)."""
     df = _zero(_frame(rows))
-    df = df[df.metric == "vector_share"].assign(point=lambda d: _point(d))
+    df = df[df.metric == VECTOR_SHARE].assign(point=lambda d: _point(d))
     return df.pivot_table(index=["configuration", "mask_kind"], columns="point", values="value", aggfunc="mean",
                           sort=False)
 

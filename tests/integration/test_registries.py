@@ -1,17 +1,26 @@
-"""Extension points are one-place changes: a criterion, a control mask and a metric group registered from this file
-alone run through the tiny pipeline's stage code (score, aggregate, select, plan, ablate and evaluate, paired
-tests); names without an implementation are refused and unknown names fail with the table's names."""
+"""Extension points are one-place changes: a criterion, a control mask, a mask kind built from stage 03's outputs, a
+metric group and a derived metric registered from this file alone run through the tiny pipeline's stage code (score,
+aggregate, select, plan, ablate and evaluate, paired tests) and, in a subprocess, through the tiny pipeline itself;
+names without an implementation are refused and unknown names fail with the table's names."""
 import json
+import math
+import os
 import re
+import subprocess
+import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
 
 from conftest import random_sequences
 from spot_utils import aggregate, ablated, mask_count, save_masks, score, scoped_parameters
-from spot_utils.method.ablation import CONTROLS, register_control
+from spot_utils.analysis.metric_names import METRIC_NAMES, register_derived_metric
+from spot_utils.base.run_files import mask_path
+from spot_utils.method.mask_kinds import MASK_KINDS, controls, register_control, register_mask_kind
+from spot_utils.method.masks import load_masks
 from spot_utils.experiment.ablation_loop import ablate_and_evaluate
 from spot_utils.experiment.ablation_plan import controls_match, mask_plan, plan_metrics
 from spot_utils.measure.metric_groups import METRIC_GROUPS, Evaluation, build_evaluators, register_metric_group
@@ -51,6 +60,32 @@ def first_entries(spot, seed, model, shapes):
     return out
 
 
+def spot_or_code_over_general(spot, params, k_percent, configuration):
+    """Toy mask kind built from stage 03's outputs: the entries of the configuration's spot or of code_over_general
+    at k, both read from stage 03's mask files."""
+    own = load_masks(mask_path(params, "spot", k_percent, configuration))[0]
+    contrast = load_masks(mask_path(params, "code_over_general", k_percent))[0]
+    return {n: own[n] | contrast[n] if n in contrast else own[n] for n in own}
+
+
+def log_rise_gap(ablated_losses, baseline_losses, code_subsets, reference):
+    """Toy derived metric: ln(1 + code rise) − ln(1 + general rise), computed naively from the item losses."""
+    rise = {s: np.mean(ablated_losses[s]) / np.mean(baseline_losses[s]) - 1 for s in [*code_subsets, reference]}
+    return math.log1p(np.mean([rise[s] for s in code_subsets])) - math.log1p(rise[reference])
+
+
+TOY_KIND, TOY_METRIC = "toy_spot_or_contrast", "toy_log_rise_gap"
+
+
+def register_toy_extensions(register):
+    """Register the toy mask kind and the toy derived metric through `register(table, register_fn, name, **kw)`
+    (the `registered` fixture in this process; a plain call in the pipeline's notebook kernels)."""
+    register(MASK_KINDS, register_mask_kind, TOY_KIND, build=spot_or_code_over_general, stage="04_ablation",
+             ablation="stage03")
+    register(METRIC_NAMES, register_derived_metric, TOY_METRIC, derive=log_rise_gap, unit="ln ratio",
+             direction="higher_is_worse")
+
+
 def confidence_group(params, model, tokenizer, loss_subsets, work_dir):
     """Toy metric group: mean top-1 probability of the next token per held-out sequence."""
     def run():
@@ -69,9 +104,10 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     import spot_utils.base.run_files as runs
     monkeypatch.setattr(runs, "RUNS_DIR", tmp_path / "runs")
     registered(CRITERIA, register_criterion, "toy_abs_grad", fold=abs_grad, per_sequence=True)
-    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    registered(MASK_KINDS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
     registered(METRIC_GROUPS, register_metric_group, "toy_confidence", build=confidence_group,
                item_metrics=("confidence",), cost="heavy")
+    register_toy_extensions(registered)
     model, tok = llama
     params = validate(dict(run_name="toy", criterion="toy_abs_grad", k_grid=[1.0, 5.0], k_detail=5.0,
                            random_seeds=[0], n_uniform_seeds=1, batch_size=3, bootstrap_samples=100,
@@ -102,6 +138,10 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     plan = list(mask_plan(params, model))
     toy = [(lab, m) for lab, m in plan if lab["mask_kind"] == "toy_first"]
     assert [lab["k_percent"] for lab, _ in toy] == [5.0] and toy[0][0]["control_of"] == "spot"
+    [(toy_kind_labels, toy_kind_mask)] = [(lab, m) for lab, m in plan if lab["mask_kind"] == TOY_KIND]
+    spot_5 = configuration_spot(A, 5.0, "global")
+    union = {n: m | code_over_general(A, G, 5.0).get(n, torch.zeros_like(m)) for n, m in spot_5.items()}
+    assert toy_kind_labels["k_percent"] == 5.0 and all(torch.equal(toy_kind_mask[n], union[n]) for n in union)
     assert controls_match(plan)
     assert "toy_confidence" in plan_metrics(dict(mask_kind="spot", k_percent=5.0), params)
     assert "toy_confidence" not in plan_metrics(toy[0][0], params)
@@ -121,12 +161,62 @@ def test_a_registered_criterion_control_and_metric_group_run_through_the_stages(
     assert {"loss_rise", "code_rise", "p_wilcoxon_loss"} <= set(toy_rows.metric)
     assert set(df[df.metric == "p_holm_wilcoxon_confidence"].mask_kind) == {"spot", "code_over_general"}
     assert int(toy_rows[toy_rows.metric == "n_selected"].value.iloc[0]) == mask_count(toy[0][1])
+    assert_toy_metric_matches_the_rises(df)
+    assert TOY_KIND in set(df[df.metric == "matched_excess"].mask_kind)
 
     # a control whose builder breaks its promise fails the count check
-    CONTROLS.pop("toy_first")
-    registered(CONTROLS, register_control, "toy_first", build=lambda spot, seed, model, shapes:
+    MASK_KINDS.pop("toy_first")
+    registered(MASK_KINDS, register_control, "toy_first", build=lambda spot, seed, model, shapes:
                {n: torch.ones_like(m) for n, m in spot.items()}, matched_on="total")
     assert not controls_match(list(mask_plan(params, model)))
+
+
+def assert_toy_metric_matches_the_rises(df: pd.DataFrame):
+    """Every point's toy derived metric equals ln(1 + code_rise) − ln(1 + general_rise) of its own rows."""
+    keys = ["configuration", "mask_kind", "k_percent", "n_entries", "seed", "mode"]
+    df = df.assign(**{c: df[c].astype(str) for c in keys})
+    code = df[(df.metric == "code_rise") & (df.subset == "code")].set_index(keys).value
+    for r in df[df.metric == TOY_METRIC].itertuples():
+        key = tuple(getattr(r, c) for c in keys)
+        general = df[(df.metric == "general_rise") & (df.reference == r.reference)].set_index(keys).value
+        if r.destroyed:
+            assert r.value is None or np.isnan(r.value)
+            continue
+        assert r.value == pytest.approx(math.log1p(code[key]) - math.log1p(general[key]), rel=1e-9, abs=1e-12)
+    assert len(df[df.metric == TOY_METRIC]) == len(df[df.metric == "general_rise"])
+
+
+SITECUSTOMIZE = """import sys
+sys.path[:0] = {paths!r}
+import test_registries
+test_registries.register_toy_extensions(lambda table, register, name, **kw: register(name, **kw))
+"""
+
+
+@pytest.mark.slow
+def test_a_toy_mask_kind_and_derived_metric_run_through_the_tiny_pipeline(tmp_path):
+    """The toys registered by this file (in every kernel, through a sitecustomize on PYTHONPATH) are ablated by
+    stage 04 of the tiny pipeline, carry the derived metric and appear in stage 04's tables."""
+    hook = tmp_path / "hook"
+    hook.mkdir()
+    paths = [str(ROOT / "tests"), str(Path(__file__).parent)]
+    (hook / "sitecustomize.py").write_text(SITECUSTOMIZE.format(paths=paths))
+    env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
+               SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg",
+               PYTHONPATH=os.pathsep.join([str(hook), os.environ.get("PYTHONPATH", "")]))
+    stages = ["01_scoring", "02_aggregation", "03_selection", "04_ablation"]
+    proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", "params/tiny.yaml", "--stages", *stages],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=1500)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    report = tmp_path / "reports" / "tiny"
+    df = pd.DataFrame(json.loads((report / "metrics.json").read_text()))
+    toy = df[df.mask_kind == TOY_KIND]
+    assert set(toy.configuration) == {"paper", "global"}
+    assert {"loss_rise", "code_rise", "matched_excess"} <= set(toy.metric)
+    assert (df[df.metric == TOY_METRIC].reference.dropna().unique().tolist() == ["english", "english_modern"])
+    assert_toy_metric_matches_the_rises(df)
+    assert set(df.schema_version) == {2}
+    assert TOY_KIND in (report / "04_ablation.html").read_text()  # shown in stage 04's tables
 
 
 def test_names_without_an_implementation_are_refused():
@@ -144,7 +234,7 @@ def test_names_without_an_implementation_are_refused():
         register_metric_group("toy_empty", build=confidence_group, item_metrics=("x",), cost="free")
     with pytest.raises(ValueError, match="already registered"):
         register_criterion("fisher", fold=abs_grad)
-    assert "toy_empty" not in CRITERIA and "toy_empty" not in CONTROLS and "toy_empty" not in METRIC_GROUPS
+    assert "toy_empty" not in CRITERIA and "toy_empty" not in MASK_KINDS and "toy_empty" not in METRIC_GROUPS
 
 
 def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
@@ -158,8 +248,9 @@ def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
         validate(dict(configurations=["cube"]))
     with pytest.raises(ValueError, match="unknown metric group 'nope'; registered: loss, likelihood, mc"):
         build_evaluators(validate({}), model, tok, {}, tmp_path, groups=["nope"])
-    with pytest.raises(ValueError, match="unknown control mask 'nope'; registered: random_uniform, random, magnitude"):
-        CONTROLS.pick("nope")
+    with pytest.raises(ValueError, match="unknown mask kind 'nope'; registered: baseline, spot, random_uniform, "
+                                         "random, magnitude, spot_norms"):
+        MASK_KINDS.pick("nope")
 
 
 def test_a_registered_criterion_is_accepted_by_the_params_until_removed(registered):
@@ -171,9 +262,9 @@ def test_a_registered_criterion_is_accepted_by_the_params_until_removed(register
 
 def test_control_colours_come_from_the_control_table(registered):
     from spot_utils.report.plots import MASK_COLORS, mask_color
-    colours = [mask_color(kind) for kind in CONTROLS]
+    colours = [mask_color(kind) for kind in controls()]
     assert len(set(colours)) == len(colours)
-    registered(CONTROLS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
+    registered(MASK_KINDS, register_control, "toy_first", build=first_entries, matched_on="per_tensor")
     assert mask_color("toy_first") not in set(colours) | set(MASK_COLORS.values())
 
 

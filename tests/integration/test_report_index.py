@@ -143,7 +143,7 @@ def _toy_run(results, reports):
     rows = []
     for labels, frames in results:
         rows += ablation_loop.frame_rows(frames, None if labels["mask_kind"] == "baseline" else baseline,
-                                         dict(labels, model="toy"), 100, np.log(VOCAB))
+                                         dict(labels, model="toy"), 100, VOCAB)
     rows += paired_tests.paired_rows(results, baseline, CODE, REFS, VOCAB, n_boot=200, matched_boot=1000)
     write_json(reports / "toy" / "metrics.json", [row(**{k: v for k, v in r.items() if k in row()}) for r in rows])
     return rows

@@ -8,6 +8,7 @@ import scipy.stats
 import pytest
 
 from spot_utils.analysis import matched
+from spot_utils.analysis.destroyed import any_destroyed
 
 from spot_utils.analysis import stats
 CODE = [f"lang{i}" for i in range(12)]
@@ -37,11 +38,11 @@ def test_destroyed_model_ratio_claims_a_region_matched_excess_does_not(base):
     [row] = matched.matched_excess(base, {("spot", 1.0): spot}, random, CODE, "english", V, n_boot=200)
     assert row["destroyed"] and row["status"] == "destroyed"
     assert row["value"] is None and row["p"] is None and row["p_holm"] is None
-    assert matched.point_destroyed(spot, CODE, "english", V)
+    assert any_destroyed(spot, [*CODE, "english"], V)
     one = dict(base, english=base["english"] * 0 + math.log(V))  # exactly ln|V| on the reference: destroyed
-    assert matched.point_destroyed(one, CODE, "english", V)
+    assert any_destroyed(one, [*CODE, "english"], V)
     one = dict(base, lang3=base["lang3"] * 0 + math.log(V) - 1e-9)
-    assert not matched.point_destroyed(one, CODE, "english", V)
+    assert not any_destroyed(one, [*CODE, "english"], V)
 
 
 def test_known_answers_inside_and_outside_the_random_range(base):

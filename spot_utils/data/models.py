@@ -68,7 +68,17 @@ def resolve_dtype(dtype) -> torch.dtype:
 
 
 def load_model(spec: str = DEFAULT_MODEL, dtype="float32", device="cpu"):
-    """Load (model, tokenizer) from `spec`; the model is in eval mode on `device` in `dtype`."""
+    """Load (model, tokenizer) from `spec`; the model is in eval mode on `device` in `dtype`.
+
+    Args:
+        spec: 'smollm2-135m' (the embedded default), a local model folder, a hub id, a .gguf file or
+            'random:<llama|qwen2|gemma3>' (a tiny random model for tests).
+        dtype: a name in DTYPES ('float32', 'bfloat16', 'float16').
+        device: a torch device name.
+
+    Returns:
+        (model, tokenizer).
+    """
     dtype = resolve_dtype(dtype)
     spec = str(spec)
     if spec.startswith("random:"):

@@ -16,16 +16,13 @@ from ..base.run_files import run_dir, stage_record_path
 from ..data import corpus
 from ..data.models import load_model
 from .params import from_notebook, resolve_model
-
-STAGES = ("01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore")
-NEEDS = {"02_aggregation": ("01_scoring",), "03_selection": ("01_scoring", "02_aggregation"),
-         "04_ablation": ("02_aggregation", "03_selection"), "05_overlap": ("01_scoring", "03_selection")}
+from .stages import STAGES
 
 
 def check_inputs(params: dict, stage: str) -> None:
     """Fail before any work when a stage this one reads from has not finished for the run (its record in
-    runs/<run>/<stage>.json is written last), naming the stage to run first."""
-    missing = [s for s in NEEDS.get(stage, ()) if not (run_dir(params) / f"{s}.json").is_file()]
+    runs/<run>/<stage>.json is written last), naming the stage to run first; ValueError for a stage not in the table."""
+    missing = [s for s in STAGES.pick(stage).needs if not (run_dir(params) / f"{s}.json").is_file()]
     if missing:
         raise FileNotFoundError(
             f"stage {stage} of run '{params['run_name']}' reads the outputs of {', '.join(missing)}, which are missing "
@@ -35,7 +32,15 @@ def check_inputs(params: dict, stage: str) -> None:
 
 def start(namespace: dict, names_before: set, stage: str) -> dict:
     """Validate the notebook's parameters, check that earlier stages finished, seed everything, set threads;
-    print what a reader needs."""
+    print what a reader needs.
+
+    Args:
+        namespace: the notebook's globals(); names_before: the names defined before its parameters cell.
+        stage: the stage's name in the stage table.
+
+    Returns:
+        The validated parameters, with the stage's name and start time for `finish`.
+    """
     params = from_notebook(namespace, names_before)
     check_inputs(params, stage)
     pd.set_option("display.max_colwidth", None)  # tables show whole labels (the checks' wording)

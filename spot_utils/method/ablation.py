@@ -54,6 +54,14 @@ def ablated(model, masks: dict[str, torch.Tensor], mode: str = "zero", seed: int
 
     Only the masked entries are saved, never a copy of the model. Masks are checked against the model
     before anything is touched.
+
+    Args:
+        masks: {parameter name: bool mask of the parameter's shape}.
+        mode: a name in MODES: 'zero', 'mean' (the tensor's mean) or 'noise' (mean + std · N(0, 1)).
+        seed: seeds the noise of 'noise'.
+
+    Yields:
+        The model, ablated until the block ends.
     """
     if mode not in MODES:
         raise ValueError(f"unknown ablation mode {mode!r}; accepted: {MODES}")

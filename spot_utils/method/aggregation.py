@@ -24,6 +24,13 @@ def aggregate(scores_by_lang: dict[str, dict[str, torch.Tensor] | str | Path], m
     sum_abs: Σ_l |S_l| (the paper's); normalized_sum: Σ_l |S_l| / Σ|S_l| over all entries;
     rank_mean: mean over languages of the percentile rank of |S_l| among all scoped entries;
     min / max: elementwise over languages of |S_l|.
+
+    Args:
+        scores_by_lang: {language: scores or the path of a score file}; every language has the same tensors.
+        method: a name in AGGREGATIONS.
+
+    Returns:
+        {parameter name: float32 aggregate, ≥ 0}.
     """
     folder = Aggregator(method, len(scores_by_lang))
     for lang, value in scores_by_lang.items():

@@ -118,6 +118,9 @@ def scoped_parameters(model, include=None) -> dict[str, torch.nn.Parameter]:
 
     `include` may also be a part name or a list of them (see scope_filter). Tied parameters appear once
     (named_parameters de-duplicates them).
+
+    Returns:
+        {clean parameter name (no wrapper prefixes): parameter}, in the model's order.
     """
     if include is None:
         include = ["decoder_layers"]
@@ -162,6 +165,13 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
     from there. A NaN/inf loss or gradient raises FloatingPointError naming `name` and the sequence.
     If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, batch_size used,
     resumed_from, seconds, tokens_per_s).
+
+    Args:
+        sequences: 1-D token-id tensors. include: the scope, as in scoped_parameters. name: names the corpus in
+            errors and checkpoints.
+
+    Returns:
+        {parameter name: score} over the scoped parameters.
     """
     params, acc = accumulate(model, sequences, criterion, batch_size, include, name, checkpoint_dir,
                              checkpoint_every, max_len=max_len, overlong=overlong, info=info)

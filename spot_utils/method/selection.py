@@ -135,7 +135,16 @@ def _check_finite(scores: dict[str, torch.Tensor]) -> None:
 
 
 def select_top_k(scores: dict[str, torch.Tensor], k_percent: float, granularity: str = "global") -> dict[str, torch.Tensor]:
-    """Boolean masks of the top k% entries: ⌊k/100·N⌋ over all entries (global) or ⌊k/100·n_t⌋ per tensor."""
+    """Boolean masks of the top k% entries: ⌊k/100·N⌋ over all entries (global) or ⌊k/100·n_t⌋ per tensor.
+
+    Args:
+        scores: {parameter name: values}; larger is selected first, ties broken by (name, flat index).
+        k_percent: in (0, 100].
+        granularity: 'global' or 'per_tensor'.
+
+    Returns:
+        {parameter name: bool mask of the tensor's shape}.
+    """
     k = check_k(k_percent)
     if granularity not in GRANULARITIES:
         raise ValueError(f"unknown granularity {granularity!r}; accepted: {GRANULARITIES}")

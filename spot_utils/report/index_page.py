@@ -14,7 +14,7 @@ from ..analysis.rows import format_rise, is_missing
 from ..base.io import read_json, write_text
 from ..base.paths import REPO_ROOT, REPORTS_DIR
 from ..data.models import CORPUS_NOTE, provenance
-from ..experiment.stage import STAGES
+from ..experiment.stages import STAGES
 from .headline import HEADLINE_KINDS, run_headline
 from .pages import stage_problems
 

@@ -12,7 +12,7 @@ from pathlib import Path
 import re
 
 from ..base.io import read_json, write_text
-from ..experiment.stage import STAGES
+from ..experiment.stages import STAGES
 
 # $$display$$ or $inline$ (no space just inside an inline pair, as in Markdown math), outside code spans and fences
 _CODE = re.compile(r"(```.*?```|`[^`\n]*`)", re.S)

@@ -1,4 +1,4 @@
-"""The five stage notebooks execute under papermill on the tiny params file and write a complete report."""
+"""The stage notebooks execute under papermill on the tiny params file and write a complete report."""
 import json
 import math
 import os
@@ -8,25 +8,31 @@ from pathlib import Path
 
 import pytest
 
+from spot_utils.experiment.stages import STAGES
+
 ROOT = Path(__file__).resolve().parents[2]
-STAGES = ["01_scoring", "02_aggregation", "03_selection", "04_ablation", "05_overlap", "06_explore"]
 
 
 def test_tiny_run_writes_the_whole_report(tmp_path):
     env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
                SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg")
     report = tmp_path / "reports" / "tiny"
-    left_over = [report / "figures" / "04_no_longer_drawn.png", report / ".04_ablation.4242.ipynb"]  # a killed sitting
+    left_over = [report / "figures" / "04_damage_paper_retired_reference.png",  # a figure 04 no longer draws
+                 report / ".04_ablation.4242.ipynb"]  # a killed sitting
+    not_a_stage_output = report / "figures" / "notes_by_hand.png"
     (report / "figures").mkdir(parents=True)
-    for path in left_over:
+    for path in [*left_over, not_a_stage_output]:
         path.write_text("stale")
     proc = subprocess.run([sys.executable, "-m", "spot_utils.pipeline", "params/tiny.yaml"], cwd=ROOT, env=env,
                           capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert not any(path.exists() for path in left_over)
+    assert not_a_stage_output.read_text() == "stale"  # cleaning removes what the stage table names, nothing else
     for stage in STAGES:
         assert (report / f"{stage}.ipynb").is_file() and (report / f"{stage}.html").is_file()
-    figures = sorted(p.name for p in (report / "figures").glob("*.png"))
+    figures = sorted(p.name for p in (report / "figures").glob("*.png") if p != not_a_stage_output)
+    assert all([s for s in STAGES.values() if s.draws(f)] == [STAGES[s] for s in STAGES if f.startswith(s[:3])]
+               for f in figures)  # the stage table lists every figure under the stage that drew it, and only there
     assert {"02_score_distribution.png", "03_spot_layers_modules.png", "05_jaccard.png"} <= set(figures)
     for configuration in ("paper", "global"):  # both configurations against both general-text references
         for ref in ("english", "english_modern"):

@@ -1,7 +1,8 @@
 """Extension points are one-place changes: a criterion, a control mask, a mask kind built from stage 03's outputs, a
 metric group and a derived metric registered from this file alone run through the tiny pipeline's stage code (score,
 aggregate, select, plan, ablate and evaluate, paired tests) and, in a subprocess, through the tiny pipeline itself;
-names without an implementation are refused and unknown names fail with the table's names."""
+a stage registered from this file alone runs in the tiny pipeline in its place; names without an implementation are
+refused and unknown names fail with the table's names."""
 import json
 import math
 import os
@@ -281,3 +282,68 @@ def test_notebook_parameter_comments_list_exactly_the_registered_options():
                     f"{nb_path.name}: {key}"
                 checked.add(key)
     assert {"criterion", "aggregation", "configurations", "score_include", "overlong"} <= checked
+
+
+TOY_STAGE = "01b_toy"
+TOY_NOTEBOOK = [  # the toy stage: it records which stages had finished when it ran and writes one file and one figure
+    ('run_name = "tiny"', ["parameters"]),
+    ("from spot_utils.base import io, run_files\n"
+     "P = dict(run_name=run_name)\n"
+     "finished = [s for s in ('01_scoring', '02_aggregation') if run_files.stage_record_path(P, s).is_file()]\n"
+     "io.write_text(run_files.report_dir(P) / '01b_toy.txt', ' '.join(finished))\n"
+     "io.write_text(run_files.figure_path(P, '01b_toy_drawn'), 'drawn')", []),
+]
+REGISTER_AND_RUN = """import sys
+from spot_utils.experiment.stages import register_stage
+register_stage("01b_toy", needs=("01_scoring",), reads="stage records", report_files=("01b_toy.txt",),
+               figures=("01b_toy_*",), notebook=sys.argv[1])
+from spot_utils import pipeline
+pipeline.main(sys.argv[2:])
+"""
+
+
+def test_a_registered_stage_runs_in_order_and_its_outputs_are_cleaned_by_name(tmp_path):
+    import nbformat
+    notebook = nbformat.v4.new_notebook()
+    notebook.cells = [nbformat.v4.new_code_cell(source, metadata={"tags": tags}) for source, tags in TOY_NOTEBOOK]
+    notebook.metadata.update(kernelspec=dict(name="python3", display_name="Python 3", language="python"),
+                             language_info=dict(name="python"))
+    nbformat.write(notebook, str(tmp_path / "toy.ipynb"))
+    report = tmp_path / "reports" / "tiny"
+    stale = [report / "figures" / "01b_toy_no_longer_drawn.png", report / "01b_toy.txt"]  # an earlier sitting's
+    others = [report / "figures" / "02_score_distribution.png", report / "03_layers_modules.csv"]  # not run here
+    (report / "figures").mkdir(parents=True)
+    for path in stale + others:
+        path.write_text("stale")
+    env = dict(os.environ, SPOT_RUNS_DIR=str(tmp_path / "runs"), SPOT_REPORTS_DIR=str(tmp_path / "reports"),
+               SPOT_DATA_DIR=str(tmp_path / "data"), MPLBACKEND="Agg")
+    proc = subprocess.run([sys.executable, "-c", REGISTER_AND_RUN, str(tmp_path / "toy.ipynb"), "params/tiny.yaml",
+                           "--stages", TOY_STAGE, "01_scoring"],  # they run in the table's order, not this one
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    manifest = json.loads((report / "manifest.json").read_text())
+    assert list(manifest["stage_seconds"]) == ["01_scoring", TOY_STAGE]
+    assert (report / "01b_toy.txt").read_text() == "01_scoring"  # 01 had finished when the toy ran
+    assert not stale[0].exists() and (report / "figures" / "01b_toy_drawn.png").read_text() == "drawn"
+    assert all(path.read_text() == "stale" for path in others)
+    assert manifest["stages"][TOY_STAGE]["status"] == "ok"
+    assert f'href="{TOY_STAGE}.html"' in (report / "01_scoring.html").read_text()  # the pages list it in its place
+
+
+def test_the_stage_table_refuses_rows_that_would_break_the_order_or_the_cleaning(tmp_path):
+    from spot_utils.experiment.stages import STAGES, register_stage
+    notebook = tmp_path / "toy.ipynb"
+    notebook.write_text("{}")
+    with pytest.raises(ValueError, match="does not run before it"):
+        register_stage("01b_toy", needs=("03_selection",), notebook=notebook)
+    with pytest.raises(ValueError, match="unknown stage 'nope'"):
+        register_stage("01b_toy", needs=("nope",), notebook=notebook)
+    with pytest.raises(ValueError, match=r"\['04_damage_x'\] already belong to stage '04_ablation'"):
+        register_stage("07_toy", figures=("04_damage_x",), notebook=notebook)
+    with pytest.raises(ValueError, match=r"\['metrics.json'\] already belong to stage '04_ablation'"):
+        register_stage("07_toy", report_files=("metrics.json",), notebook=notebook)
+    with pytest.raises(ValueError, match="no notebook"):
+        register_stage("07_toy", notebook=tmp_path / "missing.ipynb")
+    with pytest.raises(ValueError, match="<number>_<what>"):
+        register_stage("toy", notebook=notebook)
+    assert "01b_toy" not in STAGES and "07_toy" not in STAGES

@@ -120,3 +120,13 @@ def test_the_checker_sees_a_cycle_and_an_upward_import(tmp_path, monkeypatch):
         test_no_import_cycle_function_level_imports_included()
     with pytest.raises(AssertionError, match="inside a function"):
         test_function_level_imports_defer_a_heavy_dependency_and_say_so("spot_utils.report.b")
+
+
+def test_readme_layout_names_every_module_in_its_package():
+    readme = (PACKAGE.parent / "README.md").read_text(encoding="utf-8")
+    layout = readme.split("## Layout", 1)[1].split("\n## ", 1)[0]
+    rows = {line.split("`")[1]: line for line in layout.splitlines() if line.startswith("| `spot_utils/")}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        folder = "spot_utils/*.py" if path.parent == PACKAGE else f"spot_utils/{path.parent.name}/"
+        if path.name != "__init__.py" or path.parent == PACKAGE:
+            assert f"`{path.name}`" in rows.get(folder, ""), f"README Layout: {path.relative_to(PACKAGE.parent)}"

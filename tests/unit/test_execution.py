@@ -144,7 +144,26 @@ def test_relative_writes_and_tempfile_work_in_the_working_folder():
 
 def test_the_environment_is_clean(monkeypatch):
     monkeypatch.setenv("SPOT_SECRET", "x")
-    assert run_program("import os\nassert 'SPOT_SECRET' not in os.environ\n").passed
+    program = ("import os\n"
+               "assert sorted(os.environ) == ['HOME', 'LANG', 'MKL_NUM_THREADS', 'OMP_NUM_THREADS', "
+               "'OPENBLAS_NUM_THREADS', 'PATH', 'PYTHONHASHSEED', 'TMPDIR'], sorted(os.environ)\n"
+               "assert os.environ['PYTHONHASHSEED'] == '0' and os.environ['OMP_NUM_THREADS'] == '1'\n")
+    assert run_program(program).passed
+
+
+@namespaces_only
+def test_the_program_holds_no_capability():
+    program = ("caps = dict(line.split(':') for line in open('/proc/self/status') if line.startswith('Cap'))\n"
+               "assert int(caps['CapEff'], 16) == 0 and int(caps['CapPrm'], 16) == 0, caps\n")
+    result = run_program(program)
+    assert result.passed, result.stderr
+
+
+@namespaces_only
+def test_the_folder_holds_at_most_4096_inodes():
+    program = "for i in range(5000):\n    open(f'f{i}', 'w').close()\n"
+    result = run_program(program, timeout=30)
+    assert not result.passed and "No space left" in result.stderr
 
 
 @namespaces_only
@@ -254,9 +273,9 @@ def test_no_host_path_is_visible_but_the_system_folders():
     program = ("import os\n"
                f"assert not os.path.exists({os.getcwd()!r} + '/spot_utils')\n"
                f"assert not os.path.exists({tempfile.gettempdir()!r} + '/spot_exec_probe')\n"
-               "assert sorted(os.listdir('/run' if os.path.exists('/run') else '/')) is not None\n"
                "assert not os.path.exists('/run') and not os.path.exists('/var') and not os.path.exists('/home')\n"
-               "assert os.listdir('/tmp') == ['program.py']\n")
+               "assert os.listdir('/tmp') == ['program.py']\n"
+               "assert sorted(os.listdir('/dev')) == ['full', 'null', 'random', 'shm', 'urandom', 'zero']\n")
     open(os.path.join(tempfile.gettempdir(), "spot_exec_probe"), "w").close()
     try:
         result = run_program(program)

@@ -442,6 +442,10 @@ def test_an_unprivileged_caller_gets_the_same_confinement():
                   "        time.sleep(30)\\n        os._exit(0)\\n'\n"
                   "assert 'Resource temporarily unavailable' in e.run_program(forks, processes=32, timeout=30).stderr\n"
                   "assert not e.run_program('import sys\\nsys.exit(0)\\n').passed\n"
+                  "session = e.run_program('pass\\n', isolation='session')\n"
+                  "assert session.passed and session.isolation == 'session'\n"
+                  "assert not e.run_program('import os\\nos.fork()\\n', isolation='session').passed\n"
+                  "assert not e.run_program('import os\\nos._exit(0)\\n', isolation='session').passed\n"
                   "assert 'Read-only file system' in e.run_program('import os\\nos.remove(\"/etc/hostname\")\\n'"
                   ").stderr or not os.path.exists('/etc/hostname')\n")
         done = subprocess.run([python, "-I", "-c", script], user=execution.NOBODY, group=execution.NOBODY,

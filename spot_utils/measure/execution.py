@@ -411,9 +411,11 @@ def isolation_level() -> str:
 
 
 def isolation(level: str | None = None) -> str:
-    """One sentence for reports: how executed completions were (or, for the default, would be) confined."""
-    level = level or isolation_level()
-    if level == "namespaces":
+    """One sentence for reports: how completions run under `level` (None: the default, namespaces or refusal)."""
+    if level is None and isolation_level() != "namespaces":
+        return ("Completions cannot be confined in namespaces here, and the weaker session level runs only when "
+                "asked for by name (isolation='session'; docs/EXECUTION.md).")
+    if (level or "namespaces") == "namespaces":
         return ("Completions ran confined in Linux namespaces (isolation: namespaces): no network, no host path "
                 "but read-only system and Python folders, a size-limited private working folder, limits on "
                 "processes and on the memory of the whole process tree; a pass counted only when the harness "

@@ -104,10 +104,13 @@ def random_uniform(like: dict[str, torch.Tensor], seed: int, shapes: dict[str, t
 
 def random_uniform_of(total: int, seed: int, shapes: dict[str, tuple]) -> dict[str, torch.Tensor]:
     """`total` entries drawn uniformly over all entries of `shapes`: the count per tensor from a multivariate
-    hypergeometric, then a random set within each tensor (seeded)."""
+    hypergeometric, then a random set within each tensor. The draw is seeded by (seed, total): masks of one seed at
+    different sizes are independent draws, never nested (so the points of random_uniform's curve do not share one
+    draw's luck)."""
     sizes = np.array([int(np.prod(s)) for s in shapes.values()], dtype=np.int64)
-    counts = np.random.default_rng(seed).multivariate_hypergeometric(sizes, total)
-    gen = torch.Generator().manual_seed(seed)
+    draw_seed = _seed_for(seed, f"random_uniform/{total}")
+    counts = np.random.default_rng(draw_seed).multivariate_hypergeometric(sizes, total)
+    gen = torch.Generator().manual_seed(draw_seed)
     out = {}
     for (n, shape), size, c in zip(shapes.items(), sizes, counts):
         mask = torch.zeros(int(size), dtype=torch.bool)

@@ -1,3 +1,4 @@
+import math
 import pytest
 import torch
 
@@ -136,3 +137,20 @@ def test_controls_have_the_spots_counts(llama):
     uniform = random_uniform(spot, 0)
     assert mask_count(uniform) == mask_count(spot)
     assert not all(torch.equal(uniform[n], spot[n]) for n in spot)
+
+
+def test_random_uniform_draws_each_size_afresh_and_each_seed_reproducibly():
+    """One seed at two sizes gives independent draws, not a prefix of one permutation (never nested masks): the
+    smaller mask's overlap with the larger is what independent uniform draws give, far below its own size."""
+    from spot_utils.method.ablation import random_uniform_of
+    shapes = {"a": (64, 64), "b": (32, 128)}
+    n = 64 * 64 + 32 * 128
+    small, large = random_uniform_of(400, 3, shapes), random_uniform_of(2000, 3, shapes)
+    assert mask_count(small) == 400 and mask_count(large) == 2000
+    overlap = sum(int((small[t] & large[t]).sum()) for t in shapes)
+    expected = 400 * 2000 / n  # ≈ 98 for independent draws; 400 if nested
+    assert abs(overlap - expected) < 4 * math.sqrt(expected)
+    again = random_uniform_of(400, 3, shapes)
+    assert all(torch.equal(small[t], again[t]) for t in shapes)
+    other = random_uniform_of(400, 4, shapes)
+    assert not all(torch.equal(small[t], other[t]) for t in shapes)

@@ -162,7 +162,8 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
     `max_len` are cut into max_len pieces (overlong="chunk") or left out ("drop"). With checkpoint_dir, the
     accumulators and position are saved atomically with their SHA-256 every `checkpoint_every` sequences and a
     rerun resumes from there (a damaged checkpoint is discarded with a warning and scoring starts over; one of
-    another job raises, or with other_checkpoint="restart" is discarded likewise). A NaN/inf loss or gradient raises FloatingPointError naming `name` and the sequence.
+    another job raises, or with other_checkpoint="restart" is discarded likewise). A NaN/inf loss or gradient
+    raises FloatingPointError naming `name` and the sequence.
     If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, batch_size used,
     resumed_from, seconds, tokens_per_s).
     """

@@ -161,7 +161,8 @@ def test_damaged_checkpoint_is_named_discarded_and_rescored_from_its_start(tmp_p
         data = data[: len(data) // 2]
     path.write_bytes(bytes(data))
     info = {}
-    with pytest.warns(RuntimeWarning, match=rf"checkpoint {re.escape(str(path))} discarded: .*truncated or corrupt.*'go' from its start"):
+    warned = rf"checkpoint {re.escape(str(path))} discarded: .*truncated or corrupt.*'go' from its start"
+    with pytest.warns(RuntimeWarning, match=warned):
         got = score(model, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2, info=info)
     assert info["resumed_from"] == 0
     full = score(model, seqs, batch_size=2, name="go")

@@ -124,6 +124,8 @@ def load_sharded(spec: str, dtype: str, device: torch.device):
     shared = [full.config if rank == 0 else None, tokenizer]
     dist.broadcast_object_list(shared, src=0, device=device if device.type == "cuda" else None)
     config, tokenizer = shared
+    if getattr(config, "quantization_config", None) is not None:  # a GGUF's: its weights are already dequantised
+        del config.quantization_config
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
     model.config.use_cache = False

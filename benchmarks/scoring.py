@@ -228,6 +228,8 @@ def main():
         del acc
         t, ref = timed(lambda: reference(model, params, seqs, args.device))
         t_ref.append(t)
+        print(f"  repetition {len(t_ref)}: bare {t_bare[-1]:.3f} s, score {t_public[-1]:.3f} s, reference "
+              f"{t_ref[-1]:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
     bare, ours_t, final_t, ref_t, public_t = (statistics.median(t) for t in (t_bare, t_score, t_final, t_ref, t_public))
     ref = {n: r.cpu() for n, r in ref.items()}
     scale = max(r.abs().max().item() for r in ref.values())

@@ -4,6 +4,8 @@
     SPOT_DATA_DIR=/work/main/data python benchmarks/scoring.py --model smollm2-135m --batch 2 --seq-len 128
     python benchmarks/scoring.py --model random-8b --dtype bfloat16 --device cuda   # Llama-3.1-8B config, random
     python benchmarks/scoring.py --model random-135m --dtype bfloat16 --device cuda --batch 16  # SmolLM2's shape
+    python benchmarks/scoring.py --model random-h128 --batch 8 --seq-len 64 --steps 4 --reps 7 --threads 2 \
+        --no-memory     # the throughput check: 2 layers, hidden 128, vocabulary 32,000, 32 sequences of 64 tokens
 
 1. time: a bare forward+backward of the batches (grads kept in .grad, no optimizer) vs the per-batch work of
    `score` on the same batches (grad_x_weight: `accumulate`, results still on the device); their ratio
@@ -12,7 +14,8 @@
    Interleaved repetitions, median.
 2. the reference way (batch 1, θ·grad multiplied and added for every parameter after each backward) vs
    `score`'s per-batch work at batch B, both on the device: sequences/s and the largest difference of their
-   results.
+   results; and the throughput of the whole public `spot_utils.score` call (scores on the CPU) and of the plain
+   batched loop (1.) over the reference's: what scoring costs beyond batching.
 3. peak memory (fresh subprocess per phase; CUDA allocator peak on GPU, sampled RSS on CPU) against
    weights + one fp32 accumulator + activations (activations = the peak of a forward pass that keeps its graph).
 4. with --per-sequence: `score(criterion="fisher")` (one sequence per backward) vs torch.func per-sample
@@ -47,7 +50,9 @@ LLAMA31_8B = dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=3
 SMOLLM2_135M = dict(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
                     num_key_value_heads=3, vocab_size=49152, max_position_embeddings=8192, rope_theta=100000.0,
                     rms_norm_eps=1e-5, tie_word_embeddings=True)
-RANDOM_SHAPES = {"random-8b": LLAMA31_8B, "random-135m": SMOLLM2_135M}
+LLAMA_H128 = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
+                  num_key_value_heads=2, vocab_size=32000, max_position_embeddings=2048, tie_word_embeddings=True)
+RANDOM_SHAPES = {"random-8b": LLAMA31_8B, "random-135m": SMOLLM2_135M, "random-h128": LLAMA_H128}
 PEAK_BF16_TFLOPS = {"H100": 989.0, "H200": 989.0, "A100": 312.0}  # dense, SXM
 
 
@@ -56,7 +61,8 @@ def build(args):
     if args.model in RANDOM_SHAPES:  # a real model's shape, random weights: no download
         from transformers import AutoModelForCausalLM, LlamaConfig
         shape = RANDOM_SHAPES[args.model]
-        config = LlamaConfig(**{**shape, "num_hidden_layers": args.layers or shape["num_hidden_layers"]})
+        config = LlamaConfig(**{**shape, "num_hidden_layers": args.layers or shape["num_hidden_layers"],
+                                "vocab_size": args.vocab or shape["vocab_size"]})
         torch.manual_seed(0)
         with torch.device(args.device):  # built in place, in the target dtype: no fp32 copy
             model = AutoModelForCausalLM.from_config(config, dtype=getattr(torch, args.dtype))
@@ -81,7 +87,7 @@ def bare_steps(model, params, groups, device):
     """Forward + backward of every batch, grads accumulate in .grad (the training step minus the optimizer)."""
     with scoring_state(model, params):
         for batch in groups:
-            sequence_losses(model, *pad_batch(batch, device))[0].sum().backward()
+            sequence_losses(model, *pad_batch(batch, device), count_correct=False)[0].sum().backward()
         sync(device)
         for p in params.values():
             p.grad = None
@@ -92,7 +98,7 @@ def reference(model, params, seqs, device):
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
     with scoring_state(model, params):
         for s in seqs:
-            sequence_losses(model, *pad_batch([s], device))[0].sum().backward()
+            sequence_losses(model, *pad_batch([s], device), count_correct=False)[0].sum().backward()
             for n, p in params.items():
                 acc[n].add_(p.grad.float() * p.detach().float())
                 p.grad = None
@@ -184,6 +190,7 @@ def main():
     ap.add_argument("--model", default="random:llama", help="a load_model spec, or random-8b / random-135m "
                     "(Llama-3.1-8B / SmolLM2-135M shape, random weights)")
     ap.add_argument("--layers", type=int, default=None, help="random-8b / random-135m only: fewer decoder layers")
+    ap.add_argument("--vocab", type=int, default=None, help="random-* only: another vocabulary size")
     ap.add_argument("--dtype", default="float32")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--batch", type=int, default=2)
@@ -210,9 +217,10 @@ def main():
     weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
     bare_steps(model, params, groups[:1], args.device)  # warm-up
     score(model, groups[0], batch_size=args.batch)
-    t_bare, t_score, t_final, t_ref = [], [], [], []
+    t_bare, t_score, t_final, t_ref, t_public = [], [], [], [], []
     for _ in range(args.reps):  # interleaved: machine noise hits all alike
         t_bare.append(timed(lambda: bare_steps(model, params, groups, args.device))[0])
+        t_public.append(timed(lambda: score(model, seqs, batch_size=args.batch))[0])
         t, acc = timed(lambda: ours(model, seqs, args.batch, args.device))
         t_score.append(t)
         t, result = timed(lambda: finalize(params, acc, "grad_x_weight"))
@@ -220,7 +228,9 @@ def main():
         del acc
         t, ref = timed(lambda: reference(model, params, seqs, args.device))
         t_ref.append(t)
-    bare, ours_t, final_t, ref_t = (statistics.median(t) for t in (t_bare, t_score, t_final, t_ref))
+        print(f"  repetition {len(t_ref)}: bare {t_bare[-1]:.3f} s, score {t_public[-1]:.3f} s, reference "
+              f"{t_ref[-1]:.3f} s (load average {os.getloadavg()[0]:.1f})", flush=True)
+    bare, ours_t, final_t, ref_t, public_t = (statistics.median(t) for t in (t_bare, t_score, t_final, t_ref, t_public))
     ref = {n: r.cpu() for n, r in ref.items()}
     scale = max(r.abs().max().item() for r in ref.values())
     diff = max((result[n] - ref[n]).abs().max().item() for n in ref)
@@ -234,8 +244,9 @@ def main():
         bare_fwd_bwd_s=bare, score_s=ours_t, score_over_bare=ours_t / bare, finalize_s=final_t,
         reference_batch1_s=ref_t, reference_seq_per_s=len(seqs) / ref_t, ours_seq_per_s=len(seqs) / ours_t,
         speedup_vs_reference=ref_t / ours_t, max_abs_diff_vs_reference=diff, reference_max_abs=scale,
+        public_score_s=public_t, public_score_over_reference=ref_t / public_t, bare_over_reference=ref_t / bare,
         tokens_per_s=tokens / ours_t,
-        all_times=dict(bare=t_bare, score=t_score, finalize=t_final, reference=t_ref))
+        all_times=dict(bare=t_bare, score=t_score, finalize=t_final, reference=t_ref, public_score=t_public))
     if args.per_sequence:
         t_loop, t_vmap = [], []
         for _ in range(args.reps):
@@ -282,6 +293,9 @@ def report(r):
     print(f"  reference batch-1 loop    {r['reference_seq_per_s']:.2f} seq/s   ours {r['ours_seq_per_s']:.2f} seq/s"
           f"   speed-up {r['speedup_vs_reference']:.2f}×   max |diff| {r['max_abs_diff_vs_reference']:.2e}"
           f" (max |score| {r['reference_max_abs']:.2e})")
+    print(f"  throughput over the reference's: spot_utils.score {r['public_score_over_reference']:.2f}×, plain "
+          f"batched loop {r['bare_over_reference']:.2f}× (load average {r['load_average'][0]:.1f}: on a shared "
+          "machine the ratios of interleaved medians are what to read)")
     if "fisher_loop_s" in r:
         print(f"  fisher, batch-1 loop      {r['fisher_loop_s']:.3f} s   torch.func vmap over {r['batch']} "
               f"{r['fisher_vmap_s']:.3f} s   max |diff| {r['fisher_max_abs_diff']:.2e} (max {r['fisher_max_abs']:.2e})")

@@ -4,10 +4,12 @@
 
 NCCL on GPUs (rank r uses cuda:LOCAL_RANK), gloo on CPU. Two strategies (docs/SCALING.md):
 - ddp: every rank holds the whole model and a whole fp32 accumulator; the accumulators are summed with all_reduce.
-- fsdp: the model is sharded over the ranks with torch's fully_shard (FSDP2); the fp32 accumulators are sharded
-  like the parameters, and FSDP's reduce-scatter sums the ranks' gradients into them (grad_x_weight only).
-Either way the result equals one process scoring everything (up to float summation order). The languages are
-scored by the same loop as the 01_scoring notebook (spot_utils.scoring_run), which rank 0 uses to write the same
+- fsdp: the model is sharded over the ranks with torch's fully_shard (FSDP2), built on the meta device and filled
+  from rank 0's one host copy (load_sharded); the fp32 accumulators are sharded like the parameters, and FSDP's
+  reduce-scatter sums the ranks' gradients into them (grad_x_weight only).
+Either way the result equals one process scoring everything (up to float summation order), through the same
+gradient loop as `score` (scoring.folding_gradients, backward_batch). The languages are scored by the same loop
+as the 01_scoring notebook (scoring_stage.score_languages), which rank 0 uses to write the same
 files: scores, half scores, and a resumable run.
 """
 from __future__ import annotations
@@ -20,15 +22,15 @@ import os
 
 import torch
 import torch.distributed as dist
+from transformers import AutoModelForCausalLM
 
 from . import stage
 from ..base.io import write_json
 from ..base.run_files import stage_record_path
-from ..data.models import load_model
-from ..method.losses import pad_batch, sequence_losses
-from ..method.scoring import (CRITERIA, accumulate, cap_with_origin, checkpoint_file, corpus_fingerprint,
-                              decoder_layers_prefix, finalize, model_fingerprint, resume_checkpoint, save_checkpoint,
-                              scoped_parameters, scoring_state)
+from ..data.models import load_model, resolve_dtype
+from ..method.scoring import (CRITERIA, accumulate, backward_batch, cap_with_origin, checked_sequences,
+                              checkpoint_file, checkpoint_job, decoder_layers_prefix, finalize, folding_gradients,
+                              model_fingerprint, resume_checkpoint, save_checkpoint, scoped_parameters)
 from .params import load_params, resolve_model
 from .scoring_stage import score_languages
 
@@ -111,9 +113,39 @@ def shard_model(model, device: torch.device):
     return model
 
 
+def load_sharded(spec: str, dtype: str, device: torch.device):
+    """(model sharded by shard_model onto `device`, tokenizer) with one full host copy of the weights per process
+    group, not one per rank: rank 0 loads the model on the host; every rank builds it on the meta device from rank
+    0's config, shards it and receives its shards of rank 0's weights (set_model_state_dict, broadcast_from_rank0),
+    and rank 0's buffers (e.g. rotary frequencies, which a meta build leaves empty)."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict  # deferred: FSDP only
+    rank = dist.get_rank()
+    full, tokenizer = load_model(spec, dtype=dtype, device="cpu") if rank == 0 else (None, None)
+    shared = [full.config if rank == 0 else None, tokenizer]
+    dist.broadcast_object_list(shared, src=0, device=device if device.type == "cuda" else None)
+    config, tokenizer = shared
+    if getattr(config, "quantization_config", None) is not None:  # a GGUF's: its weights are already dequantised
+        del config.quantization_config
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, dtype=resolve_dtype(dtype))
+    model.config.use_cache = False
+    shard_model(model.eval(), device)
+    model.to_empty(device=device)
+    set_model_state_dict(model, full.state_dict() if rank == 0 else {},
+                         options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    with torch.no_grad():
+        for name, buffer in model.named_buffers():
+            if rank == 0:
+                buffer.copy_(full.get_buffer(name))
+            dist.broadcast(buffer, src=0)
+    del full
+    return model, tokenizer
+
+
 def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size: int = 8, include=None,
                   name: str | None = None, checkpoint_dir=None, checkpoint_every: int | None = None, *,
-                  max_len: int | None = None, overlong: str = "chunk", info: dict | None = None) -> dict | None:
+                  max_len: int | None = None, overlong: str = "chunk", info: dict | None = None,
+                  other_checkpoint: str = "refuse") -> dict | None:
     """`spot_utils.score` of a model sharded by shard_model; rank 0 gets the full scores, other ranks None.
 
     The (capped) sequences are dealt out as in score_distributed; every rank runs the same number of steps,
@@ -137,13 +169,7 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
         for n, p in params.items():
             crit.finalize(acc[n], p)
         return _gather(acc, rank)
-    sequences = [torch.as_tensor(s) for s in sequences]
-    if not sequences:
-        raise ValueError(f"empty corpus for {label!r}: nothing to score")
-    for i, s in enumerate(sequences):
-        if s.ndim != 1 or len(s) < 2:
-            raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
-                             f"got shape {tuple(s.shape)}")
+    sequences = checked_sequences(sequences, model.get_input_embeddings().weight.shape[0], label)
     capped, origin, n_over = cap_with_origin(sequences, max_len, overlong)
     if not capped:
         raise ValueError(f"empty corpus for {label!r}: nothing to score")
@@ -152,31 +178,21 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
     device = next(iter(params.values())).device
     local = {n: a.to_local() for n, a in acc.items()}
     ckpt = None if checkpoint_dir is None else os.path.join(checkpoint_dir, f"fsdp_rank{rank}of{world}")
-    job = ckpt and dict(criterion=criterion, name=label, total=len(capped), corpus=corpus_fingerprint(capped),
-                        strategy="fsdp", world=world, steps=steps, model=sharded_fingerprint(model, device),
-                        dtype=str(next(iter(params.values())).dtype).removeprefix("torch."))
-    start = resume_checkpoint(ckpt, local, job)
+    job = ckpt and checkpoint_job(criterion, label, capped, sharded_fingerprint(model, device),
+                                  next(iter(params.values())).dtype, strategy="fsdp", world=world, steps=steps)
+    start = resume_checkpoint(ckpt, local, job, other_checkpoint)
     every = max(1, (checkpoint_every or 0) // (batch_size * world))  # steps between checkpoints
-
-    def fold(n: str):
-        def hook(p: torch.Tensor) -> None:
-            crit.fold(acc[n], p.grad, p)  # this rank's shard of the gradient summed over ranks, into fp32
-            p.grad = None
-        return hook
-
-    handles = [p.register_post_accumulate_grad_hook(fold(n)) for n, p in params.items()]
     try:
-        with scoring_state(model, params):
+        with folding_gradients(model, params, acc, crit.fold):  # this rank's shard of the gradient summed over ranks
             for step in range(start, steps):
                 ids = mine[step * batch_size: (step + 1) * batch_size]
-                loss, _, _ = sequence_losses(model, *pad_batch([capped[i] for i in ids] or capped[:1], device))
-                bad = (~torch.isfinite(loss.detach())).nonzero().flatten().tolist() if ids else []
+                loss = backward_batch(model, [capped[i] for i in ids] or capped[:1], device, 1.0 if ids else 0.0)
+                bad = (~torch.isfinite(loss)).nonzero().flatten().tolist() if ids else []
                 first = torch.tensor([origin[ids[bad[0]]] if bad else len(sequences)], device=device)
                 dist.all_reduce(first, op=dist.ReduceOp.MIN)
                 if int(first) < len(sequences):
                     raise FloatingPointError(f"NaN/inf gradient while scoring {label!r}, sequence {int(first)}; "
                                              "nothing was written")
-                (loss.sum() if ids else loss.sum() * 0.0).backward()
                 done = step + 1
                 if ckpt and checkpoint_every and done < steps and done % every == 0:
                     _check_finite_sharded(local, label, device)
@@ -185,9 +201,6 @@ def score_sharded(model, sequences, criterion: str = "grad_x_weight", batch_size
         if hasattr(model, "reset_iter_state"):  # torch >= 2.13
             model.reset_iter_state()
         raise
-    finally:
-        for h in handles:
-            h.remove()
     _check_finite_sharded(local, label, device)
     if info is not None:
         info.update(sequences=len(capped), tokens=sum(len(s) for s in capped), overlong=n_over, batch_size=batch_size,
@@ -240,13 +253,12 @@ def main(argv=None) -> None:
     device = init(P["device"])
     rank = dist.get_rank()
     torch.manual_seed(P["seed"])
-    if args.strategy == "fsdp":  # built on the host, then each rank keeps its shard on its device
-        model, tokenizer = load_model(resolve_model(P["model"]), dtype=P["dtype"], device="cpu")
-        model = shard_model(model, device)
-        scorer = score_sharded
+    if args.strategy == "fsdp":  # one host copy (rank 0's), each rank's shards on its device
+        model, tokenizer = load_sharded(resolve_model(P["model"]), P["dtype"], device)
+        scorer, model_id = score_sharded, sharded_fingerprint(model, device)
     else:
         model, tokenizer = load_model(resolve_model(P["model"]), dtype=P["dtype"], device=str(device))
-        scorer = partial(score_distributed, everywhere=False)
+        scorer, model_id = partial(score_distributed, everywhere=False), model_fingerprint(model)
     langs = P["languages"] + [P["general_language"]]
     if rank == 0:  # build the corpora once, then every rank reads the same deterministic sequences
         stage.sequences(P, tokenizer, langs, "score", P["n_score_sequences"], P["max_len"])
@@ -259,7 +271,7 @@ def main(argv=None) -> None:
         return bool(decision.item())
 
     timing = score_languages(P, model, seqs, scorer=scorer, writer=rank == 0, agree=agree,
-                             log=print if rank == 0 else (lambda *a: None))
+                             log=print if rank == 0 else (lambda *a: None), model_id=model_id)
     dist.barrier()
     if rank == 0:
         write_json(stage_record_path(P, "01_scoring_distributed"),

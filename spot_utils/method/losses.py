@@ -26,10 +26,11 @@ def _keeps_logits(model_class: type) -> bool:
 
 
 def sequence_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor,
-                    target_mask: torch.Tensor | None = None):
+                    target_mask: torch.Tensor | None = None, count_correct: bool = True):
     """Mean next-token cross-entropy of every sequence (fp32) and its count of correct argmax predictions.
 
     Returns (loss [B], correct [B], n_tokens [B]); padding never counts, every sequence weighs the same.
+    count_correct=False skips the argmax over the vocabulary (correct is None): scoring needs only the loss.
     target_mask (optional, like input_ids): only tokens where it is 1 are predicted and counted (e.g. a
     continuation given its context); default: every non-padding token. Positions before the batch's first
     target then get no logits when the model supports `logits_to_keep` (the vocabulary projection is most of
@@ -48,6 +49,8 @@ def sequence_losses(model, input_ids: torch.Tensor, attention_mask: torch.Tensor
     token_loss = F.cross_entropy(logits.float().reshape(-1, vocab), targets.reshape(-1), reduction="none").view_as(targets)
     n_tokens = valid.sum(1)
     loss = (token_loss * valid).sum(1) / n_tokens
+    if not count_correct:
+        return loss, None, n_tokens
     with torch.no_grad():
         correct = ((logits.argmax(-1) == targets) & valid).sum(1)
     return loss, correct, n_tokens

@@ -9,6 +9,7 @@ from pathlib import Path
 import re
 import time
 from typing import Callable, Iterable
+import warnings
 
 from safetensors import safe_open
 from safetensors.torch import save_file
@@ -152,7 +153,8 @@ def scoring_state(model, params: dict[str, torch.nn.Parameter]):
 
 def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_weight", batch_size: int = 8,
           include=None, name: str | None = None, checkpoint_dir=None, checkpoint_every: int | None = None,
-          *, max_len: int | None = None, overlong: str = "chunk", info: dict | None = None) -> dict[str, torch.Tensor]:
+          *, max_len: int | None = None, overlong: str = "chunk", info: dict | None = None,
+          other_checkpoint: str = "refuse") -> dict[str, torch.Tensor]:
     """Importance of every scoped parameter on `sequences` (float32, CPU, the parameter's shape).
 
     `criterion` is a name in CRITERIA (add one with register_criterion). grad_x_weight: θ ⊙ Σ_x ∇L(x) (signed); abs_grad_x_weight: Σ_x |θ ⊙ ∇L(x)|; fisher: Σ_x (∇L(x))²;
@@ -161,8 +163,10 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
     and no per-sample gradient copies). The model may be float32, bfloat16 or float16: gradients are folded
     into float32 accumulators by post-accumulate-grad hooks and freed at once. Sequences longer than
     `max_len` are cut into max_len pieces (overlong="chunk") or left out ("drop"). With checkpoint_dir, the
-    accumulators and position are saved atomically every `checkpoint_every` sequences and a rerun resumes
-    from there. A NaN/inf loss or gradient raises FloatingPointError naming `name` and the sequence.
+    accumulators and position are saved atomically with their SHA-256 every `checkpoint_every` sequences and a
+    rerun resumes from there (a damaged checkpoint is discarded with a warning and scoring starts over; one of
+    another job raises, or with other_checkpoint="restart" is discarded likewise). A NaN/inf loss or gradient
+    raises FloatingPointError naming `name` and the sequence.
     If `info` is a dict, it receives counts and timings (sequences, tokens, overlong, batch_size used,
     resumed_from, seconds, tokens_per_s).
 
@@ -174,7 +178,8 @@ def score(model, sequences: Iterable[torch.Tensor], criterion: str = "grad_x_wei
         {parameter name: score} over the scoped parameters.
     """
     params, acc = accumulate(model, sequences, criterion, batch_size, include, name, checkpoint_dir,
-                             checkpoint_every, max_len=max_len, overlong=overlong, info=info)
+                             checkpoint_every, max_len=max_len, overlong=overlong, info=info,
+                             other_checkpoint=other_checkpoint)
     return finalize(params, acc, criterion)
 
 
@@ -217,12 +222,13 @@ def cap_with_origin(sequences, max_len, overlong):
 
 def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, include=None, name=None,
                checkpoint_dir=None, checkpoint_every=None, *, max_len=None, overlong="chunk", info=None,
-               allow_empty=False, sequence_ids=None):
+               allow_empty=False, sequence_ids=None, other_checkpoint="refuse"):
     """(scoped parameters, fp32 accumulators on the model's device): the sums behind `score`, before finalize.
 
     The accumulators hold the criterion's sums (Σ∇L for grad_x_weight, θ is applied by finalize; zeros for a
     criterion without fold), so sums over shards can be added. Errors name sequences by their index in
     `sequences`, or by sequence_ids[index] when given (e.g. a shard's indices in the whole corpus).
+    other_checkpoint: what a checkpoint of another job does (OTHER_CHECKPOINT; see resume_checkpoint).
     """
     fold = CRITERIA.pick(criterion).fold
     if not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1:
@@ -235,18 +241,7 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     acc = {n: torch.zeros(p.shape, dtype=torch.float32, device=device) for n, p in params.items()}
     if fold is None:  # nothing to sum (magnitude): finalize computes the score from the weights
         return params, acc
-    sequences = [torch.as_tensor(s) for s in sequences]
-    vocab = model.get_input_embeddings().weight.shape[0]
-    for i, s in enumerate(sequences):
-        if s.ndim != 1 or len(s) < 2:
-            raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
-                             f"got shape {tuple(s.shape)}")
-        if s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
-            raise TypeError(f"{label}: sequence {i} holds {s.dtype} values; token ids must be an integer tensor")
-        low, high = int(s.min()), int(s.max())
-        if low < 0 or high >= vocab:
-            raise ValueError(f"{label}: sequence {i} has token id {low if low < 0 else high}, outside the "
-                             f"model's vocabulary of {vocab} ids (0-{vocab - 1})")
+    sequences = checked_sequences(sequences, model.get_input_embeddings().weight.shape[0], label)
     ids = list(range(len(sequences))) if sequence_ids is None else list(sequence_ids)
     sequences, origin, n_over = cap_with_origin(sequences, max_len, overlong)
     origin = [ids[i] for i in origin]
@@ -254,41 +249,26 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
         raise ValueError(f"empty corpus for {label!r}: nothing to score")
     if CRITERIA[criterion].per_sequence:
         batch_size = 1  # exact per-sequence gradients
-    job = checkpoint_dir and dict(criterion=criterion, name=label, total=len(sequences),
-                                  corpus=corpus_fingerprint(sequences), batch_size=batch_size, max_len=max_len,
-                                  overlong=overlong, model=model_fingerprint(model),
-                                  dtype=str(next(iter(params.values())).dtype).removeprefix("torch."))
-    start = resume_checkpoint(checkpoint_dir, acc, job)
+    job = checkpoint_dir and checkpoint_job(criterion, label, sequences, model_fingerprint(model),
+                                            next(iter(params.values())).dtype, batch_size=batch_size,
+                                            max_len=max_len, overlong=overlong)
+    start = resume_checkpoint(checkpoint_dir, acc, job, other_checkpoint)
     began = time.perf_counter()
     pending = []  # (first position, per-sequence non-finite loss) since the last check: checked lazily (no sync)
-
-    def folding(n: str) -> Callable:
-        def hook(p: torch.Tensor) -> None:
-            fold(acc[n], p.grad, p)  # NaN/inf in the gradient stays in the sum: the accumulators are checked
-            p.grad = None
-        return hook
-
-    handles = [p.register_post_accumulate_grad_hook(folding(n)) for n, p in params.items()]
-    try:
-        with scoring_state(model, params):
-            bar = tqdm(total=len(sequences), initial=start, desc=f"scoring {label}", unit="seq")
-            for lo in range(start, len(sequences), batch_size):
-                batch = sequences[lo: lo + batch_size]
-                loss, _, _ = sequence_losses(model, *pad_batch(batch, device))
-                loss.sum().backward()
-                pending.append((lo, ~torch.isfinite(loss.detach())))
-                bar.update(len(batch))
-                done = lo + len(batch)
-                due = checkpoint_dir and checkpoint_every and done < len(sequences) and \
-                    done // checkpoint_every > lo // checkpoint_every
-                if due or len(pending) >= 32 or done == len(sequences):
-                    _raise_if_nonfinite(pending, acc, label, origin)
-                if due:
-                    save_checkpoint(checkpoint_dir, acc, job, done)
-            bar.close()
-    finally:
-        for h in handles:
-            h.remove()
+    with folding_gradients(model, params, acc, fold):
+        bar = tqdm(total=len(sequences), initial=start, desc=f"scoring {label}", unit="seq")
+        for lo in range(start, len(sequences), batch_size):
+            batch = sequences[lo: lo + batch_size]
+            pending.append((lo, ~torch.isfinite(backward_batch(model, batch, device))))
+            bar.update(len(batch))
+            done = lo + len(batch)
+            due = checkpoint_dir and checkpoint_every and done < len(sequences) and \
+                done // checkpoint_every > lo // checkpoint_every
+            if due or len(pending) >= 32 or done == len(sequences):
+                _raise_if_nonfinite(pending, acc, label, origin)
+            if due:
+                save_checkpoint(checkpoint_dir, acc, job, done)
+        bar.close()
     if info is not None:
         seconds = time.perf_counter() - began
         tokens = sum(len(s) for s in sequences[start:])
@@ -299,6 +279,50 @@ def accumulate(model, sequences, criterion="grad_x_weight", batch_size=8, includ
     if checkpoint_dir:
         checkpoint_file(checkpoint_dir).unlink(missing_ok=True)
     return params, acc
+
+
+def checked_sequences(sequences, vocab: int, label: str) -> list[torch.Tensor]:
+    """The sequences as tensors, each refused (naming `label` and its index) unless it is a 1-D integer tensor of at
+    least 2 token ids inside a vocabulary of `vocab` ids."""
+    sequences = [torch.as_tensor(s) for s in sequences]
+    for i, s in enumerate(sequences):
+        if s.ndim != 1 or len(s) < 2:
+            raise ValueError(f"{label}: sequence {i} must be a 1-D tensor of at least 2 token ids, "
+                             f"got shape {tuple(s.shape)}")
+        if s.dtype.is_floating_point or s.dtype.is_complex or s.dtype == torch.bool:
+            raise TypeError(f"{label}: sequence {i} holds {s.dtype} values; token ids must be an integer tensor")
+        low, high = int(s.min()), int(s.max())
+        if low < 0 or high >= vocab:
+            raise ValueError(f"{label}: sequence {i} has token id {low if low < 0 else high}, outside the "
+                             f"model's vocabulary of {vocab} ids (0-{vocab - 1})")
+    return sequences
+
+
+@contextmanager
+def folding_gradients(model, params: dict[str, torch.nn.Parameter], acc: dict[str, torch.Tensor], fold: Callable):
+    """scoring_state(model, params), with each scoped parameter's gradient folded into acc[name] by `fold` (a
+    Criterion's) as soon as backward has accumulated it, and freed: the one gradient loop of `score`, ddp and fsdp
+    (a parameter sharded by FSDP folds this rank's shard of the gradient summed over ranks)."""
+    def folding(a: torch.Tensor) -> Callable:
+        def hook(p: torch.Tensor) -> None:
+            fold(a, p.grad, p)  # NaN/inf in the gradient stays in the sum: the accumulators are checked
+            p.grad = None
+        return hook
+
+    handles = [p.register_post_accumulate_grad_hook(folding(acc[n])) for n, p in params.items()]
+    try:
+        with scoring_state(model, params):
+            yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def backward_batch(model, batch: list[torch.Tensor], device, weight: float = 1.0) -> torch.Tensor:
+    """Backpropagate weight × Σ_b L(x_b) of one right-padded batch; return its per-sequence losses (detached)."""
+    loss, _, _ = sequence_losses(model, *pad_batch(batch, device), count_correct=False)
+    (loss.sum() if weight == 1.0 else loss.sum() * weight).backward()
+    return loss.detach()
 
 
 def _raise_if_nonfinite(pending: list, acc: dict, label: str, origin: list[int]) -> None:
@@ -331,23 +355,50 @@ def corpus_fingerprint(sequences: list[torch.Tensor]) -> str:
     return h.hexdigest()
 
 
+def checkpoint_job(criterion: str, label: str, sequences: list[torch.Tensor], model_id: str, dtype, **batching) -> dict:
+    """What a checkpoint's sums depend on, which a resume must match: criterion, name, corpus (token ids), model
+    (content fingerprint), dtype and how the sequences were batched (`batching`, e.g. batch_size, max_len)."""
+    return dict(criterion=criterion, name=label, total=len(sequences), corpus=corpus_fingerprint(sequences),
+                model=model_id, dtype=str(dtype).removeprefix("torch."), **batching)
+
+
 def checkpoint_file(checkpoint_dir) -> Path:
     return Path(checkpoint_dir) / "checkpoint.safetensors"
 
 
 def save_checkpoint(checkpoint_dir, acc, job: dict, position: int) -> None:
-    """Accumulators and position in one file, written atomically: a kill leaves the previous one."""
+    """Accumulators, job and position in one file, written atomically (a kill leaves the previous one) with the
+    SHA-256 of its state and tensors in its own metadata (a damaged one is detected; one file, so no kill can
+    separate the checkpoint from its hash)."""
+    state = json.dumps({**job, "position": position})
+    tensors = {n: a.cpu().contiguous() for n, a in acc.items()}
+    digest = _checkpoint_digest(state, tensors.items())
     with atomic_path(checkpoint_file(checkpoint_dir)) as tmp:
-        save_file({n: a.cpu().contiguous() for n, a in acc.items()}, str(tmp),
-                  metadata={"state": json.dumps({**job, "position": position})})
+        save_file(tensors, str(tmp), metadata={"state": state, "sha256": digest})
 
 
-def resume_checkpoint(checkpoint_dir, acc, job: dict) -> int:
+def _checkpoint_digest(state: str, tensors) -> str:
+    """SHA-256 of a checkpoint's state (JSON text) and its (name, tensor) pairs, in name order."""
+    h = hashlib.sha256(state.encode())
+    for n, t in sorted(tensors, key=lambda item: item[0]):
+        h.update(n.encode())
+        h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy())
+    return h.hexdigest()
+
+
+OTHER_CHECKPOINT = ("refuse", "restart")  # what a checkpoint of another job does: raise, or discard it and start over
+
+
+def resume_checkpoint(checkpoint_dir, acc, job: dict, other_checkpoint: str = "refuse") -> int:
     """Load accumulators from a checkpoint of the same job; return the position to continue from.
 
-    The job is what the sums depend on: criterion, name, corpus (token ids), batch composition (batch_size,
-    max_len, overlong), model (config and weights fingerprint) and dtype; any difference refuses to resume.
+    The job (checkpoint_job) is what the sums depend on. A checkpoint that is truncated, unreadable or corrupt (its
+    SHA-256) is named in a warning, discarded, and scoring starts over (0). One of another job raises
+    (other_checkpoint="refuse") or is discarded with a warning naming what differs ("restart"). The tensors are
+    read one at a time into `acc` (zeroed again if the hash fails).
     """
+    if other_checkpoint not in OTHER_CHECKPOINT:
+        raise ValueError(f"other_checkpoint must be one of {OTHER_CHECKPOINT}, got {other_checkpoint!r}")
     if not checkpoint_dir:
         return 0
     path = checkpoint_file(checkpoint_dir)
@@ -355,18 +406,42 @@ def resume_checkpoint(checkpoint_dir, acc, job: dict) -> int:
         stale.unlink(missing_ok=True)
     if not path.exists():
         return 0
-    with safe_open(str(path), framework="pt") as f:
-        state = json.loads(f.metadata()["state"])
-        differ = [f"{k}: {_short(state.get(k))} in the checkpoint, {_short(v)} now"
-                  for k, v in job.items() if state.get(k) != v]
-        if differ:
-            raise ValueError(f"checkpoint {path} belongs to another job ({'; '.join(differ)}); "
-                             "remove it or use another checkpoint_dir")
-        if set(f.keys()) != set(acc):
-            raise ValueError(f"checkpoint {path} covers other parameters than this model's scope")
-        for n, a in acc.items():
-            a.copy_(f.get_tensor(n))
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+            state = json.loads(meta["state"])
+            differ = [f"{k}: {_short(state.get(k))} in the checkpoint, {_short(v)} now"
+                      for k, v in job.items() if state.get(k) != v]
+            if differ and other_checkpoint == "refuse":
+                raise _OtherJob(f"checkpoint {path} belongs to another job ({'; '.join(differ)}); "
+                                "remove it or use another checkpoint_dir")
+            if differ:
+                return _discard(path, f"it belongs to another job ({'; '.join(differ)})", job)
+            if set(f.keys()) != set(acc):
+                raise _OtherJob(f"checkpoint {path} covers other parameters than this model's scope")
+            for n, a in acc.items():
+                a.copy_(f.get_tensor(n))
+        if _checkpoint_digest(meta["state"], acc.items()) != meta["sha256"]:
+            raise ValueError("its SHA-256 does not match its contents")
+    except _OtherJob as e:
+        raise ValueError(str(e)) from None
+    except Exception as e:  # noqa: BLE001 - whatever makes it unreadable (truncated, flipped bytes), it is discarded
+        for a in acc.values():
+            a.zero_()
+        return _discard(path, f"it is truncated or corrupt ({type(e).__name__}: {e})", job)
     return state["position"]
+
+
+class _OtherJob(Exception):
+    """A readable checkpoint that this job must not resume (raised as ValueError)."""
+
+
+def _discard(path: Path, why: str, job: dict) -> int:
+    """Remove a checkpoint that cannot be resumed, saying why; the position to start from (0)."""
+    path.unlink(missing_ok=True)
+    warnings.warn(f"checkpoint {path} discarded: {why}; scoring {job['name']!r} from its start", RuntimeWarning,
+                  stacklevel=3)
+    return 0
 
 
 def _short(value):

@@ -7,7 +7,8 @@ from safetensors.torch import load_file, save_file
 
 from conftest import random_sequences
 from spot_utils import load_model, score
-from spot_utils.experiment.distributed import score_distributed, score_sharded, shard, shard_model
+from spot_utils.experiment import distributed
+from spot_utils.experiment.distributed import load_sharded, score_distributed, score_sharded, shard
 
 CRITERIA = ("grad_x_weight", "fisher")
 
@@ -41,8 +42,12 @@ def _fsdp_worker(rank, world, init_file, out_dir):
     torch.set_num_threads(1)
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
-        model, _ = load_model("random:qwen2")
-        shard_model(model, torch.device("cpu"))
+        loads = []
+        full_load = distributed.load_model
+        distributed.load_model = lambda *a, **k: loads.append(a) or full_load(*a, **k)
+        model, _ = load_sharded("random:qwen2", "float32", torch.device("cpu"))
+        distributed.load_model = full_load
+        (out_dir / f"full_loads.rank{rank}.txt").write_text(str(len(loads)))
         seqs = random_sequences(7, vocab=200)  # 7 capped sequences over 2 ranks, batches of 2: rank 1 runs out first
         for criterion in ("grad_x_weight", "magnitude"):
             scores = score_sharded(model, seqs, criterion=criterion, batch_size=2, name="go", max_len=16)
@@ -115,6 +120,8 @@ def test_fsdp_over_two_gloo_processes_equals_one_process(tmp_path):
     assert (tmp_path / "resumed_from.txt").read_text() == "4"  # 2 steps of 1 sequence on each of 2 ranks
     for n in single:
         torch.testing.assert_close(resumed[n], single[n], rtol=1e-5, atol=1e-8)
+    # one full host copy: rank 0 loaded the model, rank 1 built it on the meta device and received its shards
+    assert [(tmp_path / f"full_loads.rank{r}.txt").read_text() for r in range(2)] == ["1", "0"]
     for r in range(2):  # the checkpoint of the same-shaped other model was refused on both ranks, and kept
         assert "belongs to another job (model:" in (tmp_path / f"fsdp_other_model.rank{r}.txt").read_text()
         assert "'go', sequence 4" in (tmp_path / f"fsdp_error.rank{r}.txt").read_text()

@@ -1,6 +1,7 @@
 """Faults: a SIGKILLed run resumes to the same scores; NaN stops with a named error; corrupt files are caught."""
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -144,6 +145,29 @@ def test_checkpoint_of_another_same_shaped_model_is_refused(tmp_path):
     info = {}
     score(model_a, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2, info=info)
     assert info["resumed_from"] == 2  # the model that wrote it still resumes
+
+
+@pytest.mark.parametrize("damage", ["flip", "truncate"])
+def test_damaged_checkpoint_is_named_discarded_and_rescored_from_its_start(tmp_path, damage):
+    seqs = random_sequences(6)
+    model, _ = load_model("random:llama")
+    _interrupted_checkpoint(model, seqs, tmp_path, batch_size=2)
+    path = tmp_path / "checkpoint.safetensors"
+    data = bytearray(path.read_bytes())
+    if damage == "flip":  # three bytes inside the tensor data: the file still parses, the sums are wrong
+        for i in (-5, -401, -2001):
+            data[i] ^= 0xFF
+    else:
+        data = data[: len(data) // 2]
+    path.write_bytes(bytes(data))
+    info = {}
+    warned = rf"checkpoint {re.escape(str(path))} discarded: .*truncated or corrupt.*'go' from its start"
+    with pytest.warns(RuntimeWarning, match=warned):
+        got = score(model, seqs, batch_size=2, name="go", checkpoint_dir=tmp_path, checkpoint_every=2, info=info)
+    assert info["resumed_from"] == 0
+    full = score(model, seqs, batch_size=2, name="go")
+    assert all(torch.equal(got[n], full[n]) for n in full)
+    assert not path.exists()
 
 
 @pytest.mark.parametrize("change, match", [

@@ -5,7 +5,7 @@ import torch
 from safetensors import safe_open
 
 from conftest import random_sequences
-from spot_utils import score
+from spot_utils import load_model, score
 from spot_utils.base import run_files as runs
 from spot_utils.experiment.params import validate
 from spot_utils.experiment.scoring_stage import score_languages, split_halves
@@ -99,6 +99,50 @@ def test_files_of_another_job_or_damaged_are_scored_again(runs_dir, llama):
     assert after[path.relative_to(runs.run_dir(P))] == before[path.relative_to(runs.run_dir(P))]
     rust = runs.scores_path(P, "rust").relative_to(runs.run_dir(P))
     assert after[rust] != before[rust]
+
+
+def test_other_weights_under_the_same_model_folder_are_scored_again(runs_dir, tmp_path):
+    folder = tmp_path / "model"
+    model, tokenizer = load_model("random:llama")
+    model.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    P = dict(params("r"), model=str(folder))
+    seqs = {"go": corpus()["go"]}
+    score_languages(P, load_model(str(folder))[0], seqs, log=lambda *a: None)
+    _interrupt_within_half_a(P, load_model(str(folder))[0], seqs)  # a checkpoint of these weights is left
+    with torch.no_grad():  # the folder overwritten with other weights (×1.5), same path, config and shapes
+        for p in model.parameters():
+            p.mul_(1.5)
+    model.save_pretrained(folder)
+    lines = []
+    with pytest.warns(RuntimeWarning, match="another job \\(model: .*from its start"):
+        timing = score_languages(P, load_model(str(folder))[0], seqs, log=lines.append)
+    assert timing[0]["kept"] == [] and timing[0]["resumed_from"] == {"half_a": 0, "half_b": 0}
+    assert any("half_b" in line and "scoring again" in line and "another model" in line for line in lines), lines
+    fresh = load_model(str(folder))[0]
+    for half, part in zip(runs.HALVES, split_halves(seqs["go"])):
+        got, manifest = runs.load_tensors(runs.scores_path(P, "go", half))
+        assert manifest["model_spec"] == str(folder)
+        ref = score(fresh, part, batch_size=2, max_len=16)
+        assert all(torch.equal(got[n], ref[n]) for n in ref)
+    timing = score_languages(P, fresh, seqs, log=lambda *a: None)  # the same weights again: kept
+    assert timing[0]["kept"] == list(runs.HALVES)
+
+
+def _interrupt_within_half_a(P, model, seqs):
+    """Remove half_a's scores and rescore it until the second batch, which is stopped as a kill would stop it."""
+    runs.scores_path(P, "go", runs.HALVES[0]).unlink()
+    calls = {"n": 0}
+
+    def stop(module, args):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+    handle = model.model.register_forward_pre_hook(stop)
+    with pytest.raises(KeyboardInterrupt):
+        score_languages(P, model, seqs, log=lambda *a: None)
+    handle.remove()
+    assert (runs.checkpoint_dir(P, "go", runs.HALVES[0]) / "checkpoint.safetensors").is_file()
 
 
 def test_bfloat16_score_files(runs_dir, llama):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..method.ablation import CONTROLS, REFERENCE_CONTROL
+from ..method.mask_kinds import REFERENCE_CONTROL, controls
 from .ablation_plan import controls_match, mask_plan
 
 
@@ -42,7 +42,7 @@ def controls_match_at_headline_ks(params: dict, model, sweep: dict) -> bool:
 def matched_rows_complete(rows: pd.DataFrame, configurations, references) -> bool:
     """Whether the spot and every control other than the reference one have a matched_excess row in every
     configuration against every general-text reference."""
-    compared = {"spot", *CONTROLS} - {REFERENCE_CONTROL}
+    compared = {"spot", *controls()} - {REFERENCE_CONTROL}
     matched = rows[rows.metric == "matched_excess"]
     return all(compared <= set(matched[(matched.configuration == c) & (matched.reference == r)].mask_kind)
                for c in configurations for r in references)

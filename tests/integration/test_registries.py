@@ -191,9 +191,9 @@ sys.path[:0] = {paths!r}
 
 
 class RegisterAfterPlan(importlib.abc.MetaPathFinder):
-    # registers the toys once stage code imports the ablation plan: a kernel starts without importing torch here
+    # registers the toys once stage code has imported the ablation loop: a kernel starts without importing torch
     def find_spec(self, name, path, target=None):
-        if name != "spot_utils.experiment.ablation_plan":
+        if name != "spot_utils.experiment.ablation_loop":
             return None
         sys.meta_path.remove(self)
         spec = importlib.util.find_spec(name)

@@ -187,10 +187,28 @@ def assert_toy_metric_matches_the_rises(df: pd.DataFrame):
     assert len(df[df.metric == TOY_METRIC]) == len(df[df.metric == "general_rise"])
 
 
-SITECUSTOMIZE = """import sys
+SITECUSTOMIZE = """import importlib.abc, importlib.util, sys
 sys.path[:0] = {paths!r}
-import test_registries
-test_registries.register_toy_extensions(lambda table, register, name, **kw: register(name, **kw))
+
+
+class RegisterAfterPlan(importlib.abc.MetaPathFinder):
+    # registers the toys once stage code has imported the ablation loop: a kernel starts without importing torch
+    def find_spec(self, name, path, target=None):
+        if name != "spot_utils.experiment.ablation_loop":
+            return None
+        sys.meta_path.remove(self)
+        spec = importlib.util.find_spec(name)
+        run = spec.loader.exec_module
+
+        def exec_module(module):
+            run(module)
+            import test_registries
+            test_registries.register_toy_extensions(lambda table, register, name, **kw: register(name, **kw))
+        spec.loader.exec_module = exec_module
+        return spec
+
+
+sys.meta_path.insert(0, RegisterAfterPlan())
 """
 
 

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..base.io import write_json
+from ..base.io import write_json, write_text
 from .stats import bootstrap_ci, mean_ci, relative_rise
 
 FIELDS = ("model", "configuration", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
@@ -51,8 +52,9 @@ def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int
 
 
 def write_metrics(path, rows: list[dict]) -> None:
-    """Write metrics.json atomically (a list of tidy rows)."""
+    """Write metrics.json (a list of tidy rows) and the same rows as metrics.csv beside it, each atomically."""
     write_json(path, [row(**r) for r in rows])
+    write_text(Path(path).with_suffix(".csv"), to_frame(rows).to_csv(index=False))
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:

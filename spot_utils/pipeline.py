@@ -11,7 +11,6 @@ import os
 from pathlib import Path
 import platform
 import re
-import subprocess
 import sys
 import time
 
@@ -20,7 +19,7 @@ from .base.paths import REPO_ROOT
 from .base.run_files import report_dir, run_dir, stage_record_path
 from .base.run_lock import run_lock
 from .experiment.params import load_params, preflight
-from .experiment.stage import STAGES
+from .experiment.stage import STAGES, check_package, commit_of, package_origin
 from .report.index_page import write_index
 from .report.pages import render_html, render_run
 
@@ -40,15 +39,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """HEAD commit, with '+dirty' when tracked files outside reports/ (which runs rewrite) have changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """HEAD commit of the repository the run is in, with '+dirty' when tracked files outside reports/ changed."""
+    return commit_of(REPO_ROOT)
 
 
 PROGRESS = re.compile(r"^\s*$|\x1b\[A|\d+/\d+ \[|(it|seq|examples)/s\]|IProgress not found|from \.autonotebook import")
@@ -112,13 +104,15 @@ def run(params_path: str | Path, stages=STAGES) -> Path:
     if unknown:
         raise ValueError(f"unknown stages {unknown}; accepted: {STAGES}")
     preflight(params)
+    check_package()
     with run_lock(run_dir(params), params_file=str(params_path)):
         out_dir = report_dir(params)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest_path = out_dir / "manifest.json"
         manifest = read_json(manifest_path) if manifest_path.exists() else {}
         manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
-                        git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
+                        git_commit=git_commit(), spot_utils=package_origin(), seed=params["seed"],
+                        machine=platform.platform(),
                         processor=platform.processor(), cpu_count=os.cpu_count())
         try:
             _run_stages(pm, params, stages, out_dir, manifest, expected)

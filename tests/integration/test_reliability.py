@@ -7,6 +7,7 @@ import sys
 
 import pandas as pd
 import pytest
+import torch
 
 from spot_utils import pipeline
 from spot_utils.analysis import rows as metrics
@@ -68,7 +69,7 @@ def test_every_problem_checkable_before_the_lock_is_listed_in_one_message(dirs, 
     assert not (dirs / "runs").exists()
 
 
-@pytest.mark.skipif(P.torch.cuda.device_count() >= 100, reason="a machine with 100 GPUs has cuda:99")
+@pytest.mark.skipif(torch.cuda.device_count() >= 100, reason="a machine with 100 GPUs has cuda:99")
 def test_a_device_this_machine_lacks_is_refused_before_the_lock(dirs, monkeypatch):
     fake_papermill(monkeypatch)
     with pytest.raises(ValueError, match=r"run 'dev' cannot start:\n  device: 'cuda:99': (no cuda device is "

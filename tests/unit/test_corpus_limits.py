@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from spot_utils.base.io import read_json
-from spot_utils.data import sources as S
+from spot_utils.data import corpus, sources as S
 from spot_utils.data.corpus import build_corpus, corpus_dir
 from test_corpus import _byte_tokenizer
 
@@ -59,13 +59,18 @@ def test_an_oversized_jsonl_row_is_skipped_without_reading_it_whole(tok, tmp_pat
         {"docs.jsonl/00000001", "docs.jsonl/00000002", "docs.jsonl/00000004", "docs.jsonl/00000005"}
 
 
-def test_the_default_caps_keep_a_50_mb_single_line_file_out(tok, tmp_path):
+def test_the_default_caps_keep_a_50_mb_single_line_file_out(tok, tmp_path, monkeypatch):
     src = _folder(tmp_path)
     with open(src / "blob.go", "w") as f:  # 50 MB without a newline: tokenised whole, it took a kernel past 9 GB
         f.write("a" * 50_000_000)
+    tokenize = corpus._tokenize
+
+    def guarded(tokenizer, texts, bos, *args):  # fail at once, not after gigabytes, if the file gets through
+        assert max(map(len, texts), default=0) <= S.MAX_READ_BYTES, "a document over the cap reached the tokenizer"
+        return tokenize(tokenizer, texts, bos, *args)
+    monkeypatch.setattr(corpus, "_tokenize", guarded)
     root = build_corpus("go", tok, corpora_dir=tmp_path / "c", source=src, eval_fraction=0.25)
     assert _dropped(root)["too_large"] == 1
-    assert S.MAX_READ_BYTES < 50_000_000 and S.MAX_LINE_CHARS < 50_000_000
 
 
 def test_symlinks_leaving_the_corpus_folder_are_not_followed(tok, tmp_path):

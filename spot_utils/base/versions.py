@@ -5,7 +5,9 @@ version installed here. `python tools/torch_range.py <version>` installs another
 suite and records the result in benchmarks/results/torch_range_<version>.json. The one older candidate tried,
 2.8.0 (the first release whose FSDP2 modules have `set_gradient_divide_factor` and
 `set_force_sum_reduction_for_comms`, which experiment/distributed.py calls; 2.7.1's wheel lacks them), failed:
-sharded scoring's checkpoint refused to resume there (torch_range_2.8.0.json). Versions between were not tried.
+sharded scoring's checkpoint refused to resume there (test_fsdp_over_two_gloo_processes_equals_one_process, run alone
+in that venv; torch_range_2.8.0.json records the suite run, stopped after 28 min with 2 failures). Versions between
+were not tried.
 pyproject.toml and environment.yml declare the same range (tests/integration/test_repository.py checks that).
 """
 from __future__ import annotations

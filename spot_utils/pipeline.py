@@ -12,7 +12,6 @@ import os
 from pathlib import Path
 import platform
 import re
-import subprocess
 import sys
 import time
 
@@ -22,6 +21,7 @@ from .base.run_files import report_dir, run_dir, stage_record_path
 from .base.run_lock import run_lock
 from .experiment.params import load_params, preflight
 from .experiment.stages import NOTEBOOK_DIR, STAGES, in_run_order, later_stages
+from .experiment.stage import check_package, commit_of, package_origin
 from .report.index_page import write_index
 from .report.pages import render_html, render_run
 
@@ -40,15 +40,8 @@ def package_versions() -> dict[str, str | None]:
 
 
 def git_commit() -> str | None:
-    """HEAD commit, with '+dirty' when tracked files outside reports/ (which runs rewrite) have changes."""
-    try:
-        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True,
-                              check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
-                               cwd=REPO_ROOT, capture_output=True, text=True).stdout.strip()
-        return head + ("+dirty" if dirty else "")
-    except (OSError, subprocess.CalledProcessError):
-        return None
+    """HEAD commit of the repository the run is in, with '+dirty' when tracked files outside reports/ changed."""
+    return commit_of(REPO_ROOT)
 
 
 PROGRESS = re.compile(r"^\s*$|\x1b\[A|\d+/\d+ \[|(it|seq|examples)/s\]|IProgress not found|from \.autonotebook import")
@@ -114,13 +107,15 @@ def run(params_path: str | Path, stages=None) -> Path:
     params = load_params(params_path)
     stages = in_run_order(STAGES if stages is None else stages)
     preflight(params)
+    check_package()
     with run_lock(run_dir(params), params_file=str(params_path)):
         out_dir = report_dir(params)
         out_dir.mkdir(parents=True, exist_ok=True)
         manifest_path = out_dir / "manifest.json"
         manifest = read_json(manifest_path) if manifest_path.exists() else {}
         manifest.update(params_file=str(params_path), params=params, versions=package_versions(),
-                        git_commit=git_commit(), seed=params["seed"], machine=platform.platform(),
+                        git_commit=git_commit(), spot_utils=package_origin(), seed=params["seed"],
+                        machine=platform.platform(),
                         processor=platform.processor(), cpu_count=os.cpu_count())
         try:
             _run_stages(pm, params, stages, out_dir, manifest, expected)

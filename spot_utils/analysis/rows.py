@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from ..base.io import write_json
+from ..base.io import write_json, write_text
 from .destroyed import loss_destroyed
 from .metric_names import ACCURACY, LOSS, LOSS_RISE, PERPLEXITY
 from .stats import bootstrap_ci, mean_ci, relative_rise
@@ -64,8 +65,10 @@ def loss_rows(items: pd.DataFrame, baseline: pd.DataFrame | None, boot_seed: int
 
 
 def write_metrics(path, rows: list[dict]) -> None:
-    """Write metrics.json atomically (a list of tidy rows, each with its schema_version)."""
+    """Write metrics.json (a list of tidy rows, each with its schema_version) and the same rows as metrics.csv beside
+    it, each atomically."""
     write_json(path, [_complete(r) for r in rows])
+    write_text(Path(path).with_suffix(".csv"), to_frame(rows).to_csv(index=False))
 
 
 def to_frame(rows: list[dict]) -> pd.DataFrame:

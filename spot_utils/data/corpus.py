@@ -7,10 +7,12 @@ manifest is written last, so a corpus with a manifest is complete.
 """
 from __future__ import annotations
 
+from collections import Counter
 import hashlib
 import itertools
 import json
 import math
+import os
 from pathlib import Path
 import re
 from typing import Iterable, Iterator
@@ -20,7 +22,7 @@ import pandas as pd
 import torch
 
 from . import sources as S
-from ..base.io import atomic_path, read_json, write_json
+from ..base.io import atomic_path, read_json, sha256_file, write_json
 from ..base.paths import DATA_DIR, resolve_path
 
 SPLITS = ("score", "eval")
@@ -178,59 +180,115 @@ def _of_language(row, language: str) -> bool:
     return not isinstance(row, dict) or "language" not in row or row["language"] == language
 
 
-def _iter_directory(root: Path, language: str) -> Iterator[tuple[str, str]]:
-    for p in sorted(root.rglob("*")):
-        if not p.is_file() or p.name.startswith("."):
+SKIPS = ("too_large", "long_lines", "outside_links")  # what the caps leave out of a user's source, counted
+
+
+def _walk_files(root: Path, skipped: Counter) -> Iterator[tuple[str, Path]]:
+    """(relative path, path) of the regular files under `root`, sorted; hidden names left out. A symlink is
+    followed only when its target lies inside `root` (a file); one leading outside is counted, not followed."""
+    real_root = root.resolve()
+    found = []
+    for folder, dirs, names in os.walk(root):  # followlinks=False: a linked folder is never entered
+        dirs[:] = [d for d in dirs if not d.startswith(".")]
+        for name in [*names, *(d for d in dirs if os.path.islink(os.path.join(folder, d)))]:
+            p = Path(folder, name)
+            if name.startswith("."):
+                continue
+            if p.is_symlink():
+                target = p.resolve()
+                if not target.is_relative_to(real_root):
+                    skipped["outside_links"] += 1
+                    continue
+                if not target.is_file():
+                    continue  # a folder linked from inside: its files are walked at their own place
+            if p.is_file():
+                found.append((p.relative_to(root).as_posix(), p))
+    return iter(sorted(found))
+
+
+def _capped_text(text: str, skipped: Counter) -> str | None:
+    """`text`, or None (counted) when it is over the size or line-length caps of sources.MAX_READ_BYTES and
+    MAX_LINE_CHARS."""
+    if len(text) > S.MAX_READ_BYTES:
+        skipped["too_large"] += 1
+        return None
+    if max(map(len, text.split("\n"))) > S.MAX_LINE_CHARS:
+        skipped["long_lines"] += 1
+        return None
+    return text
+
+
+def _iter_directory(root: Path, language: str, skipped: Counter) -> Iterator[tuple[str, str]]:
+    for rel, p in _walk_files(root, skipped):
+        if p.stat().st_size > S.MAX_READ_BYTES:
+            skipped["too_large"] += 1
             continue
         text = S.decode(p.read_bytes())
         if text is None:
             continue
         if p.name.endswith(S.EXTENSIONS[language]) or (language == "bash" and not p.suffix and S.is_sh_script(text)):
-            yield p.relative_to(root).as_posix(), text
+            text = _capped_text(text, skipped)
+            if text is not None:
+                yield rel, text
 
 
-def _iter_jsonl(path: Path, language: str) -> Iterator[tuple[str, str]]:
-    with open(path, encoding="utf-8") as f:
-        for i, line in enumerate(f, 1):
+def _iter_jsonl(path: Path, language: str, skipped: Counter) -> Iterator[tuple[str, str]]:
+    with open(path, "rb") as f:
+        for i in itertools.count(1):
+            line = f.readline(S.MAX_READ_BYTES + 1)
+            if not line:
+                break
+            if len(line) > S.MAX_READ_BYTES and not line.endswith(b"\n"):  # a row over the cap: skip to its end
+                while (rest := f.readline(1 << 20)) and not rest.endswith(b"\n"):
+                    pass
+                skipped["too_large"] += 1
+                continue
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
             except json.JSONDecodeError as e:
                 raise ValueError(f"{path}:{i}: not valid JSON ({e.msg}, column {e.colno})") from None
+            except UnicodeDecodeError as e:
+                raise ValueError(f"{path}:{i}: not UTF-8 ({e.reason} at byte {e.start})") from None
             if _of_language(row, language):
-                yield f"{path.name}/{i:08d}", _doc_text(row, f"{path}:{i}")
+                text = _capped_text(_doc_text(row, f"{path}:{i}"), skipped)
+                if text is not None:
+                    yield f"{path.name}/{i:08d}", text
 
 
-def _iter_hf(spec: str, language: str) -> Iterator[tuple[str, str]]:
+def _iter_hf(spec: str, language: str, skipped: Counter) -> Iterator[tuple[str, str]]:
     from datasets import load_dataset  # deferred: datasets, loaded only for a hub corpus
 
     name, _, split = spec.partition("@")
     ds = load_dataset(name, split=split or "train", streaming=True)
     for i, row in enumerate(itertools.islice(ds, HF_MAX_DOCS)):
-        if _of_language(row, language):
-            yield f"hf/{i:08d}", _doc_text(row, f"hf:{spec} row {i}")
+        if _of_language(row, language) and (text := _capped_text(_doc_text(row, f"hf:{spec} row {i}"), skipped)):
+            yield f"hf/{i:08d}", text
 
 
-def _resolve_source(language: str, source, cache_dir) -> tuple[dict, list[dict], Iterator[tuple[str, str]]]:
-    """(identity of the source, its package/licence records, an iterator of (path, raw text))."""
+def _resolve_source(language: str, source, cache_dir, skipped: Counter | None = None
+                    ) -> tuple[dict, list[dict], Iterator[tuple[str, str]]]:
+    """(identity of the source, its package/licence records, an iterator of (path, raw text)); what the caps
+    leave out of a directory or JSONL source is counted in `skipped`. A user's source is identified by the
+    SHA-256 of its files' contents (and the caps), so any edit rebuilds its corpus whatever the files' times."""
+    skipped = Counter() if skipped is None else skipped
+    caps = [S.MAX_READ_BYTES, S.MAX_LINE_CHARS]
     if source is None:
         srcs = S.sources_for(language)
         records = [{"package": s.package, "version": s.version, "kind": s.kind, "licence": s.licence} for s in srcs]
         return {"type": "packages", "keys": [s.key for s in srcs]}, records, S.iter_files(language, cache_dir)
     source = str(source)
     if source.startswith("hf:"):
-        return {"type": "hf", "id": source[3:]}, [{"hf_dataset": source[3:]}], _iter_hf(source[3:], language)
+        return {"type": "hf", "id": source[3:]}, [{"hf_dataset": source[3:]}], _iter_hf(source[3:], language, skipped)
     path = Path(source).resolve()
     if path.is_dir():
-        stats = sorted((p.relative_to(path).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
-                       for p in path.rglob("*") if p.is_file())
-        ident = {"type": "directory", "path": str(path), "fingerprint": _sha(json.dumps(stats))}
-        return ident, [{"directory": str(path)}], _iter_directory(path, language)
+        contents = [(rel, sha256_file(p)) for rel, p in _walk_files(path, Counter())]
+        ident = {"type": "directory", "path": str(path), "fingerprint": _sha(json.dumps([contents, caps]))}
+        return ident, [{"directory": str(path)}], _iter_directory(path, language, skipped)
     if path.is_file() and path.name.endswith(".jsonl"):
-        st = path.stat()
-        ident = {"type": "jsonl", "path": str(path), "fingerprint": _sha(f"{st.st_size}:{st.st_mtime_ns}")}
-        return ident, [{"jsonl": str(path)}], _iter_jsonl(path, language)
+        ident = {"type": "jsonl", "path": str(path), "fingerprint": _sha(json.dumps([sha256_file(path), caps]))}
+        return ident, [{"jsonl": str(path)}], _iter_jsonl(path, language, skipped)
     raise ValueError(f"source {source!r} is neither a directory, a .jsonl file nor 'hf:<dataset id>'")
 
 
@@ -293,7 +351,8 @@ def build_corpus(language: str, tokenizer, cache_dir=S.DEFAULT_CACHE, corpora_di
     out = corpus_dir(language, tokenizer, corpora_dir, source, eval_fraction, cache_dir)
     if (out / "manifest.json").is_file():
         return out
-    ident, records, raw = _resolve_source(language, source, cache_dir)
+    skipped = Counter()
+    ident, records, raw = _resolve_source(language, source, cache_dir, skipped)
     cleaned, n_raw = [], 0
     for path, text in raw:
         n_raw += 1
@@ -302,7 +361,9 @@ def build_corpus(language: str, tokenizer, cache_dir=S.DEFAULT_CACHE, corpora_di
             cleaned.append((path, text))
     docs, n_dup = dedupe(cleaned)
     if not docs:
-        raise ValueError(f"empty corpus for {language!r} from {ident}: no usable files")
+        left_out = ", ".join(f"{n} {reason.replace('_', ' ')}" for reason, n in skipped.items() if n)
+        raise ValueError(f"empty corpus for {language!r} from {ident}: no usable files"
+                         + (f" (left out: {left_out})" if left_out else ""))
     text_of = dict(docs)
     bos = [tokenizer.bos_token_id] if adds_bos(tokenizer) else []
     files, splits = [], {}
@@ -321,7 +382,8 @@ def build_corpus(language: str, tokenizer, cache_dir=S.DEFAULT_CACHE, corpora_di
         "tokenizer": {"name": getattr(tokenizer, "name_or_path", None), "class": type(tokenizer).__name__,
                       "hash": tokenizer_hash(tokenizer), "bos_prepended": bool(bos)},
         "eval_fraction": eval_fraction,
-        "dropped": {"read": n_raw, "empty": n_raw - len(cleaned), "duplicate": n_dup},
+        "dropped": {"read": n_raw, "empty": n_raw - len(cleaned), "duplicate": n_dup,
+                    **{reason: skipped[reason] for reason in SKIPS}},
         "splits": splits,
         "content_hash": _sha("".join(splits[s]["sha256"] for s in SPLITS)),
         "files": files,

@@ -34,6 +34,10 @@ PROSE_LABELS = {"english": "literary English", "english_modern": "modern English
 LANGUAGES = CODE_LANGUAGES + PROSE_LANGUAGES
 DEFAULT_CACHE = DATA_DIR / "cache"
 MAX_FILE_BYTES = 200_000
+# Hard caps on any one document, whatever its source: larger ones are skipped and counted, never read whole or
+# tokenised (a 50 MB single-line file took a tokenizer past 9 GB). The largest packaged file is far below both.
+MAX_READ_BYTES = 16_000_000
+MAX_LINE_CHARS = 20_000
 
 # Extensions used when a language is read from a user's directory (bash also takes sh shebang scripts).
 EXTENSIONS = {
@@ -283,7 +287,7 @@ def _wanted(src: Source, rel: str, size: int) -> bool:
         return False
     if any(fnmatch.fnmatch("/" + rel, pat) for pat in src.exclude):
         return False
-    return src.max_bytes is None or size <= src.max_bytes
+    return size <= min(src.max_bytes or MAX_READ_BYTES, MAX_READ_BYTES)
 
 
 def _under_roots(src: Source, rel: str) -> bool:

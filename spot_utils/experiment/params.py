@@ -6,9 +6,12 @@ metric-group tables, the aggregations, scope parts, configurations, ablation mod
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 import re
+import socket
 
+import torch
 import yaml
 
 from ..base.paths import REPO_ROOT, resolve_path
@@ -28,12 +31,19 @@ OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, 
            "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES}
 
 
+RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a folder name: never "." or "..", no path, ≤ 64 chars
+MAX_COUNT = 2**31 - 1  # the largest size or count a run may ask for: beyond it torch's indexing overflows
+K_MIN = 1e-10  # percent: a smaller k selects less than one entry of a model with 10^12 parameters
+MAX_TIMEOUT = 86400.0  # seconds: a day per executed completion; larger (or inf) overflows the executor's clock
+HUB_HOST = "huggingface.co"
+
+
 def _is_str(v):
     return isinstance(v, str) and v != ""
 
 
 def _is_int(lo):
-    return lambda v: isinstance(v, int) and not isinstance(v, bool) and v >= lo
+    return lambda v: isinstance(v, int) and not isinstance(v, bool) and lo <= v <= MAX_COUNT
 
 
 def _is_list_of(ok):
@@ -41,7 +51,16 @@ def _is_list_of(ok):
 
 
 def _is_k(v):
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v < 100 and not math.isnan(v)
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and K_MIN <= v < 100 and not math.isnan(v)
+
+
+def _is_device(v):
+    """A device string torch can parse (whether this machine has it is preflight's check)."""
+    try:
+        torch.device(v)
+    except (RuntimeError, TypeError):
+        return False
+    return True
 
 
 def _one_of(key):
@@ -60,12 +79,13 @@ def _list_of(key, non_empty=True, first=None):
 
 # key -> (check, what the check wants: text or a callable giving it, default). Defaults run in seconds on a tiny model + fixture corpus.
 SCHEMA = {
-    "run_name": (lambda v: _is_str(v) and re.fullmatch(r"[\w.-]+", v), "a filename-safe name", "tiny"),
+    "run_name": (lambda v: isinstance(v, str) and RUN_NAME.fullmatch(v), "a folder name: 1-64 characters from "
+                 "A-Z a-z 0-9 . _ -, starting with a letter or digit", "tiny"),
     "model": (_is_str, "a model spec (see spot_utils.load_model)", "random:llama"),
     "dtype": (*_one_of("dtype"), "float32"),
     "eval_dtype": (lambda v: v is None or v in DTYPES, lambda: "null (the model's dtype) or one of " + ", ".join(DTYPES)
                    + " (the dtype stage 04 evaluates and ablates the model in)", None),
-    "device": (_is_str, "a torch device such as cpu or cuda", "cpu"),
+    "device": (_is_device, "a torch device such as cpu, cuda or cuda:1", "cpu"),
     "seed": (_is_int(0), "an integer ≥ 0", 0),
     "threads": (lambda v: v is None or _is_int(1)(v), "null or an integer ≥ 1", None),
     "languages": (*_list_of("languages"), list(SCORED_LANGUAGES)),
@@ -83,9 +103,9 @@ SCHEMA = {
     "criterion": (*_one_of("criterion"), "grad_x_weight"),
     "aggregation": (*_one_of("aggregation"), "sum_abs"),
     "configurations": (*_list_of("configurations"), list(CONFIGURATIONS)),
-    "k_grid": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, "a non-empty list of k in (0, 100) (percent)",
+    "k_grid": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, f"a non-empty list of k in [{K_MIN:g}, 100) (percent)",
                [0.1, 1.0, 5.0]),
-    "k_detail": (_is_k, "a k in (0, 100) at which controls run", 1.0),
+    "k_detail": (_is_k, f"a k in [{K_MIN:g}, 100) at which controls run", 1.0),
     "n_eval_sequences": (_is_int(1), "an integer ≥ 1", 2),
     "eval_max_len": (_is_int(2), "an integer ≥ 2", 64),
     "random_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0", [0, 1, 2]),
@@ -104,8 +124,9 @@ SCHEMA = {
     "every_k": (lambda v: isinstance(v, bool), "true / false: every control with all its seeds, spot_norms and "
                 "code_minus_general at every k instead of the headline k values only; likelihood and multiple "
                 "choice at every k instead of k_detail only", False),
-    "random_extension_k": (_is_list_of(_is_k), "a list of k in (0, 100) (percent) random_uniform may be extended to, "
-                           "ascending, until its curve covers the points compared with it", [2.0, 5.0, 10.0, 20.0, 50.0]),
+    "random_extension_k": (_is_list_of(_is_k), f"a list of k in [{K_MIN:g}, 100) (percent) random_uniform may be "
+                           "extended to, ascending, until its curve covers the points compared with it",
+                           [2.0, 5.0, 10.0, 20.0, 50.0]),
     "matched_bootstrap_samples": (_is_int(100), "an integer ≥ 100 (replicates of the damage-matched bootstrap)",
                                   10000),
     "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),
@@ -127,8 +148,8 @@ SCHEMA = {
                          None),
     "generation_max_new_tokens": (_is_int(1), "an integer ≥ 1", 512),
     "generation_batch_size": (_is_int(1), "an integer ≥ 1", 8),
-    "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0,
-                     "seconds > 0 (wall clock per executed completion)", 10.0),
+    "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TIMEOUT,
+                     f"seconds in (0, {MAX_TIMEOUT:g}] (wall clock per executed completion)", 10.0),
     "bootstrap_samples": (_is_int(100), "an integer ≥ 100", 1000),
 }
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
@@ -141,7 +162,9 @@ def validate(params: dict) -> dict:
     for key, value in merged.items():
         check, wants = SCHEMA[key][:2]
         if not check(value):
-            problems.append(f"{key}: {value!r} is not {wants() if callable(wants) else wants}")
+            too_big = isinstance(value, int) and not isinstance(value, bool) and value > MAX_COUNT
+            problems.append(f"{key}: {value!r} is not {wants() if callable(wants) else wants}"
+                            + (f" (sizes and counts stop at {MAX_COUNT})" if too_big else ""))
     if not problems:
         if merged["general_language"] not in merged["general_eval"]:
             problems.append("general_eval must include general_language")
@@ -228,9 +251,49 @@ def _model_problem(spec: str) -> str | None:
             f"model: folder {path} has no config.json (expected a folder written by save_pretrained)"
     if path.is_absolute() and path.exists():
         return f"model: {path} is neither a model folder nor a .gguf file"
-    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):
-        return None  # a hub id (resolved when the model loads)
+    if re.fullmatch(r"[\w.-]+/[\w.-]+", spec):  # a hub id (resolved when the model loads), or a mistyped path
+        if _hub_cached(spec) or hub_reachable():
+            return None
+        return (f"model: {spec!r} is not a folder here ({resolve_path(spec)} does not exist); as a hub id it needs "
+                f"a network, and {HUB_HOST} cannot be reached (nor is it in the local Hugging Face cache)")
     return f"model: {spec!r} is not a local path ({path} does not exist) nor a known name; accepted: {ACCEPTED}"
+
+
+def _hub_cached(repo_id: str) -> bool:
+    """Whether the local Hugging Face cache holds `repo_id`'s config.json (loading then needs no network)."""
+    from huggingface_hub import try_to_load_from_cache  # deferred: only for hub-id-shaped model specs
+    return isinstance(try_to_load_from_cache(repo_id, "config.json"), str)
+
+
+def hub_reachable(timeout: float = 3.0) -> bool:
+    """Whether a TCP connection to the hub's host opens (no request is sent): false offline or with HF_HUB_OFFLINE."""
+    if any(os.environ.get(flag, "0") not in ("", "0") for flag in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")):
+        return False
+    try:
+        socket.create_connection((HUB_HOST, 443), timeout=timeout).close()
+    except OSError:
+        return False
+    return True
+
+
+def _device_problem(spec: str) -> str | None:
+    """Why torch device `spec` (already parsed by validate) is not usable on this machine, or None."""
+    device = torch.device(spec)
+    if device.type in ("cpu", "meta"):
+        return None
+    backend = getattr(torch, device.type, None)
+    if device.type == "mps":
+        available, count = torch.backends.mps.is_available(), 1
+    elif backend is not None and hasattr(backend, "is_available"):
+        available = backend.is_available()
+        count = backend.device_count() if available and hasattr(backend, "device_count") else 0
+    else:
+        return f"device: {spec!r}: torch has no {device.type} backend here"
+    if not available:
+        return f"device: {spec!r}: no {device.type} device is available on this machine (torch {torch.__version__})"
+    if device.index is not None and device.index >= count:
+        return f"device: {spec!r}: this machine has {count} {device.type} device(s), numbered from 0"
+    return None
 
 
 def corpus_languages(params: dict) -> list[str]:
@@ -239,10 +302,10 @@ def corpus_languages(params: dict) -> list[str]:
 
 
 def preflight(params: dict) -> None:
-    """Check what the validated params refer to before a run writes anything: the model spec resolves, and a
-    corpus_source folder holds a corpus per language (a <language>/ folder or <language>.jsonl). One error
-    lists every problem."""
-    problems = [p for p in [_model_problem(params["model"])] if p]
+    """Check what the validated params refer to before a run writes anything: the device exists here, the model
+    spec resolves (a hub id needs the hub reachable or cached), and a corpus_source folder holds a corpus per
+    language (a <language>/ folder or <language>.jsonl). One error lists every problem."""
+    problems = [p for p in [_device_problem(params["device"]), _model_problem(params["model"])] if p]
     source = params["corpus_source"]
     if source is not None and not source.startswith("hf:"):
         root = resolve_path(source)

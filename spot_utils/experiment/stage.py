@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import platform
 import random
+import subprocess
 import time
 
 import numpy as np
@@ -11,6 +13,7 @@ import pandas as pd
 import torch
 
 from ..base.io import write_json
+from ..base import paths
 from ..base.paths import shown
 from ..base.run_files import run_dir, stage_record_path
 from ..data import corpus
@@ -30,9 +33,40 @@ def check_inputs(params: dict, stage: str) -> None:
             f"(or `python -m spot_utils.pipeline <params file> --stages {' '.join(missing)}`)")
 
 
+def commit_of(folder: Path) -> str | None:
+    """HEAD commit of the checkout at `folder`, with '+dirty' when tracked files outside reports/ (which runs
+    rewrite) have changes; None outside a git checkout."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=folder, capture_output=True, text=True,
+                              check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--", ".", ":!reports"],
+                               cwd=folder, capture_output=True, text=True).stdout.strip()
+        return head + ("+dirty" if dirty else "")
+    except (OSError, subprocess.CalledProcessError):
+        return None
+
+
+def package_origin() -> dict:
+    """Where the imported spot_utils lives and the commit of its checkout (what a manifest records as the code
+    that ran: a venv's editable install may point at another clone than the one a stage runs in)."""
+    return {"path": str(paths.PACKAGE_ROOT / "spot_utils"), "commit": commit_of(paths.PACKAGE_ROOT)}
+
+
+def check_package(repository: Path | None = None) -> None:
+    """Refuse to run when the imported spot_utils is not the package of `repository` (default: the checkout
+    holding the working directory): its code would run under the other clone's commit and paths."""
+    repository = (repository or paths.REPO_ROOT).resolve()
+    if paths.is_repository(repository) and repository != paths.PACKAGE_ROOT.resolve():
+        raise RuntimeError(
+            f"this run is in the repository {repository}, but Python imports spot_utils from "
+            f"{paths.PACKAGE_ROOT / 'spot_utils'} (another clone, e.g. a shared venv's editable install): its code "
+            f"would run under this repository's commit. Use this clone's environment, or install it into this one "
+            f"with `pip install -e {repository} --no-deps`")
+
+
 def start(namespace: dict, names_before: set, stage: str) -> dict:
-    """Validate the notebook's parameters, check that earlier stages finished, seed everything, set threads;
-    print what a reader needs.
+    """Validate the notebook's parameters, check that the imported spot_utils is this repository's and that
+    earlier stages finished, seed everything, set threads; print what a reader needs.
 
     Args:
         namespace: the notebook's globals(); names_before: the names defined before its parameters cell.
@@ -42,6 +76,7 @@ def start(namespace: dict, names_before: set, stage: str) -> dict:
         The validated parameters, with the stage's name and start time for `finish`.
     """
     params = from_notebook(namespace, names_before)
+    check_package()
     check_inputs(params, stage)
     pd.set_option("display.max_colwidth", None)  # tables show whole labels (the checks' wording)
     if params["threads"]:
@@ -60,7 +95,8 @@ def finish(params: dict, **info) -> None:
     """Record what this stage saw (device, threads, seconds, input hashes) for the run manifest."""
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
-                  python=platform.python_version(), sequences=params.get("_sequences", {}), **info)
+                  python=platform.python_version(), sequences=params.get("_sequences", {}),
+                  spot_utils=package_origin(), **info)
     write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 

@@ -49,9 +49,32 @@ def load_masks(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict]:
         raise ValueError(f"cannot read masks from {path}: {e}") from e
     if header.get("sha256") != _content_hash(shapes, manifest, packed):
         raise ValueError(f"mask file {path} is corrupt: its content does not match its SHA-256")
-    masks = {n: torch.from_numpy(np.unpackbits(packed[n].numpy(), bitorder="little", count=int(np.prod(shape)))
-                                 .astype(bool)).reshape(shape) for n, shape in shapes.items()}
+    masks = {n: _unpack(path, n, packed[n].numpy(), shape) for n, shape in shapes.items()}
+    _recount(path, masks, manifest)
     return masks, manifest
+
+
+def _unpack(path: Path, name: str, bits: np.ndarray, shape: list[int]) -> torch.Tensor:
+    """The bool mask of `shape` packed in `bits`, which must hold exactly its bits (padding zero)."""
+    numel = int(np.prod(shape))
+    if bits.dtype != np.uint8 or bits.shape != ((numel + 7) // 8,):
+        raise ValueError(f"mask file {path} is inconsistent: tensor {name!r} of shape {shape} needs "
+                         f"{(numel + 7) // 8} packed bytes, the file holds {bits.size} of {bits.dtype}")
+    flat = np.unpackbits(bits, bitorder="little")
+    if flat[numel:].any():
+        raise ValueError(f"mask file {path} is inconsistent: tensor {name!r} has bits set past its {numel} entries")
+    return torch.from_numpy(flat[:numel].astype(bool)).reshape(shape)
+
+
+def _recount(path: Path, masks: dict[str, torch.Tensor], manifest: dict) -> None:
+    """Check the manifest's counts (per tensor and total) against the bits themselves."""
+    counts = counts_per_tensor(masks)
+    recorded = manifest.get("counts")
+    if recorded != counts or manifest.get("total") != sum(counts.values()):
+        wrong = sorted(n for n in set(counts) | set(recorded or {}) if (recorded or {}).get(n) != counts.get(n))
+        raise ValueError(f"mask file {path} is inconsistent: its manifest records {manifest.get('total')} entries "
+                         f"(counts differ for {wrong[:5]}{' ...' if len(wrong) > 5 else ''}), its bits hold "
+                         f"{sum(counts.values())}")
 
 
 _KEY = "spot_masks"

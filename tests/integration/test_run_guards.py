@@ -116,6 +116,7 @@ def test_bad_params_fail_before_anything_is_written(dirs, monkeypatch, text, mat
 
 def test_hub_ids_and_relative_model_folders_are_accepted(tmp_path, monkeypatch):
     from spot_utils.experiment import params as P
+    monkeypatch.setattr(P, "hub_reachable", lambda: True)  # a hub id is accepted where the hub can be reached
     preflight(load_params(params_file(tmp_path, "run_name: ok\nmodel: HuggingFaceTB/SmolLM2-135M\n")))
     folder = ROOT / "tests" / f"_model_{os.getpid()}"
     folder.mkdir()

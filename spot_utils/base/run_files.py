@@ -71,6 +71,24 @@ def ablation_entry_path(run: dict | str, entry: str) -> Path:
     return run_dir(run) / "ablation" / f"{entry}.json"
 
 
+def drop_half_scores(run: dict | str, languages) -> int:
+    """Delete the half score files of `languages` (and their index.json entries) once nothing needs them (stage
+    05's stability check has read them); return the bytes freed. A rerun of stage 01 then scores the halves again."""
+    freed = 0
+    for half in HALVES:
+        index = scores_path(run, "x", half).parent / "index.json"
+        entries = read_json(index) if index.exists() else {}
+        for lang in languages:
+            path = scores_path(run, lang, half)
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+            entries.pop(path.name, None)
+        if index.exists():
+            write_json(index, entries)
+    return freed
+
+
 def checkpoint_dir(run: dict | str, lang: str, half: str) -> Path:
     """runs/<run>/checkpoints/<lang>/<half>/: scoring checkpoints of one half of one language."""
     return run_dir(run) / "checkpoints" / lang / half
@@ -196,6 +214,9 @@ class TensorFile(Mapping):
         with safe_open(str(self.path), framework="pt") as f:
             t = f.get_tensor(name)
         return t.float() if self._widen and t.is_floating_point() else t
+
+    def __contains__(self, name) -> bool:  # from the header: Mapping's default would read the tensor
+        return name in self.shapes
 
     def __iter__(self):
         return iter(self._names)

@@ -186,3 +186,30 @@ def _fill_sample(out: torch.Tensor, picks, sizes: torch.Tensor, i: int, t: torch
     sel = (which == i).nonzero().flatten()
     start = int(sizes[:i].sum())
     out[sel] = t.reshape(-1)[idx[sel] - start].abs().float()
+
+
+def aggregate_to_file(score_paths: dict[str, str | Path], out: str | Path, method: str, manifest: dict) -> TensorFile:
+    """`aggregate` of score files written to `out` tensor by tensor (one tensor of the aggregate and of one
+    language's scores in memory; rank_mean folds in memory, as in aggregate_files); returns the file, to read on
+    access. Same bytes as save_tensors(out, aggregate(score_paths, method), manifest)."""
+    langs = list(score_paths)
+    Aggregator(method, len(langs))
+    files = {lang: TensorFile(p) for lang, p in score_paths.items()}
+    shapes = files[langs[0]].shapes
+    for lang, f in files.items():
+        if f.shapes != shapes:
+            raise ValueError(f"scores of {lang!r} ({f.path}) cover other parameters or shapes than {files[langs[0]].path}")
+    in_memory = aggregate(score_paths, method) if method == "rank_mean" else None
+    scales = ({lang: _inverse_total(f) for lang, f in files.items()} if method == "normalized_sum"
+              else {lang: 1.0 for lang in langs})
+    with streaming_saver(out, shapes, manifest) as writer:
+        for n in shapes:
+            if in_memory is not None:
+                writer.write(n, in_memory[n])
+                continue
+            a = torch.zeros(shapes[n], dtype=torch.float32)
+            for j, lang in enumerate(langs):
+                _fold_into(a, method, files[lang][n], scales[lang], first=j == 0)
+            writer.write(n, a)
+    indexed(writer)
+    return TensorFile(out)

@@ -144,3 +144,22 @@ def test_tensor_writer_matches_save_file_and_refuses_bad_input(tmp_path):
     with pytest.raises(ValueError, match="shape"):
         with runs.TensorWriter(tmp_path / "bad.safetensors", {"a": (6,)}, {}) as w:
             w.write("a", tensors["a"])
+
+
+def test_drop_half_scores_deletes_the_halves_and_their_index_entries(tmp_path, monkeypatch):
+    from spot_utils.experiment.params import validate
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path)
+    s = scores()
+    for lang in ("go", "rust"):
+        runs.save_tensors(runs.scores_path("r", lang), s[lang], {})
+        for half in runs.HALVES:
+            runs.save_tensors(runs.scores_path("r", lang, half), s[lang], {})
+    size = sum(runs.scores_path("r", "go", h).stat().st_size for h in runs.HALVES)
+    assert runs.drop_half_scores("r", ["go"]) == size
+    assert not any(runs.scores_path("r", "go", h).exists() for h in runs.HALVES)
+    assert all(runs.is_complete(runs.scores_path("r", "rust", h)) for h in runs.HALVES)  # other languages kept
+    assert all("go.safetensors" not in runs.read_json(runs.scores_path("r", "go", h).parent / "index.json")
+               for h in runs.HALVES)
+    assert runs.is_complete(runs.scores_path("r", "go"))  # the full score stays
+    with pytest.raises(ValueError, match="keep_halves"):
+        validate({"keep_halves": "no"})

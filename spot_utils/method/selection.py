@@ -175,6 +175,15 @@ class View(Mapping):
         return len(self._names)
 
 
+def on_device(tensors: Mapping[str, torch.Tensor], device: str | torch.device) -> Mapping[str, torch.Tensor]:
+    """`tensors` read onto `device` one tensor at a time (View), so selection's passes (keys, sample, bracket,
+    radix histograms, masks) run there; the CPU mapping itself for a CPU device. Masks are packed on the host.
+    Thresholds and ties are exact, so the masks equal the CPU's."""
+    if torch.device(device).type == "cpu":
+        return tensors
+    return View(tensors, fn=lambda name, t: t.to(device))
+
+
 def _check_finite(scores: Mapping[str, torch.Tensor]) -> None:
     for n in scores:  # min and max propagate NaN: one pass, no full-size temporary
         s = scores[n]
@@ -324,7 +333,7 @@ def code_over_general(aggregate: dict, general: dict, k_percent: float) -> dict[
     """Global top-k over 2-D matrices of A / (G + ε), ε = 1e-3 · mean(G) (docs/METHOD.md, Contrastive regions)."""
     a, g = matrices_only(aggregate), matrices_only(general)
     n = sum(_numel(g, name) for name in g)
-    eps = 1e-3 * float(sum(g[name].double().sum() for name in g)) / n
+    eps = 1e-3 * float(sum(g[name].cpu().double().sum() for name in g)) / n  # CPU sums: the same ε on any device
     return select_top_k(View(a, fn=lambda name, t: t / (g[name] + eps)), k_percent)  # the ratio one tensor at a time
 
 

@@ -13,7 +13,7 @@ import math
 from ..base.run_files import Lazy, mask_path
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.ablation import CONTROLS, REFERENCE_CONTROL, random_uniform_of
-from ..method.masks import counts_per_tensor, load_masks, mask_count
+from ..method.masks import MaskFile, counts_per_tensor, mask_count
 from ..method.scoring import scoped_parameters
 from ..method.selection import (CONFIGURATIONS, configuration_count, configuration_scope, configuration_top_count,
                                 top_count_global)
@@ -62,7 +62,7 @@ def spot_masks(params: dict, model, configuration: str):
     """{k: spot} of a configuration at every k of spot_ks, read from stage 03's masks when accessed (runs.Lazy:
     one spot in memory at a time)."""
     return Lazy({k: mask_path(params, "spot", k, configuration) for k in spot_ks(params, model, configuration)},
-                lambda path: load_masks(path)[0])
+                MaskFile)  # each read one tensor at a time when ablated
 
 
 def control_entries(params: dict, model, configuration: str, spots, headline_ks):
@@ -90,7 +90,7 @@ def control_entries(params: dict, model, configuration: str, spots, headline_ks)
                 yield dict(label, mask_kind="spot", mode=mode, seed=params["seed"]), spot
         if headline:
             for kind in SHARED_KINDS:
-                yield dict(label, mask_kind=kind), load_masks(mask_path(params, kind, k))[0]
+                yield dict(label, mask_kind=kind), MaskFile(mask_path(params, kind, k))
 
 
 def uniform_entry(params: dict, model, configuration: str, k_percent: float, seed: int) -> tuple[dict, dict]:

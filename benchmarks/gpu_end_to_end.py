@@ -78,7 +78,8 @@ def main(argv=None) -> None:
                       languages=args.languages, corpus_source=str(ROOT / "tests" / "fixtures" / "corpus"),
                       n_score_sequences=args.sequences, max_len=max_len, batch_size=args.batch_size,
                       checkpoint_every=2, k_grid=[0.1, 1.0, 5.0], k_detail=1.0, n_eval_sequences=2,
-                      eval_max_len=max_len, random_seeds=[0], cross_ablation_sequences=1, n_permutations=100)
+                      eval_max_len=max_len, random_seeds=[0], n_uniform_seeds=1, cross_ablation_sequences=1,
+                      n_permutations=100)
         rows = []
         for stage in args.stages:
             r = stage_runner.run(stage, params, tmp / f"{stage}.json", ROOT, env)

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import itertools
 import math
+from pathlib import Path
+import tempfile
 from typing import Callable
 
 import numpy as np
@@ -19,9 +21,9 @@ import pandas as pd
 from scipy.stats import hypergeom, norm
 import torch
 
-from ..base.run_files import HALVES, tensors_of
-from ..method.aggregation import aggregate
-from ..method.selection import select_top_k
+from ..base.run_files import HALVES, TensorFile, tensors_of
+from ..method.aggregation import aggregate, aggregate_to_file
+from ..method.selection import View, select_top_k
 from .stats import holm
 
 EXACT_WORK_LIMIT = 3e8  # multiply-adds of the exact convolution above which the normal approximation is used
@@ -238,13 +240,22 @@ def _popcount(packed: np.ndarray) -> int:
 
 
 def _half_masks(load_half, half, languages, k_grid, per_language_k, method, granularity):
-    """(subset, k, masks) of one half: the aggregate's top-k at every k, then each language's at per_language_k."""
-    agg = aggregate({lang: load_half(half, lang) for lang in languages}, method)
-    for k in k_grid:
-        yield "aggregate", k, select_top_k(agg, k, granularity)
-    del agg
+    """(subset, k, masks) of one half: the aggregate's top-k at every k, then each language's at per_language_k.
+
+    From score files, everything is read tensor by tensor: the half's aggregate is written to a temporary file
+    beside them (deleted after) and selected from there, each language's |S| is read from its file on access."""
+    sources = {lang: load_half(half, lang) for lang in languages}
+    from_files = all(isinstance(v, (str, Path)) for v in sources.values())
+    with tempfile.TemporaryDirectory(dir=Path(next(iter(sources.values()))).parent if from_files else None) as tmp:
+        agg = (aggregate_to_file(sources, Path(tmp) / "aggregate.safetensors", method, {"kind": "half_aggregate"})
+               if from_files else aggregate(sources, method))
+        for k in k_grid:
+            yield "aggregate", k, select_top_k(agg, k, granularity)
+        del agg
     for lang in languages if per_language_k else []:
-        absolute = {n: s.abs() for n, s in tensors_of(load_half(half, lang)).items()}
+        source = load_half(half, lang)
+        absolute = (View(TensorFile(source), fn=lambda n, t: t.abs()) if isinstance(source, (str, Path))
+                    else {n: s.abs() for n, s in tensors_of(source).items()})
         for k in per_language_k:
             yield lang, k, select_top_k(absolute, k, granularity)
 
@@ -258,13 +269,14 @@ def stability(load_half: Callable[[str, str], dict], languages: list[str], k_gri
     scores are in memory at a time: load_half=lambda h, l: runs.scores_path(params, l, h)). Rows: subset
     ('aggregate' or a language), k_percent, size, intersection, jaccard, jaccard_chance (two random sets of that
     size). Languages are compared at per_language_k (default: every k). The first half's masks are kept
-    bit-packed (1 bit per entry) until the second half's are ready.
+    bit-packed (1 bit per entry) until the second half's are ready; from files, memory holds a few tensors
+    besides (_half_masks).
     """
     per_language_k = k_grid if per_language_k is None else per_language_k
     first, rows = {}, []
     for half in HALVES:
         for subset, k, masks in _half_masks(load_half, half, languages, k_grid, per_language_k, method, granularity):
-            packed = {n: np.packbits(m.numpy().reshape(-1)) for n, m in masks.items()}
+            packed = {n: bits.numpy() for n, bits in masks.packed.items()}  # select_top_k's masks are bit-packed
             if half == HALVES[0]:
                 first[(subset, k)] = packed
                 continue
@@ -274,5 +286,5 @@ def stability(load_half: Callable[[str, str], dict], languages: list[str], k_gri
             union = size_a + size_b - inter
             rows.append(dict(subset=subset, k_percent=k, size=size_a, intersection=inter,
                              jaccard=inter / union if union else 0.0,
-                             jaccard_chance=chance_jaccard(sum(m.numel() for m in masks.values()), size_a)))
+                             jaccard_chance=chance_jaccard(sum(math.prod(s) for s in masks.shapes.values()), size_a)))
     return pd.DataFrame(rows)

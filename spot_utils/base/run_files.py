@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 import json
+import math
 from pathlib import Path
 from typing import Callable
 
@@ -70,6 +71,24 @@ def ablation_entry_path(run: dict | str, entry: str) -> Path:
     return run_dir(run) / "ablation" / f"{entry}.json"
 
 
+def drop_half_scores(run: dict | str, languages) -> int:
+    """Delete the half score files of `languages` (and their index.json entries) once nothing needs them (stage
+    05's stability check has read them); return the bytes freed. A rerun of stage 01 then scores the halves again."""
+    freed = 0
+    for half in HALVES:
+        index = scores_path(run, "x", half).parent / "index.json"
+        entries = read_json(index) if index.exists() else {}
+        for lang in languages:
+            path = scores_path(run, lang, half)
+            if path.is_file():
+                freed += path.stat().st_size
+                path.unlink()
+            entries.pop(path.name, None)
+        if index.exists():
+            write_json(index, entries)
+    return freed
+
+
 def checkpoint_dir(run: dict | str, lang: str, half: str) -> Path:
     """runs/<run>/checkpoints/<lang>/<half>/: scoring checkpoints of one half of one language."""
     return run_dir(run) / "checkpoints" / lang / half
@@ -97,11 +116,113 @@ def save_tensors(path: str | Path, tensors: dict[str, torch.Tensor], manifest: d
         save_file({n: (t.to(store) if t.is_floating_point() else t).detach().cpu().contiguous()
                    for n, t in tensors.items()}, str(tmp), metadata={"manifest": json.dumps(manifest)})
     digest = sha256_file(path)
+    _index(path, digest)
+    return digest
+
+
+_SAFETENSORS_DTYPES = {torch.float32: "F32", torch.bfloat16: "BF16", torch.uint8: "U8"}
+
+
+class TensorWriter:
+    """A safetensors file written tensor by tensor, one tensor in memory at a time (a context manager: the file
+    appears, atomically, when the block ends without error and every tensor was written).
+
+    shapes: {name: shape} of every tensor, known before the first is written (the header comes first); write(name,
+    tensor) each name once, in any order (each goes to its place). The bytes equal those of safetensors' save_file
+    on the same tensors and metadata (one dtype: tensors sorted by name, compact JSON header padded to 8 bytes).
+    `digest` is the file's SHA-256 once closed.
+    """
+
+    def __init__(self, path: str | Path, shapes: dict[str, tuple], metadata: dict[str, str],
+                 dtype: torch.dtype = torch.float32):
+        if dtype not in _SAFETENSORS_DTYPES:
+            raise ValueError(f"cannot stream-write dtype {dtype}; accepted: {tuple(_SAFETENSORS_DTYPES)}")
+        self.path, self.shapes, self.dtype, self.digest = Path(path), dict(shapes), dtype, None
+        item = torch.empty((), dtype=dtype).element_size()
+        header, self._offsets, start = {"__metadata__": dict(metadata)}, {}, 0
+        for n in sorted(shapes):
+            size = math.prod(shapes[n]) * item
+            header[n] = {"dtype": _SAFETENSORS_DTYPES[dtype], "shape": list(shapes[n]), "data_offsets": [start, start + size]}
+            self._offsets[n], start = start, start + size
+        text = json.dumps(header, separators=(",", ":"), ensure_ascii=False).encode()
+        self._header = len(text + b" " * (-len(text) % 8)).to_bytes(8, "little") + text + b" " * (-len(text) % 8)
+        self._written: set[str] = set()
+
+    def __enter__(self) -> "TensorWriter":
+        self._atomic = atomic_path(self.path)
+        self._file = open(self._atomic.__enter__(), "wb")
+        self._file.write(self._header)
+        return self
+
+    def write(self, name: str, tensor: torch.Tensor) -> None:
+        if name not in self._offsets or name in self._written:
+            raise ValueError(f"tensor {name!r} is not in the shapes given for {self.path}, or came twice")
+        if tuple(tensor.shape) != tuple(self.shapes[name]):
+            raise ValueError(f"tensor {name!r} has shape {tuple(tensor.shape)}, the header of {self.path} says "
+                             f"{tuple(self.shapes[name])}")
+        self._file.seek(len(self._header) + self._offsets[name])
+        self._file.write(tensor.detach().to("cpu", self.dtype).contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+        self._written.add(name)
+
+    def __exit__(self, kind, error, trace):
+        self._file.close()
+        if kind is None and self._written != set(self._offsets):
+            kind = ValueError
+            error = ValueError(f"tensors {sorted(set(self._offsets) - self._written)} of {self.path} were never written")
+        self._atomic.__exit__(kind, error, trace)  # removes the temporary file on an error, renames it otherwise
+        if kind is not None:
+            raise error
+        self.digest = sha256_file(self.path)
+        return False
+
+
+def streaming_saver(path: str | Path, shapes: dict[str, tuple], manifest: dict) -> TensorWriter:
+    """A TensorWriter for what save_tensors writes in float32 (the same bytes); list it in index.json with
+    `indexed` once closed."""
+    return TensorWriter(path, shapes, {"manifest": json.dumps(manifest)})
+
+
+def indexed(writer: TensorWriter) -> str:
+    """Record a closed writer's file in its folder's index.json, as save_tensors does; return its SHA-256."""
+    _index(writer.path, writer.digest)
+    return writer.digest
+
+
+def _index(path: Path, digest: str) -> None:
     index = path.parent / "index.json"
     entries = read_json(index) if index.exists() else {}
     entries[path.name] = digest
     write_json(index, entries)
-    return digest
+
+
+class TensorFile(Mapping):
+    """A file written by save_tensors as a read-only mapping {name: float32 tensor} that reads each tensor when
+    it is asked for and keeps none (safetensors reads one tensor from the file): iterating it holds one tensor
+    at a time. The hash is checked once, when it is opened. `shapes` gives every shape without reading data."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.manifest = verify_tensors(self.path)
+        self._widen = self.manifest.get("storage_dtype", "float32") != "float32"
+        with safe_open(str(self.path), framework="pt") as f:
+            self._names = list(f.keys())
+            self.shapes = {n: tuple(f.get_slice(n).get_shape()) for n in self._names}
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        if name not in self.shapes:
+            raise KeyError(f"{name!r} is not a tensor of {self.path}")
+        with safe_open(str(self.path), framework="pt") as f:
+            t = f.get_tensor(name)
+        return t.float() if self._widen and t.is_floating_point() else t
+
+    def __contains__(self, name) -> bool:  # from the header: Mapping's default would read the tensor
+        return name in self.shapes
+
+    def __iter__(self):
+        return iter(self._names)
+
+    def __len__(self):
+        return len(self._names)
 
 
 def verify_tensors(path: str | Path) -> dict:

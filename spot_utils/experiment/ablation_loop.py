@@ -6,6 +6,9 @@ same loop (docs/METHOD.md, Ablation; Stage 04 resume)."""
 from __future__ import annotations
 
 import hashlib
+import math
+import resource
+import time
 
 import numpy as np
 import pandas as pd
@@ -76,6 +79,7 @@ class FrameStore:
         self.run = run
         self.reused, self.written = [], []  # entries read from an earlier sitting, entries measured in this one
         self.copied = []  # entries stored from another entry's frames (the same mask measured under other labels)
+        self.costs = {}  # entry -> seconds and the process's peak RSS after it was ablated and measured
 
     def path(self, entry: str):
         return ablation_entry_path(self.run, entry)
@@ -148,8 +152,12 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
             stored = frames is not None
         measured = frames is None
         if measured:
+            start = time.perf_counter()
             with ablated(model, masks, mode=labels["mode"], seed=labels.get("seed") or 0):
                 frames = evaluators(groups)
+            if store is not None:
+                store.costs[key] = dict(seconds=round(time.perf_counter() - start, 3),
+                                        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
         if store is not None and not stored and not store.holds(key):
             store.put(key, digest, labels, frames, measured)
         cache[same] = frames

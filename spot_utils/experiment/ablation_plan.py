@@ -15,7 +15,7 @@ from ..base.run_files import Lazy, mask_path
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.ablation import random_uniform_of
 from ..method.mask_kinds import MASK_KINDS, OUTLIERS, REFERENCE_CONTROL, controls, is_control, kinds
-from ..method.masks import counts_per_tensor, load_masks, mask_count
+from ..method.masks import MaskFile, counts_per_tensor, mask_count
 from ..method.scoring import scoped_parameters
 from ..method.selection import (CONFIGURATIONS, configuration_count, configuration_scope, configuration_top_count,
                                 top_count_global)
@@ -59,7 +59,7 @@ def spot_masks(params: dict, model, configuration: str):
     """{k: spot} of a configuration at every k of spot_ks, read from stage 03's masks when accessed (runs.Lazy:
     one spot in memory at a time)."""
     return Lazy({k: mask_path(params, "spot", k, configuration) for k in spot_ks(params, model, configuration)},
-                lambda path: load_masks(path)[0])
+                MaskFile)  # each read one tensor at a time when ablated
 
 
 def control_entries(params: dict, model, configuration: str, spots, headline_ks):

@@ -117,6 +117,8 @@ SCHEMA = {
                     "scores always accumulate in float32)", "float32"),
     # overlap statistics (stage 05)
     "n_permutations": (_is_int(0), "an integer ≥ 0 (0: no permutation check)", 1000),
+    "keep_halves": (lambda v: isinstance(v, bool), "true / false (false: stage 05 deletes the half score files once "
+                    "its stability check has read them; a rerun of stage 01 scores them again)", True),
     # ablation controls, uncertainty, benchmarks, k-sweep (stage 04)
     "ablation_modes": (*_list_of("ablation_modes", first="zero"), ["zero"]),  # zero first: the paper's
     "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at the headline k values, the first of "

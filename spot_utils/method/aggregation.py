@@ -5,11 +5,12 @@ number of languages (rank_mean adds one sorted float32 copy of that language's |
 """
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import torch
 
-from ..base.run_files import tensors_of
+from ..base.run_files import TensorFile, indexed, streaming_saver, tensors_of
 
 AGGREGATIONS = ("sum_abs", "normalized_sum", "rank_mean", "min", "max")
 
@@ -99,3 +100,123 @@ def _percentile_ranks(scores: dict[str, torch.Tensor]):
     denom = max(len(sorted_vals) - 1, 1)
     for n, s in scores.items():
         yield n, (torch.searchsorted(sorted_vals, s.abs().float().flatten()).float() / denom).view(s.shape)
+
+
+def aggregate_files(score_paths: dict[str, str | Path], general_score_path: str | Path, aggregate_out: str | Path,
+                    general_out: str | Path, method: str, manifests: tuple[dict, dict], sample: int = 200_000,
+                    gen: torch.Generator | None = None) -> dict:
+    """Stage 02 from files, tensor by tensor: A (the aggregate of `score_paths`, {language: score file}) and G
+    (`general_reference` of the general score) written (run_files.streaming_saver) as each tensor is folded, so
+    memory holds one tensor of A, of G and of one language's scores at a time, whatever the number of tensors and
+    languages (rank_mean excepted: its percentile ranks need one language's sorted |S| over all tensors, so it
+    folds the languages in memory as `aggregate` does).
+
+    Also returns what the stage reports, read in the same pass: {"totals": {language: Σ|S|}, "samples":
+    {language, then the general language's name "general", then "aggregate": |S| at `sample` random entries}},
+    each sample equal to report.plots.sample_abs of that score drawn in that order from `gen`.
+    Files equal those of aggregate + general_reference + save_tensors (manifests: (aggregate's, general's)).
+    """
+    langs = list(score_paths)
+    Aggregator(method, len(langs))  # checks the method and the number of languages
+    files = {lang: TensorFile(p) for lang, p in score_paths.items()}
+    general_file = TensorFile(general_score_path)
+    shapes = general_file.shapes
+    for lang, f in files.items():
+        if f.shapes != shapes:
+            raise ValueError(f"scores of {lang!r} ({f.path}) cover other parameters or shapes than {general_file.path}")
+    sizes = torch.tensor([math.prod(shapes[n]) for n in general_file], dtype=torch.int64)
+    total = int(sizes.sum())
+    picks = {src: _sample_positions(sizes, min(sample, total), gen) for src in [*langs, "general", "aggregate"]}
+    samples = {src: torch.empty(len(p[0])) for src, p in picks.items()}
+    totals = {lang: 0 for lang in langs}
+    general_scale, scales = 1.0, {lang: 1.0 for lang in langs}
+    if method == "rank_mean":
+        in_memory = aggregate(score_paths, method)
+        general = aggregate({"general": general_score_path}, method)
+    elif method == "normalized_sum":  # one pass per file for its Σ|S| (the same sum Aggregator.add takes)
+        scales = {lang: _inverse_total(f) for lang, f in files.items()}
+        general_scale = _inverse_total(general_file)
+
+    with streaming_saver(aggregate_out, shapes, manifests[0]) as a_file, \
+            streaming_saver(general_out, shapes, manifests[1]) as g_file:
+        for i, n in enumerate(general_file):
+            a = torch.zeros(shapes[n], dtype=torch.float32)
+            for j, lang in enumerate(langs):  # one language's tensor at a time, folded as Aggregator.add folds it
+                s = files[lang][n]
+                totals[lang] = totals[lang] + s.abs().double().sum()
+                _fill_sample(samples[lang], picks[lang], sizes, i, s)
+                if method != "rank_mean":
+                    _fold_into(a, method, s, scales[lang], first=j == 0)
+                del s
+            g = general_file[n]
+            _fill_sample(samples["general"], picks["general"], sizes, i, g)
+            if method == "rank_mean":
+                a, g = in_memory[n], general[n]
+            elif method == "sum_abs":
+                g = g.abs().float() * len(langs)
+            else:
+                g = _fold_into(torch.zeros(shapes[n], dtype=torch.float32), method, g, general_scale, first=True)
+            _fill_sample(samples["aggregate"], picks["aggregate"], sizes, i, a)
+            a_file.write(n, a)
+            g_file.write(n, g)
+    indexed(a_file), indexed(g_file)
+    return {"totals": {lang: float(t) for lang, t in totals.items()}, "samples": samples}
+
+
+def _fold_into(out: torch.Tensor, method: str, s: torch.Tensor, scale: float, first: bool) -> torch.Tensor:
+    """Fold one language's tensor of scores into that tensor of the aggregate: Aggregator.add's arithmetic, in the
+    same order (so the same bits)."""
+    value = s.abs().float()
+    if method in ("sum_abs", "normalized_sum"):
+        out.add_(value, alpha=scale)
+    elif first:
+        out.copy_(value)
+    else:
+        torch.minimum(out, value, out=out) if method == "min" else torch.maximum(out, value, out=out)
+    return out
+
+
+def _inverse_total(scores) -> float:
+    total = sum(scores[n].abs().double().sum() for n in scores)
+    return 1.0 / float(total) if total > 0 else 0.0
+
+
+def _sample_positions(sizes: torch.Tensor, n: int, gen) -> tuple[torch.Tensor, torch.Tensor]:
+    """(flat index over all tensors, tensor number) of n entries drawn as report.plots.sample_abs draws them."""
+    idx = torch.randint(0, int(sizes.sum()), (n,), generator=gen)
+    return idx, torch.searchsorted(sizes.cumsum(0), idx, right=True)
+
+
+def _fill_sample(out: torch.Tensor, picks, sizes: torch.Tensor, i: int, t: torch.Tensor) -> None:
+    """Put |t| at the sampled entries that fall in tensor number i."""
+    idx, which = picks
+    sel = (which == i).nonzero().flatten()
+    start = int(sizes[:i].sum())
+    out[sel] = t.reshape(-1)[idx[sel] - start].abs().float()
+
+
+def aggregate_to_file(score_paths: dict[str, str | Path], out: str | Path, method: str, manifest: dict) -> TensorFile:
+    """`aggregate` of score files written to `out` tensor by tensor (one tensor of the aggregate and of one
+    language's scores in memory; rank_mean folds in memory, as in aggregate_files); returns the file, to read on
+    access. Same bytes as save_tensors(out, aggregate(score_paths, method), manifest)."""
+    langs = list(score_paths)
+    Aggregator(method, len(langs))
+    files = {lang: TensorFile(p) for lang, p in score_paths.items()}
+    shapes = files[langs[0]].shapes
+    for lang, f in files.items():
+        if f.shapes != shapes:
+            raise ValueError(f"scores of {lang!r} ({f.path}) cover other parameters or shapes than {files[langs[0]].path}")
+    in_memory = aggregate(score_paths, method) if method == "rank_mean" else None
+    scales = ({lang: _inverse_total(f) for lang, f in files.items()} if method == "normalized_sum"
+              else {lang: 1.0 for lang in langs})
+    with streaming_saver(out, shapes, manifest) as writer:
+        for n in shapes:
+            if in_memory is not None:
+                writer.write(n, in_memory[n])
+                continue
+            a = torch.zeros(shapes[n], dtype=torch.float32)
+            for j, lang in enumerate(langs):
+                _fold_into(a, method, files[lang][n], scales[lang], first=j == 0)
+            writer.write(n, a)
+    indexed(writer)
+    return TensorFile(out)

@@ -12,7 +12,7 @@ from typing import Callable
 from ..base.registry import Registry
 from ..base.run_files import mask_path
 from .ablation import magnitude_per_tensor, random_per_tensor, random_uniform
-from .masks import load_masks
+from .masks import MaskFile
 from .selection import configuration_spot, configuration_top_count, iter_regions, select_top_k
 
 # how stage 04 gets a kind, in plan order at a headline k after the spot itself:
@@ -117,7 +117,7 @@ def _spot_norms(spot, params, k_percent, configuration):
 
 def _stage03_shared(kind: str):
     def read(spot, params, k_percent, configuration):
-        return load_masks(mask_path(params, kind, k_percent))[0]
+        return MaskFile(mask_path(params, kind, k_percent))  # read one tensor at a time when ablated
     return read
 
 

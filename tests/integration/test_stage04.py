@@ -237,7 +237,11 @@ def test_stage_04_killed_after_some_masks_and_rerun_gives_the_same_metrics(run, 
     model, tok, params, A = run
     subsets = {s: random_sequences(3, seed=i) for i, s in enumerate(CODE + ["c"] + REFS)}
     ev = build_evaluators(params, model, tok, subsets, None)
-    whole, info = _stage04(model, params, ev, A, ablation_loop.FrameStore(params))
+    store = ablation_loop.FrameStore(params)
+    whole, info = _stage04(model, params, ev, A, store)
+    # every mask measured has its time and the process's memory after it, for the stage's manifest
+    assert set(store.costs) == set(store.written) and store.written
+    assert all(c["seconds"] > 0 and c["peak_rss_mib"] > 0 for c in store.costs.values())
     n_entries = len(list((runs.run_dir(params) / "ablation").rglob("*.json")))
     other = dict(params, run_name="t2")
     for name in ("masks",):  # the same stage 03 outputs under another run name

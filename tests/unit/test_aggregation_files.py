@@ -93,3 +93,73 @@ def test_stability_from_paths_equals_stability_from_tensors(tmp_path):
     paths = {h: written(tmp_path / h, s) for h, s in halves.items()}
     from_paths = stability(lambda h, l: paths[h][l], list(LANGS), [1.0, 10.0])
     pd.testing.assert_frame_equal(from_paths, stability(lambda h, l: halves[h][l], list(LANGS), [1.0, 10.0]))
+
+
+@pytest.mark.parametrize("method", AGGREGATIONS)
+def test_streamed_stage_02_writes_the_bytes_of_the_in_memory_one(tmp_path, method):
+    from spot_utils.method.aggregation import aggregate_files
+    from spot_utils.method.selection import general_reference
+    from spot_utils.report.plots import sample_abs
+    s = scores()
+    general = {n: torch.randn(sh, generator=torch.Generator().manual_seed(7)) for n, sh in SHAPES.items()}
+    paths = written(tmp_path, s)
+    general_file = tmp_path / "scores" / "english.safetensors"
+    runs.save_tensors(general_file, general, {"language": "english"})
+    manifests = ({"kind": "aggregate"}, {"kind": "general"})
+    out = aggregate_files(paths, general_file, tmp_path / "a" / "A.safetensors", tmp_path / "a" / "G.safetensors",
+                          method, manifests, sample=500, gen=torch.Generator().manual_seed(0))
+    A, G = aggregate(s, method), general_reference(general, len(LANGS), method)
+    runs.save_tensors(tmp_path / "b" / "A.safetensors", A, manifests[0])
+    runs.save_tensors(tmp_path / "b" / "G.safetensors", G, manifests[1])
+    for name in ("A", "G"):
+        assert (tmp_path / "a" / f"{name}.safetensors").read_bytes() == (tmp_path / "b" / f"{name}.safetensors").read_bytes()
+    assert runs.read_json(tmp_path / "a" / "index.json") == runs.read_json(tmp_path / "b" / "index.json")
+    gen = torch.Generator().manual_seed(0)  # the notebook's in-memory order: each file's tensors as read
+    loaded = {l: runs.load_tensors(p)[0] for l, p in paths.items()}
+    expected = {**{l: sample_abs(loaded[l], 500, gen) for l in LANGS},
+                "general": sample_abs(runs.load_tensors(general_file)[0], 500, gen),
+                "aggregate": sample_abs(runs.load_tensors(tmp_path / "b" / "A.safetensors")[0], 500, gen)}
+    assert list(out["samples"]) == list(expected)
+    assert all(torch.equal(out["samples"][k], v) for k, v in expected.items())
+    assert out["totals"] == {l: float(sum(t.abs().double().sum() for t in s[l].values())) for l in LANGS}
+
+
+def test_tensor_writer_matches_save_file_and_refuses_bad_input(tmp_path):
+    from safetensors.torch import save_file
+    gen = torch.Generator().manual_seed(3)
+    tensors = {"b.w": torch.randn(3, 5, generator=gen), "a": torch.randn(7, generator=gen), "empty": torch.zeros(0, 4),
+               "é": torch.randn(2, generator=gen)}
+    for dtype in (torch.float32, torch.bfloat16):
+        typed = {n: t.to(dtype) for n, t in tensors.items()}
+        meta = {"manifest": '{"x": "a\\"b\\n\\u00e9"}'}
+        save_file(typed, str(tmp_path / "ref.safetensors"), metadata=meta)
+        with runs.TensorWriter(tmp_path / "mine.safetensors", {n: t.shape for n, t in typed.items()}, meta, dtype) as w:
+            for n in reversed(list(typed)):  # any order
+                w.write(n, typed[n])
+        assert (tmp_path / "mine.safetensors").read_bytes() == (tmp_path / "ref.safetensors").read_bytes()
+    with pytest.raises(ValueError, match="never written"):
+        with runs.TensorWriter(tmp_path / "partial.safetensors", {"a": (7,), "b": (1,)}, {}) as w:
+            w.write("a", tensors["a"])
+    assert not list(tmp_path.glob("*partial*"))
+    with pytest.raises(ValueError, match="shape"):
+        with runs.TensorWriter(tmp_path / "bad.safetensors", {"a": (6,)}, {}) as w:
+            w.write("a", tensors["a"])
+
+
+def test_drop_half_scores_deletes_the_halves_and_their_index_entries(tmp_path, monkeypatch):
+    from spot_utils.experiment.params import validate
+    monkeypatch.setattr(runs, "RUNS_DIR", tmp_path)
+    s = scores()
+    for lang in ("go", "rust"):
+        runs.save_tensors(runs.scores_path("r", lang), s[lang], {})
+        for half in runs.HALVES:
+            runs.save_tensors(runs.scores_path("r", lang, half), s[lang], {})
+    size = sum(runs.scores_path("r", "go", h).stat().st_size for h in runs.HALVES)
+    assert runs.drop_half_scores("r", ["go"]) == size
+    assert not any(runs.scores_path("r", "go", h).exists() for h in runs.HALVES)
+    assert all(runs.is_complete(runs.scores_path("r", "rust", h)) for h in runs.HALVES)  # other languages kept
+    assert all("go.safetensors" not in runs.read_json(runs.scores_path("r", "go", h).parent / "index.json")
+               for h in runs.HALVES)
+    assert runs.is_complete(runs.scores_path("r", "go"))  # the full score stays
+    with pytest.raises(ValueError, match="keep_halves"):
+        validate({"keep_halves": "no"})

@@ -106,3 +106,33 @@ def test_lm_eval_multiple_choice_runs_on_the_cuda_model_as_on_cpu(tmp_path):
         scores[device] = mc.item_scores()
     assert np.allclose(np.concatenate(scores["cuda"].logliks.to_list()),
                        np.concatenate(scores["cpu"].logliks.to_list()), atol=1e-3)
+
+
+def test_stage_03_selection_from_files_on_cuda_equals_the_cpu_one(tmp_path):
+    """Stage 03's masks with every tensor read onto the GPU (selection.on_device): bit for bit the CPU's."""
+    from spot_utils.base import run_files as runs
+    from spot_utils.method.masks import save_masks
+    from spot_utils.method.selection import View, iter_regions, language_masks, on_device, stage_masks
+    from spot_utils.method.masks import MaskFile
+    scores = _tied_scores(_SMALL // 5 + 1, _SMALL // 7 + 1)
+    gen = torch.Generator().manual_seed(1)
+    files = {}
+    for name in ("A", "G", "go", "rust"):
+        files[name] = tmp_path / f"{name}.safetensors"
+        runs.save_tensors(files[name], {n: s * torch.rand(s.shape, generator=gen) for n, s in scores.items()}, {})
+    weights = {n: torch.rand(s.shape, generator=gen) for n, s in scores.items()}
+    results = {}
+    for device in ("cpu", "cuda"):
+        A, G = (on_device(runs.TensorFile(files[x]), device) for x in ("A", "G"))
+        W = on_device(weights, device)
+        got = {kind: dict(m.items()) for kind, m in stage_masks(A, G, W, 1.0)}
+        lang = {l: on_device(View(runs.TensorFile(files[l]), fn=lambda n, t: t.abs()), device) for l in ("go", "rust")}
+        for l, k, m in language_masks(lang, [1.0, 20.0]):
+            save_masks(tmp_path / device / f"{l}{k}.safetensors", m, {})
+            got[f"lang_{l}_{k}"] = dict(m.items())
+        regions = iter_regions({l: MaskFile(tmp_path / device / f"{l}20.0.safetensors") for l in ("go", "rust")})
+        got.update((kind, dict(m.items())) for kind, m in regions)
+        results[device] = got
+    assert results["cpu"].keys() == results["cuda"].keys()
+    for kind, masks in results["cpu"].items():
+        assert all(torch.equal(results["cuda"][kind][n], m) for n, m in masks.items()), kind

@@ -171,11 +171,17 @@ def test_stage_masks_language_masks_and_regions_from_disk_are_consistent(tmp_pat
     assert set(got["code_over_general"]) == {"layers.0.w"}  # contrastive regions: matrices only
     inter = mask_count(got["spot"]) - mask_count(got["spot_region_minus_magnitude"])
     assert mask_count(got["spot_magnitude_minus_region"]) == mask_count(got["magnitude_global"]) - inter
+    from spot_utils.method.masks import MaskFile
+
+    class Counted(MaskFile):  # a mask file that records every tensor read from it
+        def __getitem__(self, name):
+            loads.append((self.path.name, name))
+            return super().__getitem__(name)
     loads = []
-    on_disk = Lazy({l: tmp_path / f"{l}_k10.safetensors" for l in lang_scores},
-                   lambda p: loads.append(p) or load_masks(p)[0])
-    got.update(iter_regions(on_disk))
-    assert len(loads) == 6  # twice per language, one language at a time
+    got.update(iter_regions({l: Counted(tmp_path / f"{l}_k10.safetensors") for l in lang_scores}))
+    assert sorted(loads) == sorted([(f"{l}_k10.safetensors", n) for l in lang_scores for n in shapes] * 2)
+    read = [n for _, n in loads]
+    assert read == sorted(read, key=read.index)  # tensor by tensor: a tensor's reads all come before the next's
     by_lang = {l: got[f"lang_{l}"] for l in lang_scores}
     for kind in ("shared", "union", "specific:go", "specific:java"):
         ref = {"shared": shared_core, "union": union_of}.get(kind, lambda m: language_specific(m, kind.split(":")[1]))(by_lang)

@@ -8,7 +8,7 @@ import torch
 from spot_utils import load_masks, mask_count
 from spot_utils.experiment.selection_stage import SelectionOutputs
 from spot_utils.experiment.stage_checks import checks_table, matched_rows_complete
-from spot_utils.method.ablation import CONTROLS, REFERENCE_CONTROL
+from spot_utils.method.mask_kinds import REFERENCE_CONTROL, controls
 
 
 def test_checks_table_lists_every_check_and_names_the_failed_ones():
@@ -58,7 +58,7 @@ def test_selection_outputs_write_each_mask_and_record_what_the_stage_tables_need
 
 
 def test_matched_rows_complete_wants_every_compared_kind_in_every_configuration_and_reference():
-    compared = ["spot", *(k for k in CONTROLS if k != REFERENCE_CONTROL)]
+    compared = ["spot", *(k for k in controls() if k != REFERENCE_CONTROL)]
     rows = pd.DataFrame([dict(metric="matched_excess", configuration=c, reference=r, mask_kind=k)
                          for c in ("paper", "global") for r in ("english", "english_modern") for k in compared])
     assert matched_rows_complete(rows, ["paper", "global"], ["english", "english_modern"])

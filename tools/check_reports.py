@@ -25,7 +25,7 @@ RAW_MATH = re.compile(r"\$\$.+?\$\$|(?<![\w$])\$[^$\s](?:[^$\n]*[^$\s])?\$(?![\w
 WIDTH = 1280
 VIEWPORTS = {"desktop": (WIDTH, 800), "phone": (390, 844)}
 
-PAGE_FACTS = """() => ({
+PAGE_FACTS = r"""() => ({
   math: document.querySelectorAll('math').length,
   text: document.body.innerText,
   width: document.documentElement.scrollWidth,

@@ -117,9 +117,11 @@ def view(run: str, configuration=None, kind: str = "spot", k=None, reference=Non
         out.notes.append(f"No code / general rises for {kind} in this configuration.")
     matched = mine[(mine.metric == "matched_excess") & (mine.seed.isna() if "seed" in mine else True)]
     if len(matched):
+        points = [f"top {n:,.0f}" if kind_ == "top_entries" else f"{k_:g}% ({n:,.0f} entries)"
+                  for kind_, k_, n in zip(matched.mask_kind, matched.k_percent, matched.n_entries)]
         out.tables.append(("Damage-matched comparison (matched_excess: the mask's code rise beyond random damage of "
-                           "equal general damage)", metrics.ci_pivot(matched, ["mask_kind", "k_percent", "n_entries"],
-                                                                     "subset")))
+                           "equal general damage)", metrics.ci_pivot(matched.assign(point=points),
+                                                                     ["mask_kind", "point"], "subset")))
     else:
         out.notes.append("Damage-matched comparison: absent in this run (no matched_excess rows in its metrics.json).")
     at = mine[(mine.metric == "loss_rise") & (mine.k_percent == k) & mine.mask_kind.isin(kinds)

@@ -41,6 +41,10 @@ CSS = ("nav.spot{position:sticky;top:0;z-index:10;background:#f6f6f6;border-bott
        ".jp-RenderedHTMLCommon td{overflow-wrap:anywhere}}")
 
 
+# latex2mathml's \setminus (U+29F5, written as an entity) is in no common font: U+2216 SET MINUS is
+_FONT_SAFE = {"<mi>&#x029F5;</mi>": "<mo>&#x2216;</mo>"}
+
+
 def latex_to_mathml(markdown: str) -> str:
     """Markdown with every $…$ and $$…$$ outside code replaced by MathML (inline, or a block for $$…$$)."""
     from latex2mathml.converter import convert  # deferred: latex2mathml, only when rendering pages
@@ -51,7 +55,10 @@ def latex_to_mathml(markdown: str) -> str:
         return convert(m.group(2))
 
     parts = _CODE.split(markdown)
-    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
+    text = "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
+    for missing, drawn in _FONT_SAFE.items():
+        text = text.replace(missing, drawn)
+    return text
 
 
 def title_of(nb) -> str:

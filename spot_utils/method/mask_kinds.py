@@ -122,29 +122,34 @@ def _stage03_shared(kind: str):
 
 
 register_mask_kind("baseline", build=None, stage=None, ablation="baseline", color="#4d4d4d", heavy=True)
-register_mask_kind("spot", build=configuration_spot, stage="03_selection", ablation="spot", color="#d62728", heavy=True,
+register_mask_kind("spot", build=configuration_spot, stage="03_selection", ablation="spot", color="#d55e00", heavy=True,
                    headline=True, readme=0, verdict=True, collapse_curve=True, layer_map=True)
 # controls, in plan order: random_uniform at every k, then (at the headline k values) random per tensor and magnitude
 register_control(REFERENCE_CONTROL, build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),
-                 matched_on="total", seeds="uniform", every_k=True, color="#6cb4e4", heavy=True, headline=True,
+                 matched_on="total", seeds="uniform", every_k=True, marker="s", color="#56b4e9", heavy=True,
+                 headline=True,
                  readme=3, collapse_curve=True)
 register_control("random", build=lambda spot, seed, model, shapes: random_per_tensor(spot, seed),
-                 matched_on="per_tensor", seeds="all", color="#1f5fa8", readme=2, collapse_curve=True)
+                 matched_on="per_tensor", seeds="all", marker="P", color="#0072b2", readme=2, collapse_curve=True)
 register_control("magnitude", build=lambda spot, seed, model, shapes: magnitude_per_tensor(model, spot),
-                 matched_on="per_tensor", color="#1b7837", readme=1, verdict=True, collapse_curve=True)
-register_mask_kind("spot_norms", build=_spot_norms, stage="04_ablation", ablation="from_spot", color="#f4a582",
+                 matched_on="per_tensor", marker="^", color="#009e73", readme=1, verdict=True, collapse_curve=True)
+register_mask_kind("spot_norms", build=_spot_norms, stage="04_ablation", ablation="from_spot", marker="v",
+                   color="#cc6677",
                    verdict=True)
 register_mask_kind("code_over_general", build=_stage03_shared("code_over_general"), stage="03_selection",
-                   ablation="stage03", color="#7b3294", heavy=True, per_configuration=False, headline=True, readme=4,
+                   ablation="stage03", marker="*", color="#aa4499", heavy=True, per_configuration=False,
+                   headline=True, readme=4,
                    verdict=True, collapse_curve=True, layer_map=True)
 register_mask_kind("code_minus_general", build=_stage03_shared("code_minus_general"), stage="03_selection",
-                   ablation="stage03", color="#c994c7", per_configuration=False, readme=5, verdict=True,
+                   ablation="stage03", marker="X", color="#332288", per_configuration=False, readme=5, verdict=True,
                    layer_map=True)
-register_mask_kind(OUTLIERS, build=configuration_top_count, stage="04_ablation", ablation="outliers", color="#8c510a")
-register_mask_kind("magnitude_global", build=select_top_k, stage="03_selection", ablation=None, color="#66bd63",
+register_mask_kind(OUTLIERS, build=configuration_top_count, stage="04_ablation", ablation="outliers", marker="D",
+                   color="#882255")
+register_mask_kind("magnitude_global", build=select_top_k, stage="03_selection", ablation=None, marker="<",
+                   color="#999933",
                    layer_map=True)
-register_mask_kind("general", build=select_top_k, stage="03_selection", ablation=None, color="#e6ab02",
+register_mask_kind("general", build=select_top_k, stage="03_selection", ablation=None, marker="h", color="#e69f00",
                    layer_map=True)
 register_mask_kind("shared", build=iter_regions, stage="03_selection", ablation=None, color="#111111", layer_map=True)
 register_mask_kind("union", build=iter_regions, stage="03_selection", ablation=None, color="#a6a6a6", layer_map=True)
-register_mask_kind("specific", build=iter_regions, stage="03_selection", ablation=None, color="#f28e2b")
+register_mask_kind("specific", build=iter_regions, stage="03_selection", ablation=None, color="#ddcc77")

@@ -4,19 +4,26 @@
 """
 from __future__ import annotations
 
+import base64
 import html
+import io
 from pathlib import Path
 import subprocess
 
 import pandas as pd
 
-from ..analysis.rows import format_rise, is_missing
+from ..analysis.rows import is_missing
 from ..base.io import read_json, write_text
 from ..base.paths import REPO_ROOT, REPORTS_DIR
 from ..data.models import CORPUS_NOTE, provenance
 from ..experiment.stages import STAGES
-from .headline import HEADLINE_KINDS, run_headline
-from .pages import stage_problems
+from ..analysis.rows import to_frame
+from .headline import run_headline
+from .pages import VIEWPORT, stage_problems
+from .plots import damage_plot
+from .tables import conclusion, damage_frame, model_summary, reference_label, verdict, verdict_basis
+
+FINDING_KINDS = ("spot", "top_entries", "code_over_general")  # what the index's figure shows beside random_uniform
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -67,10 +74,35 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
                    commit_date=_commit_date(run, commit.removesuffix("+dirty")) if commit else None,
                    files=run_files(run), problems=stage_problems(run))
         if (run / "metrics.json").is_file():
-            h = run_headline(read_json(run / "metrics.json"))
+            metrics = read_json(run / "metrics.json")
+            h = run_headline(metrics)
             row.update({k: v for k, v in h.items() if k != "model" or row["model"] is None})
+            row.update(finding(metrics, row["model"] or run.name))
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def finding(rows: list[dict], model: str) -> dict:
+    """What the index says on a run with the damage-matched comparison (else {}): the sentence on the model
+    (tables.model_summary, as in the README), per configuration and reference the verdict with the points it rests
+    on, and a small damage-matched figure (the global configuration where there is one, the first reference) as
+    a PNG data URI."""
+    df = to_frame(rows)
+    if not (df.metric == "matched_excess").any():
+        return {}
+    configurations, references = list(dict.fromkeys(df.configuration.dropna())), list(dict.fromkeys(df.reference.dropna()))
+    shown = "global" if "global" in configurations else configurations[0]
+    fig = damage_plot(damage_frame(df, shown, references[0]), f"{model}, {shown}: code against "
+                      f"{reference_label(references[0])} damage", reference_label(references[0]),
+                      kinds=FINDING_KINDS, figsize=(8.4, 4.6))
+    buffer = io.BytesIO()
+    fig.savefig(buffer, format="png", dpi=90)
+    fig.clf()
+    return {"summary": model_summary(df, configurations, references, model),
+            "conclusions": [conclusion(df, c, references) for c in configurations],
+            "bases": {c: {reference_label(r): (verdict(df, c, r), verdict_basis(df, c, r)) for r in references}
+                      for c in configurations},
+            "figure": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
 
 
 def earlier_commits(manifest: dict) -> dict[str, list[str]]:
@@ -111,13 +143,52 @@ def _links(run: str, files: list[str], label=lambda f: f) -> str:
     return " · ".join(f'<a href="{html.escape(run)}/{html.escape(f)}">{html.escape(label(f))}</a>' for f in files)
 
 
-def index_html(table: pd.DataFrame) -> str:
-    """The index page for a table from collect(): a summary table that fits a 1,280 px window, then every run's
-    files."""
-    head = ["run", "model", "languages", "time", "code commit", "k", "baseline loss"] + \
-        [f"{k}: code / English rise" for k in HEADLINE_KINDS] + ["spot vs equal random damage"]
+LEGEND = ("<i>Verdict</i>: does switching off the spot hurt code <i>more</i> or <i>less</i> than random damage "
+          "(random_uniform) that hurts general text equally (Holm p &lt; 0.05), or is the difference <i>none</i> "
+          "detected, or has it <i>no point</i> to compare (every point destroyed, a loss at or above ln |V|, or "
+          "beyond random damage's range)? Each verdict is followed by the point it rests on and its matched excess "
+          "(ln(1 + code rise) above random damage's curve) with 95% interval. <i>Time</i>: compute recorded over the "
+          "stages; ≥ where a stage ran in earlier sittings that the manifest does not record. Definitions: "
+          "docs/METHOD.md; numbers: each run's 04_ablation page.")
+CSS = ("body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
+       "table{border-collapse:collapse;font-size:13px;width:100%}"
+       "td,th{border:1px solid #ccc;padding:3px 6px;text-align:left;vertical-align:top}"
+       "th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
+       "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.bad{color:#a00;font-weight:600}"
+       ".findings{display:flex;flex-wrap:wrap;gap:16px}.finding{flex:1 1 560px;min-width:0;border:1px solid #ddd;"
+       "padding:8px 12px;border-radius:4px}.finding img{width:100%;height:auto}.finding ul{padding-left:1.2em}"
+       ".legend{font-size:13px;color:#333}.wide{overflow-x:auto}dd{overflow-wrap:anywhere}"
+       "@media (max-width:700px){table,thead,tbody,tr,td,th{display:block;width:auto}tr:first-child{display:none}"
+       "tr{border:1px solid #ccc;margin-bottom:8px}td{border:none;border-top:1px solid #eee}"
+       "td::before{content:attr(data-label) \": \";font-weight:600}body{padding:0 8px}}")
+
+
+def _finding_card(r: dict) -> str:
+    """A run's finding: its figure, the computed sentence and per configuration the verdict and its points."""
+    bases = r.get("bases") if isinstance(r.get("bases"), dict) else {}
+    items = "".join(f"<li><b>{html.escape(c)}</b>: " + "; ".join(
+        f"against {html.escape(ref)} <b>{html.escape(v)}</b>" + (f" ({html.escape(', '.join(points))})" if points else "")
+        for ref, (v, points) in by_ref.items()) + "</li>" for c, by_ref in bases.items())
+    return (f'<div class="finding"><h3>{html.escape(str(r.get("model") or r["run"]))} '
+            f'<small>(<a href="{html.escape(r["run"])}/04_ablation.html">{html.escape(r["run"])}</a>)</small></h3>'
+            f'<img src="{r["figure"]}" alt="damage-matched figure of {html.escape(r["run"])}">'
+            f"<p>{html.escape(r['summary'])}</p><ul>{items}</ul></div>")
+
+
+def _time_cell(r: dict) -> str:
+    """Recorded compute over the stages; '≥' where stages ran in earlier sittings at other code."""
+    earlier = r.get("earlier_commits") if isinstance(r.get("earlier_commits"), dict) else {}
+    return ("≥ " if earlier else "") + format_seconds(r.get("seconds"))
+
+
+def index_html(table: pd.DataFrame, finding_runs: list[str] | None = None) -> str:
+    """The index page for a table from collect(): the finding first (per run in finding_runs, default every run
+    with one: a damage-matched figure, the computed sentence and the verdicts with their points), a short legend,
+    a summary table of every run that reads at 1,280 px and on a phone, then every run's files."""
+    records = table.to_dict("records")
+    head = ["run", "model", "languages", "time", "code commit", "baseline loss", "verdict on the spot (point it rests on)"]
     body, sections = [], []
-    for r in table.to_dict("records"):
+    for r in records:
         name = html.escape(r["run"]) + (" <i>(local, not committed)</i>" if r.get("local") else "")
         problems = r.get("problems") if isinstance(r.get("problems"), dict) else {}
         flags = "".join(f'<br><span class="bad">{html.escape(s)} {html.escape(str(p["status"]))}</span>'
@@ -129,15 +200,17 @@ def index_html(table: pd.DataFrame) -> str:
         earlier = r.get("earlier_commits") if isinstance(r.get("earlier_commits"), dict) else {}
         commit_cell += "".join(f"<br>{html.escape(', '.join(s[:2] for s in stages))}: "
                                f"<code>{html.escape(c[:7])}</code>" for c, stages in earlier.items())
-        k = r.get("k_percent")
-        cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")), _fmt(r.get("languages")),
-                 format_seconds(r.get("seconds")), commit_cell, "–" if is_missing(k) else f"{k:g}%",
-                 _fmt(r.get("baseline_loss"))]
-        cells += [f"{format_rise(r.get(f'{kind}.code_rise'))} / {format_rise(r.get(f'{kind}.general_rise'))}"
-                  + (" †" if r.get(f"{kind}.destroyed") is True else "") for kind in HEADLINE_KINDS]
+        bases = r.get("bases") if isinstance(r.get("bases"), dict) else {}
         verdicts = r.get("spot.verdicts") if isinstance(r.get("spot.verdicts"), dict) else {}
-        cells.append("<br>".join(f"{html.escape(c)}: {html.escape(' / '.join(v))}" for c, v in verdicts.items()) or "–")
-        body.append("<tr>" + "".join(f"<td>{c}</td>" for c in cells) + "</tr>")
+        verdict_cell = "<br>".join(
+            f"{html.escape(c)}: " + " / ".join(html.escape(v) + (f" ({html.escape(points[0].split(':')[0])})"
+                                                                  if points else "") for v, points in by_ref.values())
+            for c, by_ref in bases.items()) or "<br>".join(
+            f"{html.escape(c)}: {html.escape(' / '.join(v))}" for c, v in verdicts.items()) or "–"
+        cells = [f'<a href="#{html.escape(r["run"])}"><b>{name}</b></a>{flags}', _fmt(r.get("model")),
+                 _fmt(r.get("languages")), _time_cell(r), commit_cell, _fmt(r.get("baseline_loss")), verdict_cell]
+        body.append("<tr>" + "".join(f'<td data-label="{html.escape(h)}">{c}</td>' for h, c in zip(head, cells))
+                    + "</tr>")
         files = r.get("files") or {}
         pages = " · ".join(f'<a href="{html.escape(r["run"])}/{html.escape(f)}">{html.escape(Path(f).stem)}</a>'
                            + (f' <span class="bad">({html.escape(str(problems[Path(f).stem]["status"]))})</span>'
@@ -154,32 +227,26 @@ def index_html(table: pd.DataFrame) -> str:
             for s, p in problems.items()))] if problems else []
         sections.append(f'<h2 id="{html.escape(r["run"])}">{name}</h2>\n<dl>'
                         + "".join(f"<dt>{t}</dt><dd>{v or '–'}</dd>" for t, v in parts) + "</dl>")
+    shown = [r for r in records if isinstance(r.get("figure"), str)
+             and (finding_runs is None or r["run"] in finding_runs)]
+    cards = ('<div class="findings">' + "".join(_finding_card(r) for r in shown) + "</div>\n") if shown else ""
     return (
-        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'><title>Coding Spot: runs</title><style>"
-        "body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
-        "table{border-collapse:collapse;font-size:13px;width:100%}"
-        "td,th{border:1px solid #ccc;padding:3px 6px;text-align:right}td:first-child{text-align:left}"
-        "td{white-space:nowrap}th{background:#f3f3f3;font-weight:600}dt{font-weight:600;margin-top:.4em}dd{margin-left:1.5em;font-size:14px}"
-        "h2{margin-top:1.4em;border-bottom:1px solid #ddd}.bad{color:#a00;font-weight:600}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
-        "<p>One row per run in <code>reports/</code>. Rises are relative loss rises L_ablated / L_baseline − 1 "
-        "at k (percent of scoped entries; the global configuration, or global granularity in earlier runs; zero "
-        "ablation) in percent; <i>code</i> is the mean over code languages, <i>English</i> is literary English "
-        "(Gutenberg prose); † a destroyed point (a loss at or above ln |V|). The last column is the damage-matched verdict "
-        "on the spot's curve per configuration, against each general-text reference in turn (literary / modern "
-        "English): <i>more</i> or <i>less</i> code damage than random damage that hurts general text equally (Holm "
-        "p &lt; 0.05), <i>none</i> (no difference detected), <i>no point</i> (every point destroyed or beyond random "
-        "damage's range); the README and each run's 04_ablation page give the numbers. Time is the sum of each "
-        "stage's last sitting (a rerun that keeps finished work is quick); the commit is the code the run's last "
-        "stage used, with its date, and beneath it the stages that ran at other code. – means not measured in that "
-        "run.</p>\n"
-        "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
-        + "\n</table>\n" + "\n".join(sections) + "\n"
+        "<!DOCTYPE html>\n<html lang='en'><head><meta charset='utf-8'>" + VIEWPORT
+        + f"<title>Coding Spot: runs</title><style>{CSS}</style></head><body>\n<h1>Coding Spot: runs</h1>\n"
+        "<p>Does switching off a causal language model's Coding Spot (the parameters whose importance on code is "
+        "largest) hurt code more than random damage that hurts general text just as much? Each figure plots code "
+        "damage against general-text damage: random damage's curve with its seed band, the spot's points (its top n "
+        "entries and its k grid) and the contrastive region code_over_general; above the curve a mask hurts code "
+        "more than equal random damage.</p>\n" + cards
+        + f'<p class="legend">{LEGEND}</p>\n<div class="wide"><table><tr>'
+        + "".join(f"<th>{html.escape(c)}</th>" for c in head) + "</tr>\n" + "\n".join(body)
+        + "\n</table></div>\n" + "\n".join(sections) + "\n"
         + "".join(f"<p>{html.escape(provenance(m))}</p>\n" for m in dict.fromkeys(table.get("model", [])) if m)
         + f"<p>{html.escape(CORPUS_NOTE)}</p>\n</body></html>\n")
 
 
-def write_index(reports_dir: str | Path = REPORTS_DIR) -> Path:
-    """Write reports/index.html atomically and return its path."""
+def write_index(reports_dir: str | Path = REPORTS_DIR, finding_runs: list[str] | None = None) -> Path:
+    """Write reports/index.html atomically (the finding of finding_runs, default every run) and return its path."""
     out = Path(reports_dir) / "index.html"
-    write_text(out, index_html(collect(reports_dir)))
+    write_text(out, index_html(collect(reports_dir), finding_runs))
     return out

@@ -25,11 +25,24 @@ _TEMPLATE = """{%- extends 'lab/index.html.j2' -%}
 {%- block html_head_css -%}<style>{{ resources.spot_css }}</style>{%- endblock html_head_css -%}
 {%- block body_header -%}{{ super() }}{{ resources.spot_nav }}{%- endblock body_header -%}
 """
+VIEWPORT = '<meta name="viewport" content="width=device-width, initial-scale=1">'
 CSS = ("nav.spot{position:sticky;top:0;z-index:10;background:#f6f6f6;border-bottom:1px solid #ccc;"
        "padding:6px 16px;font:13px sans-serif;display:flex;flex-wrap:wrap;gap:4px 14px}"
        "nav.spot a{text-decoration:none}nav.spot .files{color:#555}.spot-status{color:#a00;font-weight:600}"
        "div.spot-status{background:#fff3f3;border:1px solid #e0a0a0;padding:6px 16px;font:14px sans-serif}"
-       "math[display=block]{margin:0.6em 0}")
+       "math[display=block]{margin:0.6em 0}"
+       # tables fit the page: headers wrap anywhere, cells at spaces (numbers stay whole) at 1,280 px; on a phone
+       # smaller type and cells wrap anywhere too; preformatted lines wrap between words
+       ".jp-RenderedHTMLCommon table{table-layout:auto;max-width:100%}"
+       ".jp-RenderedHTMLCommon td,.jp-RenderedHTMLCommon th{white-space:normal;padding:2px 4px}"
+       ".jp-RenderedHTMLCommon th{overflow-wrap:anywhere}"
+       ".jp-OutputArea-output pre{word-break:normal;white-space:pre-wrap;overflow-wrap:break-word}"
+       "@media (max-width:700px){.jp-RenderedHTMLCommon table{font-size:10px}"
+       ".jp-RenderedHTMLCommon td{overflow-wrap:anywhere}}")
+
+
+# latex2mathml's \setminus (U+29F5, written as an entity) is in no common font: U+2216 SET MINUS is
+_FONT_SAFE = {"<mi>&#x029F5;</mi>": "<mo>&#x2216;</mo>"}
 
 
 def latex_to_mathml(markdown: str) -> str:
@@ -42,7 +55,10 @@ def latex_to_mathml(markdown: str) -> str:
         return convert(m.group(2))
 
     parts = _CODE.split(markdown)
-    return "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
+    text = "".join(p if i % 2 else _MATH.sub(one, p) for i, p in enumerate(parts))
+    for missing, drawn in _FONT_SAFE.items():
+        text = text.replace(missing, drawn)
+    return text
 
 
 def title_of(nb) -> str:

@@ -22,6 +22,7 @@ _CB = sns.color_palette("colorblind")
 # without one gets one of mask_kinds.EXTRA_COLORS in registration order);
 # families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
 MASK_COLORS = {name: kind.color for name, kind in MASK_KINDS.items() if kind.color is not None}
+from .tables import collapses
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -367,42 +368,134 @@ def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str, chanc
     return fig
 
 
-def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general text"):
-    """The damage-matched comparison: x = ln(1 + general rise), y = ln(1 + code rise) of every point. random_uniform's
-    curve joins the origin and its non-destroyed points (seeds pooled), its seed spread drawn as thin bars; every
-    other mask kind's points carry their 95% intervals; destroyed points (a loss at or above ln |V|) are hollow and
-    never join the curve. Above the curve a mask hurts code more than random damage that hurts general text equally.
+MIN_COVERAGE = 0.3  # a damage plot's comparable points (with the origin) span at least this share of each axis
 
-    points: spot_utils.ablation_tables.damage_frame rows.
+
+def _comparable(points: pd.DataFrame) -> pd.DataFrame:
+    """The points a damage-matched verdict can rest on (damage_frame's `comparable`; without it, every point
+    that is not destroyed and not random_uniform's own)."""
+    keep = points.comparable if "comparable" in points else ~points.destroyed & (points.mask_kind != "random_uniform")
+    return points[keep.fillna(False).astype(bool)]
+
+
+def _fitted(values: np.ndarray, reference: np.ndarray) -> tuple[float, float]:
+    """An axis range around `values` (which include the origin), widened to random_uniform's next point beyond
+    them so that its curve brackets them, but never so far that the values cover less than 40% of it."""
+    lo, hi = min(values.min(), 0.0), values.max()
+    beyond = reference[reference > hi]
+    if len(beyond):
+        hi = min(beyond.min(), lo + (hi - lo) / 0.4) if hi > lo else beyond.min()
+    if hi <= lo:
+        hi = lo + 0.05
+    pad = 0.06 * (hi - lo)
+    return lo - pad, hi + pad
+
+
+def damage_view(points: pd.DataFrame) -> dict:
+    """The axes a damage plot draws, fitted to its comparable points (ln(1 + rise) coordinates): xlim, ylim, how
+    many points are comparable, the share of each axis that they and the origin span (coverage, None without
+    comparable points) and how many points fall outside the axes (shown in the overview)."""
+    log = np.log1p
+    comp = _comparable(points)
+    ref = points[(points.mask_kind == "random_uniform") & ~points.destroyed]
+    if len(comp):
+        xs, ys = np.r_[0.0, log(comp.general_rise)], np.r_[0.0, log(comp.code_rise)]
+    else:  # nothing comparable: random_uniform's curve itself
+        xs, ys = np.r_[0.0, log(ref.general_rise)], np.r_[0.0, log(ref.code_rise)]
+    xlim, ylim = _fitted(xs, log(ref.general_rise).to_numpy()), _fitted(ys, log(ref.code_rise).to_numpy())
+    x, y = log(points.general_rise), log(points.code_rise)
+    outside = int((~(x.between(*xlim) & y.between(*ylim))).sum())
+    coverage = ((np.ptp(xs) / (xlim[1] - xlim[0]), np.ptp(ys) / (ylim[1] - ylim[0])) if len(comp) else None)
+    return dict(xlim=xlim, ylim=ylim, comparable=len(comp), coverage=coverage, outside=outside)
+
+
+def _point_label(row) -> str:
+    return f"top {row.n_entries:g}" if row.mask_kind == "top_entries" else f"{row.k_percent:g}%"
+
+
+def _separate(fig, texts, step: float = 1.1) -> None:
+    """Move point labels up, one line at a time, until no two overlap (labels keep their x)."""
+    for _ in range(60):
+        fig.canvas.draw()
+        boxes = [t.get_window_extent() for t in texts]
+        clash = {j for i in range(len(texts)) for j in range(i + 1, len(texts))
+                 if min(boxes[i].x1, boxes[j].x1) - max(boxes[i].x0, boxes[j].x0) > 0
+                 and min(boxes[i].y1, boxes[j].y1) - max(boxes[i].y0, boxes[j].y0) > 0}
+        if not clash:
+            return
+        for j in clash:
+            dx, dy = texts[j].get_position()
+            texts[j].set_position((dx, dy + step * texts[j].get_fontsize()))
+
+
+def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general text", kinds=None,
+                figsize=(10, 5.8)):
+    """The damage-matched comparison: x = ln(1 + general rise), y = ln(1 + code rise). The axes are fitted to the
+    comparable points (damage_view); an overview beside them shows every point, destroyed ones (a loss at or above
+    ln |V|, hollow) included. random_uniform's curve joins the origin and its non-destroyed points (seeds pooled)
+    inside its seed band; every other mask kind has its own colour and marker, with 95% intervals, and each point
+    of a kind with several (the spot's top n entries, its k grid) carries its n or k. Ringed points: code
+    collapses while general text holds (tables.collapses). Above the curve a mask hurts code more than random
+    damage that hurts general text equally. kinds: only these mask kinds (random_uniform always).
+
+    points: spot_utils.report.tables.damage_frame rows.
     """
-    fig, ax = plt.subplots(figsize=(8.5, 5.5))
+    if kinds is not None:
+        points = points[points.mask_kind.isin(set(kinds) | {"random_uniform"})]
+    view = damage_view(points)
+    fig = plt.figure(figsize=figsize)
+    ax = fig.add_axes([0.08, 0.1, 0.56, 0.8])
+    overview = fig.add_axes([0.73, 0.1, 0.25, 0.3])
     log = np.log1p
     ref = points[points.mask_kind == "random_uniform"].sort_values(GENERAL_RISE)
     intact = ref[~ref.destroyed]
     color = mask_color("random_uniform")
-    ax.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,
-            label="random_uniform (seeds pooled)", zorder=2)
-    ax.errorbar(log(ref.general_rise), log(ref.code_rise),
-                xerr=np.vstack([log(ref.general_rise) - log(ref.g_min), log(ref.g_max) - log(ref.general_rise)]).clip(0),
-                yerr=np.vstack([log(ref.code_rise) - log(ref.c_min), log(ref.c_max) - log(ref.code_rise)]).clip(0),
-                fmt="none", ecolor=color, elinewidth=3, alpha=0.5, label="random_uniform seed range")
+    for a in (ax, overview):
+        a.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,
+               label="random_uniform (seeds pooled)" if a is ax else None, zorder=2)
+    ax.fill_between(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.c_min)], np.r_[0.0, log(intact.c_max)],
+                    color=color, alpha=0.25, lw=0, label="random_uniform seed range")
+    ax.scatter(log(intact.general_rise), log(intact.code_rise), color=color, marker=mask_marker("random_uniform"),
+               s=24, zorder=3)
+    texts = []
     for kind, g in points[points.mask_kind != "random_uniform"].groupby("mask_kind", sort=False):
         x, y = log(g.general_rise), log(g.code_rise)
+        c, m = mask_color(kind), mask_marker(kind)
         err = dict(xerr=np.vstack([x - log(g.g_lo.fillna(g.general_rise)), log(g.g_hi.fillna(g.general_rise)) - x]).clip(0),
                    yerr=np.vstack([y - log(g.c_lo.fillna(g.code_rise)), log(g.c_hi.fillna(g.code_rise)) - y]).clip(0))
-        ax.errorbar(x, y, **err, fmt="none", ecolor=mask_color(kind), elinewidth=1, capsize=2, alpha=0.8)
-        ax.scatter([], [], color=mask_color(kind), marker=mask_marker(kind), s=36, label=kind)  # one legend entry per kind, destroyed or not
-        ax.scatter(x[~g.destroyed], y[~g.destroyed], color=mask_color(kind), marker=mask_marker(kind), s=36,
-                   zorder=3)
-        ax.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=mask_color(kind),
-                   marker=mask_marker(kind), s=36, zorder=3)
+        ax.errorbar(x, y, **err, fmt="none", ecolor=c, elinewidth=1, capsize=2, alpha=0.8)
+        ax.scatter([], [], color=c, marker=m, s=40, label=kind)  # one legend entry per kind, destroyed or not
+        for a, size in ((ax, 44), (overview, 16)):
+            a.scatter(x[~g.destroyed], y[~g.destroyed], color=c, marker=m, s=size, zorder=3)
+            a.scatter(x[g.destroyed], y[g.destroyed], facecolor="white", edgecolor=c, marker=m, s=size, zorder=3)
+        inside = x.between(*view["xlim"]) & y.between(*view["ylim"])
+        if len(g) > 1 or kind == "top_entries":  # the main axes label the points inside them, the overview the rest
+            for row, xi, yi, here in zip(g.itertuples(), x, y, inside):
+                if here or kind == "top_entries":
+                    texts.append((ax if here else overview).annotate(
+                        _point_label(row), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=8 if here
+                        else 6, color=c))
+    collapsed = points[collapses(points.code_rise, points.general_rise) & ~points.destroyed
+                       & (points.mask_kind != "random_uniform")]
+    if len(collapsed):
+        ax.scatter(log(collapsed.general_rise), log(collapsed.code_rise), s=260, facecolor="none", edgecolor="black",
+                   lw=1.2, zorder=4, label="code collapses, general intact")
     ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
-               edgecolor=color, s=36, zorder=3)
+               edgecolor=color, marker=mask_marker("random_uniform"), s=36, zorder=3)
     ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")
     if points.destroyed.any():
         ax.scatter([], [], facecolor="white", edgecolor="black", s=36, label="destroyed (hollow, left out)")
+    ax.set_xlim(*view["xlim"])
+    ax.set_ylim(*view["ylim"])
     ax.set_xlabel(f"ln(1 + {general_label} rise)")
     ax.set_ylabel("ln(1 + code rise)")
-    ax.set_title(title)
-    _legend_outside(ax)
+    ax.set_title(title, fontsize=11)
+    overview.add_patch(plt.Rectangle((view["xlim"][0], view["ylim"][0]), np.diff(view["xlim"])[0],
+                                     np.diff(view["ylim"])[0], fill=False, ls="--", lw=1, color="black"))
+    overview.set_title(f"every point ({view['outside']} beyond the main axes)", fontsize=8)
+    overview.tick_params(labelsize=7)
+    handles, labels = ax.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.71, 0.92), fontsize=8, frameon=False)
+    _separate(fig, texts)
+    fig.damage_view = view
     return fig

@@ -12,7 +12,7 @@ from ..analysis.rows import format_rise, to_frame
 from ..base.io import read_json, write_text
 from ..base.paths import REPORTS_DIR
 from ..method.mask_kinds import OUTLIERS, readme_kinds
-from .tables import conclusion, model_verdict, reference_label
+from .tables import conclusion, model_summary, reference_label
 
 README_KINDS = readme_kinds()  # the mask-kind table's README rows, in their order
 README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
@@ -69,7 +69,8 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
     configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%,
     every mask kind of README_KINDS with its code rise, general rise per reference (seeded controls: mean and range
     over seeds; † destroyed), and its matched excess against each reference with 95% interval and Holm p; then a
-    verdict per model and configuration (ablation_tables.conclusion), computed from the numbers."""
+    verdict per configuration (tables.conclusion) and per model (tables.model_summary, the index's sentence),
+    computed from the numbers."""
     out = []
     for run in runs:
         df = to_frame(read_json(Path(reports_dir) / run / "metrics.json"))
@@ -107,7 +108,7 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
             out.append(f"{model}: this run predates the damage-matched comparison and records no destroyed points "
                        "(its first k is its smallest, destroyed or not): no verdict.\n")
         else:
-            out.append("**Verdict.** " + model_verdict(df, configurations, refs, model) + "\n")
+            out.append("**Verdict.** " + model_summary(df, configurations, refs, model) + "\n")
     out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages), zero "
                "ablation; seeded controls: mean over seeds (range). † destroyed: a loss at or above ln |V|, left out "
                "of every comparison. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "

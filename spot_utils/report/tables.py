@@ -66,7 +66,8 @@ def rise_frame(rows, reference: str | None = None) -> pd.DataFrame:
 def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
     """Every zero-mode point of a configuration for the damage plot against one reference: general and code rise
     (mean over seeds, which is the seed-pooled point's rise) with their 95% intervals (lowest and highest bound
-    over seeds), their range over seeds, and whether the point is destroyed."""
+    over seeds), their range over seeds, whether the point is destroyed and whether it is comparable (it has a
+    seed-pooled matched excess: neither destroyed nor beyond random_uniform's reach)."""
     df = _zero(_frame(rows))
     df = df[df.configuration == configuration]
     df = df.assign(point=_point(df), seed=df.seed.fillna(-1), destroyed=df.destroyed.fillna(False).astype(bool))
@@ -82,6 +83,10 @@ def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
                 g_max=("value_g", "max"), seeds=("value_c", "size"), destroyed=("destroyed", "any"),
                 k_percent=("k_percent", "first"), n_entries=("n_entries", "first"))
            .reset_index())
+    own = _frame(rows)
+    excess = _pooled_by_point(own[(own.configuration == configuration) & (own.reference == reference)], MATCHED)
+    keys = pd.MultiIndex.from_frame(out[["mask_kind", "point"]])
+    out["comparable"] = (out.mask_kind != REFERENCE_CONTROL) & excess.reindex(keys).notna().to_numpy()
     return out.sort_values(["mask_kind", "k_percent", "n_entries"]).reset_index(drop=True)
 
 
@@ -193,6 +198,30 @@ def model_verdict(rows, configurations, references, model: str, kind: str = "spo
     return f"{model}: no single verdict on the {kind}, the configurations or references differ ({parts})."
 
 
+def model_summary(rows, configurations, references, model: str) -> str:
+    """The sentence the index and the README state on a model: the verdict on the spot (model_verdict), then the
+    one on the contrastive region code_over_general."""
+    region = model_verdict(rows, configurations, references, model, kind="code_over_general")
+    region = region.removeprefix(f"{model}: ").replace("the code_over_general", "the contrastive region code_over_general", 1)
+    return model_verdict(rows, configurations, references, model) + " " + region[0].upper() + region[1:]
+
+
+def verdict_basis(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA) -> list[str]:
+    """The points a verdict rests on, each with its matched excess, 95% interval and Holm p ('top 1: +0.02 [+0.01,
+    +0.03], p 0.0024'): the significant points where there are any, else every compared point."""
+    df = _frame(rows)
+    df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))
+            & df.seed.isna()]
+    me = df[(df.metric == MATCHED) & df.value.notna()].sort_values(["n_entries"])
+    me = me.assign(point=_point(me).str.removeprefix("k = "))
+    p = _pooled_by_point(df, f"p_holm_{MATCHED}")
+    p = p.set_axis([(kind_, point.removeprefix("k = ")) for kind_, point in p.index]) if len(p) else p
+    cells = [(f"{r.point}: {r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], p {p.get((r.mask_kind, r.point)):.2g}",
+              p.get((r.mask_kind, r.point), 1.0) < alpha) for r in me.itertuples()]
+    significant = [c for c, hit in cells if hit]
+    return significant or [c for c, _ in cells]
+
+
 def rise_table(rows, k: float, configuration: str, reference: str) -> pd.DataFrame:
     """At one k, configuration and reference, per mask kind: code and general rise with 95% intervals, selectivity,
     and its difference from random_uniform's with a paired-bootstrap interval and Holm-corrected p (seed-pooled:
@@ -247,7 +276,17 @@ def finding(rows, k: float, configuration: str, reference: str) -> str:
     return text
 
 
-def code_only_collapses(rows, reference: str, code_min: float = 0.5, general_max: float = 0.1) -> pd.DataFrame:
+CODE_COLLAPSE, GENERAL_INTACT = 0.5, 0.1  # "code collapses, general intact": code rise above 50%, general below 10%
+
+
+def collapses(code_rise, general_rise, code_min: float = CODE_COLLAPSE, general_max: float = GENERAL_INTACT):
+    """Whether code collapses while general text holds: code rise above code_min and general rise below
+    general_max (elementwise on arrays)."""
+    return (np.asarray(code_rise) > code_min) & (np.asarray(general_rise) < general_max)
+
+
+def code_only_collapses(rows, reference: str, code_min: float = CODE_COLLAPSE,
+                        general_max: float = GENERAL_INTACT) -> pd.DataFrame:
     """(configuration, mask kind, k) where code loss rises by more than code_min while the reference's rises by
     less than general_max (seeds averaged), destroyed points left out: where, if anywhere, code collapses while
     general text holds."""
@@ -257,7 +296,7 @@ def code_only_collapses(rows, reference: str, code_min: float = 0.5, general_max
     if not {CODE_RISE, GENERAL_RISE} <= set(wide.columns):
         return wide.iloc[0:0]
     wide = wide[~gone.reindex(wide.index).fillna(False).astype(bool)]
-    return wide[(wide.code_rise > code_min) & (wide.general_rise < general_max)].reset_index()
+    return wide[collapses(wide.code_rise, wide.general_rise, code_min, general_max)].reset_index()
 
 
 def vector_shares(rows) -> pd.DataFrame:

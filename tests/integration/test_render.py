@@ -124,3 +124,9 @@ def test_reports_show_paths_without_a_machine_prefix(tmp_path):
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
                          check=True).stdout.split()
     assert out == ["runs/a/masks", "reports/a/metrics.json", "params"]
+
+
+def test_math_uses_glyphs_common_fonts_have():
+    from spot_utils.report.pages import latex_to_mathml
+    math = latex_to_mathml(r"the region $T_l \setminus T_m$")
+    assert "&#x029F5;" not in math and "<mo>&#x2216;</mo>" in math  # U+29F5 is an empty box; U+2216 SET MINUS

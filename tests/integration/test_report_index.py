@@ -1,3 +1,4 @@
+import html
 import subprocess
 
 import pandas as pd
@@ -50,7 +51,8 @@ def test_index_lists_runs_with_links(tmp_path):
     assert first.model == "smollm2-135m" and first.seconds == 15.5 and first.languages == 2
     page = write_index(tmp_path).read_text()
     assert 'href="default/01_scoring.html"' in page and 'href="default/04_ablation.html"' in page
-    assert 'href="half/03_selection.html"' in page and "empty" not in page and "+50% / +25%" in page
+    assert 'href="half/03_selection.html"' in page and "empty" not in page and "<td data-label=\"time\">16 s</td>" in page
+    assert '<meta name="viewport" content="width=device-width, initial-scale=1">' in page
     for f in ("metrics.json", "manifest.json", "01_scoring.html"):  # every file of the run is linked
         assert f'href="default/{f}"' in page
 
@@ -167,6 +169,13 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     h = run_headline(rows, 1.0)  # the index: the destroyed 1% point marked, the verdict per configuration
     assert h["spot.destroyed"] is True and h["spot.verdicts"] == {"global": ["none", "none"]}
     assert "global: none / none" in index_html(pd.DataFrame([dict(run="toy", **h)]))
+    # the index leads with the finding: a figure, the README's verdict sentence, each verdict with its point
+    from spot_utils.report.tables import model_summary
+    page = write_index(tmp_path).read_text()
+    sentence = model_summary(rows, ["global"], ["english", "english_modern"], "toy")
+    assert page.index('<img src="data:image/png;base64,') < page.index("<table>")
+    assert html.escape(sentence) in page and f"**Verdict.** {sentence}" in text
+    assert "against literary English <b>none</b> (" in page
     # the README block is rewritten from the reports it names, and nothing else changes
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results: toy -->\nstale\n<!-- /results -->\noutro\n")

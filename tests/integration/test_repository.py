@@ -46,11 +46,45 @@ def _environment() -> tuple[list[str], dict[str, str]]:
     return env["channels"], deps
 
 
+def _stored(path: Path) -> str:
+    """A file as git stores it (the index, what the next commit holds), not the working copy an editor saved."""
+    return subprocess.run(["git", "-C", str(ROOT), "show", f":{path.relative_to(ROOT).as_posix()}"], check=True,
+                          capture_output=True, text=True).stdout
+
+
+STORED_KERNEL = {"display_name": "Python 3 (ipykernel)", "language": "python", "name": "python3"}  # ipykernel's own
+
+
+def _strip_keys() -> str:
+    return re.search(r"^NB_EXTRA_KEYS := (.+)$", (ROOT / "Makefile").read_text(), re.M).group(1)
+
+
 def test_notebooks_are_stored_without_outputs():
-    for path in (ROOT / "notebooks").glob("*.ipynb"):
-        for cell in json.loads(path.read_text())["cells"]:
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        nb = json.loads(_stored(path))
+        assert nb["metadata"] == {"kernelspec": STORED_KERNEL}, path.name
+        for cell in nb["cells"]:
             if cell["cell_type"] == "code":
                 assert cell["outputs"] == [] and cell["execution_count"] is None, path.name
+
+
+def test_the_git_filter_turns_a_saved_notebook_back_into_the_stored_one():
+    """What a JupyterLab save adds (outputs, counts, the machine's language metadata, widget state, execution
+    times) is what the Makefile's filter strips: the stored notebook comes back (its kernelspec is ipykernel's, the
+    one a save writes, and papermill needs one)."""
+    path = ROOT / "notebooks" / "04_ablation.ipynb"
+    stored = _stored(path)
+    saved = json.loads(stored)
+    saved["metadata"] = {"kernelspec": STORED_KERNEL,
+                         "language_info": {"name": "python", "version": "3.11.7", "file_extension": ".py"},
+                         "widgets": {"application/vnd.jupyter.widget-state+json": {"state": {}}}}
+    for cell in saved["cells"]:
+        if cell["cell_type"] == "code":
+            cell.update(execution_count=3, outputs=[{"output_type": "stream", "name": "stdout", "text": "x\n"}])
+            cell["metadata"]["execution"] = {"iopub.status.idle": "2026-01-01T00:00:00Z"}
+    clean = subprocess.run([sys.executable, "-m", "nbstripout", "--keep-id", "--extra-keys", _strip_keys()],
+                           input=json.dumps(saved, indent=1), capture_output=True, text=True, check=True).stdout
+    assert json.loads(clean) == json.loads(stored)
 
 
 def test_environment_yml_lists_the_same_packages_as_pyproject():
@@ -117,3 +151,11 @@ def test_only_stage_notebooks_are_stripped_and_local_runs_ignored():
     assert "reports/default/01_scoring.ipynb: filter: unspecified" in attrs  # executed notebooks keep outputs
     ignored = _git("check-ignore", "reports/tiny/metrics.json", "reports/default/metrics.json", "reports/index.html")
     assert ignored.split() == ["reports/tiny/metrics.json"]
+
+
+def test_readme_states_the_default_runs_time_from_its_committed_manifest():
+    from spot_utils.report.index_page import format_seconds
+    seconds = json.loads((ROOT / "reports" / "default" / "manifest.json").read_text())["stage_seconds"]
+    readme = (ROOT / "README.md").read_text()
+    assert f"The committed default run took **{format_seconds(sum(seconds.values()))}**" in readme
+    assert all(f"{stage[:2]} {round(s)} s" in readme for stage, s in seconds.items())

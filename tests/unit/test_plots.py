@@ -43,7 +43,9 @@ def damage_points():
         for i, k in enumerate((0.001, 0.01, 0.1, 1.0, 5.0, 20.0) if kind == "random_uniform" else (0.001, 0.1, 1.0)):
             g = 0.02 * 3 ** i * RNG.uniform(0.8, 1.2)
             c = g * (3 if kind == "spot" else 1.1) * RNG.uniform(0.9, 1.1)
-            rows.append(dict(mask_kind=kind, point=f"k = {k:g}%", k_percent=k, n_entries=None, general_rise=g,
+            n = 10 ** i if kind == "top_entries" else None
+            rows.append(dict(mask_kind=kind, point=f"top {n}" if n else f"k = {k:g}%", k_percent=None if n else k,
+                             n_entries=n, general_rise=g,
                              g_lo=0.8 * g, g_hi=1.2 * g, g_min=0.9 * g, g_max=1.1 * g, code_rise=c, c_lo=0.8 * c,
                              c_hi=1.2 * c, c_min=0.9 * c, c_max=1.1 * c, seeds=3, destroyed=c > 5))
     return pd.DataFrame(rows)
@@ -147,7 +149,8 @@ def test_figure_labels_do_not_overlap(name):
 
 def test_every_figure_function_is_drawn():
     functions = {n for n, f in vars(plots).items() if callable(f) and getattr(f, "__module__", "") == plots.__name__
-                 and not n.startswith("_") and n not in {"save", "mask_color", "mask_marker", "language_colors", "short_number", "sample_abs"}}
+                 and not n.startswith("_") and n not in {"save", "mask_color", "mask_marker", "language_colors", "short_number", "sample_abs",
+                                                  "damage_view"}}
     assert functions == {n.split(":")[0] for n in FIGURES}
 
 
@@ -172,7 +175,7 @@ def test_damage_plot_lists_each_mask_kind_once_destroyed_or_not():
     points.loc[(points.mask_kind == "magnitude") & (points.k_percent == 1.0), "destroyed"] = True  # one of three
     fig = plots.damage_plot(points, "paper: code damage against literary English damage")
     try:
-        labels = [t.get_text() for t in fig.axes[0].get_legend().get_texts()]
+        labels = [t.get_text() for t in fig.legends[0].get_texts()]
         assert len(labels) == len(set(labels)), labels
         assert {"spot", "magnitude", "destroyed (hollow, left out)"} <= set(labels)
     finally:
@@ -192,3 +195,37 @@ def test_log_ratio_axis_labels_more_than_one_tick_within_a_decade():
         assert ax.get_yscale() == "log" and len(shown) >= 3, shown
     finally:
         plt.close(fig)
+
+
+def test_damage_plot_fits_its_axes_to_the_comparable_points_and_labels_the_top_n():
+    """Destroyed points far out must not squeeze the comparable ones into a corner: those (with the origin) span at
+    least MIN_COVERAGE of each drawn axis; every top-n point carries its n; a code-only collapse is ringed."""
+    points = damage_points()
+    points["destroyed"] = points.code_rise > 1.0
+    points.loc[points.destroyed, ["code_rise", "general_rise"]] *= 40  # destroyed points far beyond the rest
+    collapse = dict(points.iloc[0], mask_kind="code_over_general", point="k = 5%", k_percent=5.0, code_rise=0.8,
+                    general_rise=0.05, destroyed=False)
+    points = pd.concat([points, pd.DataFrame([collapse])], ignore_index=True)
+    fig = plots.damage_plot(points, "global: code damage against literary English damage")
+    try:
+        view, ax = fig.damage_view, fig.axes[0]
+        comp = points[~points.destroyed & (points.mask_kind != "random_uniform")]
+        xs, ys = np.r_[0, np.log1p(comp.general_rise)], np.r_[0, np.log1p(comp.code_rise)]
+        for values, (lo, hi), (alo, ahi) in ((xs, view["xlim"], ax.get_xlim()), (ys, view["ylim"], ax.get_ylim())):
+            assert (lo, hi) == (alo, ahi)
+            assert lo <= values.min() and values.max() <= hi  # every comparable point is inside the axes
+            assert np.ptp(values) / (hi - lo) >= plots.MIN_COVERAGE
+        assert min(view["coverage"]) >= plots.MIN_COVERAGE and view["outside"] == int(points.destroyed.sum())
+        shown = {t.get_text() for a in fig.axes for t in a.texts}
+        assert {f"top {n:g}" for n in points[points.mask_kind == "top_entries"].n_entries} <= shown
+        legend = [t.get_text() for t in fig.legends[0].get_texts()]
+        assert "code collapses, general intact" in legend and len(legend) == len(set(legend))
+    finally:
+        plt.close(fig)
+
+
+def test_damage_plot_gives_each_mask_kind_its_own_colour_and_marker():
+    kinds = ["spot", "top_entries", "spot_norms", "random_uniform", "random", "magnitude", "magnitude_global",
+             "code_over_general", "code_minus_general", "general"]  # every kind a damage plot can show
+    assert len({plots.mask_marker(k) for k in kinds}) == len(kinds)
+    assert len({plots.mask_color(k) for k in kinds}) == len(kinds)

@@ -1,7 +1,7 @@
 """What a run will cost before it runs: calls per stage times a measured cost per call, and the disk its score files
 need (docs/METHOD.md, Stages).
 
-    python -m spot_utils.experiment.plan params/qwen2.5-coder-0.5b.yaml            # measures the costs (minutes)
+    python -m spot_utils.experiment.plan params/qwen2.5-coder-0.5b.yaml --save-costs costs.json   # measures (minutes)
     python -m spot_utils.experiment.plan params/qwen2.5-coder-0.5b.yaml --costs costs.json
 
 Stage 04's count is an upper bound read from the params (the sweep decides at run time which extension k values
@@ -15,11 +15,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
+import os
 import time
 
 import torch
 
+from ..base.io import write_json
 from ..data.models import load_model
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.ablation import CONTROLS
@@ -140,6 +141,7 @@ def main(argv=None) -> None:
     ap.add_argument("params")
     ap.add_argument("--costs", help="JSON with " + ", ".join(COST_KEYS) + ", scored_entries and n_eval_subsets "
                     "(else measured here)")
+    ap.add_argument("--save-costs", help="write the measured costs to this JSON file (for --costs)")
     ap.add_argument("--new-tokens-per-problem", type=float, default=200.0)
     args = ap.parse_args(argv)
     params = load_params(args.params)
@@ -149,7 +151,10 @@ def main(argv=None) -> None:
         scored, n_subsets = costs["scored_entries"], costs.get("n_eval_subsets", n_subsets)
     else:
         costs, scored, _ = measure_costs(params)
-        print(json.dumps(dict(costs, scored_entries=scored, n_eval_subsets=n_subsets)))
+        measured = dict(costs, scored_entries=scored, n_eval_subsets=n_subsets, load_average=os.getloadavg()[0])
+        print(json.dumps(measured))
+        if args.save_costs:
+            write_json(args.save_costs, measured)
     print(format_plan(run_plan(params, costs, scored, n_subsets, args.new_tokens_per_problem)))
 
 

@@ -57,6 +57,7 @@ def main(argv=None):
             rows = pass_at_1(model, tokenizer, he, mb, args.max_new_tokens, args.batch_size, prompt_format=fmt)
             rows["item"] += lo
             rows["prompt_format"], rows["model"], rows["dtype"] = fmt, args.model, args.dtype
+            rows["max_new_tokens"] = args.max_new_tokens
             rows["chunk_seconds"], rows["load_average"] = round(time.perf_counter() - start, 1), load
             out.parent.mkdir(parents=True, exist_ok=True)
             with open(out, "a", encoding="utf-8") as f:

@@ -143,6 +143,7 @@ def main(argv=None) -> None:
                     "(else measured here)")
     ap.add_argument("--save-costs", help="write the measured costs to this JSON file (for --costs)")
     ap.add_argument("--new-tokens-per-problem", type=float, default=200.0)
+    ap.add_argument("--repeats", type=int, default=2, help="timed repetitions per cost (the fastest is kept)")
     args = ap.parse_args(argv)
     params = load_params(args.params)
     n_subsets = len(params["languages"]) + len(params["unseen_languages"]) + len(params["general_eval"])
@@ -150,7 +151,7 @@ def main(argv=None) -> None:
         costs = json.loads(open(args.costs, encoding="utf-8").read())
         scored, n_subsets = costs["scored_entries"], costs.get("n_eval_subsets", n_subsets)
     else:
-        costs, scored, _ = measure_costs(params)
+        costs, scored, _ = measure_costs(params, repeats=args.repeats)
         measured = dict(costs, scored_entries=scored, n_eval_subsets=n_subsets, load_average=os.getloadavg()[0])
         print(json.dumps(measured))
         if args.save_costs:

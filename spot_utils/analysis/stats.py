@@ -59,6 +59,54 @@ def paired_bootstrap(a, b, n_boot: int = 2000, seed: int = 0, level: float = 0.9
     return dict(diff=float(d.mean()), ci_low=lo, ci_high=hi, p=bootstrap_p(means))
 
 
+def wilson_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion successes / n."""
+    if n <= 0 or not 0 <= successes <= n:
+        raise ValueError(f"wilson_interval: need 0 <= successes <= n and n > 0, got {successes} of {n}")
+    z = sps.norm.ppf(1 - (1 - level) / 2)
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
+def _paired_outcomes(a, b) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    if a.shape != b.shape or a.ndim != 1:
+        raise ValueError(f"paired outcomes must be two 1-D arrays of one length, got shapes {a.shape} and {b.shape}")
+    return a, b
+
+
+def mcnemar_exact(a, b) -> dict:
+    """Exact (binomial) two-sided McNemar test of paired pass/fail outcomes a and b (1 = pass, 0 = fail):
+    only_a = problems a passes and b fails, only_b the reverse; p = P(a split at least as uneven | only_a + only_b
+    discordant pairs, each side 1/2); p = 1 without discordant pairs."""
+    a, b = _paired_outcomes(a, b)
+    if not np.isin(a, (0, 1)).all() or not np.isin(b, (0, 1)).all():
+        raise ValueError("mcnemar_exact: outcomes must be 0 or 1")
+    only_a, only_b = int(((a == 1) & (b == 0)).sum()), int(((a == 0) & (b == 1)).sum())
+    n = only_a + only_b
+    p = 1.0 if n == 0 else float(min(1.0, 2 * sps.binom.cdf(min(only_a, only_b), n, 0.5)))
+    return dict(only_a=only_a, only_b=only_b, p=p)
+
+
+def paired_permutation_p(a, b, n_perm: int = 10_000, seed: int = 0) -> float:
+    """Two-sided sign-flip permutation p-value of mean(a − b) for paired per-item scores (e.g. a mask's pass and
+    random_uniform's pass rate averaged over its seeds): exact over all 2^m sign patterns of the m non-zero
+    differences when 2^m <= n_perm, else Monte Carlo with the observed pattern counted ((hits + 1) / (n_perm + 1))."""
+    a, b = _paired_outcomes(a, b)
+    d = (a - b)[a != b]
+    if d.size == 0:
+        return 1.0
+    observed = abs(d.sum())
+    tol = 1e-12 * max(1.0, observed)
+    if 2 ** d.size <= n_perm:
+        signs = 1 - 2 * ((np.arange(2 ** d.size)[:, None] >> np.arange(d.size)) & 1)
+        return float((np.abs(signs @ d) >= observed - tol).mean())
+    signs = np.random.default_rng(seed).choice((-1.0, 1.0), size=(n_perm, d.size))
+    return float(((np.abs(signs @ d) >= observed - tol).sum() + 1) / (n_perm + 1))
+
+
 def holm(pvalues) -> np.ndarray:
     """Holm–Bonferroni adjusted p-values (same order as given); NaN stays NaN and is not counted."""
     p = np.asarray(pvalues, dtype=float)

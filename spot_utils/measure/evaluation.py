@@ -108,27 +108,82 @@ def generate_greedy(model, tokenizer, prompts: list[str], stop, max_new_tokens: 
     return out
 
 
+PROMPT_FORMATS = ("raw", "chat")  # how a coding problem is put to the model (docs/METHOD.md, Metrics)
+CHAT_INSTRUCTION = ("Please provide a self-contained Python script that solves the following problem in a markdown "
+                    "code block:\n```\n{problem}\n```")
+CHAT_ANSWER_START = ("Below is a Python script with a self-contained function that solves the problem and passes "
+                     "corresponding tests:\n```python\n")
+CHAT_STOP = ("\n```",)
+
+
 def mbpp_prompt(problem: dict) -> str:
     """The raw MBPP prompt: task text and its first test in a docstring (as in the bigcode harness)."""
     return f'"""\n{problem["text"]}\n{problem["test_list"][0]}\n"""\n'
 
 
-def pass_at_1(model, tokenizer, humaneval_problems: list[dict], mbpp_problems: list[dict], max_new_tokens: int = 512,
-              batch_size: int = 8, timeout: float = 10.0, workers: int = 2) -> pd.DataFrame:
-    """Greedy pass@1 per problem (rows subset, item, pass@1): HumanEval prompt + completion, MBPP completion,
-    each executed with its tests in a limited subprocess (spot_utils.execution)."""
+def _problem_text(subset: str, problem: dict) -> str:
+    if subset == "humaneval":
+        return problem["prompt"].strip()
+    return f"{problem['text']}\nYour code should pass this test:\n{problem['test_list'][0]}"
 
+
+def coding_prompts(subset: str, problems: list[dict], prompt_format: str, tokenizer=None) -> tuple[list[str], tuple]:
+    """(prompts, stop sequences) of HumanEval or MBPP problems in a prompt format (PROMPT_FORMATS).
+
+    raw: the HumanEval prompt itself (the model continues the function body) or mbpp_prompt; chat: the tokenizer's
+    chat template around CHAT_INSTRUCTION, the assistant turn opened with CHAT_ANSWER_START (a Python code fence),
+    so the completion is a whole script that ends at the closing fence (EvalPlus's instruction prompt).
+    """
+    if subset not in ("humaneval", "mbpp"):
+        raise ValueError(f"unknown coding subset {subset!r}; use 'humaneval' or 'mbpp'")
+    if prompt_format == "raw":
+        return ([p["prompt"] for p in problems] if subset == "humaneval" else [mbpp_prompt(p) for p in problems],
+                HUMANEVAL_STOP if subset == "humaneval" else MBPP_STOP)
+    if prompt_format == "chat":
+        if tokenizer is None or not getattr(tokenizer, "chat_template", None):
+            raise ValueError("prompt format 'chat' needs a tokenizer with a chat template")
+        return ([tokenizer.apply_chat_template([dict(role="user", content=CHAT_INSTRUCTION.format(
+                    problem=_problem_text(subset, p)))], tokenize=False, add_generation_prompt=True) + CHAT_ANSWER_START
+                 for p in problems], CHAT_STOP)
+    raise ValueError(f"unknown prompt format {prompt_format!r}; use one of {', '.join(PROMPT_FORMATS)}")
+
+
+def coding_program(subset: str, problem: dict, completion: str, prompt_format: str) -> str:
+    """The program that checks one completion. A chat completion is a whole script: for HumanEval it follows the
+    prompt (whose imports it may rely on, its function redefined), for MBPP it stands alone."""
+    if subset == "humaneval":
+        return humaneval_program(problem, completion if prompt_format == "raw" else "\n    pass\n\n" + completion)
+    return mbpp_program(problem, completion)
+
+
+def pass_at_1(model, tokenizer, humaneval_problems: list[dict], mbpp_problems: list[dict], max_new_tokens: int = 512,
+              batch_size: int = 8, timeout: float = 10.0, workers: int = 2, prompt_format: str = "raw") -> pd.DataFrame:
+    """Greedy pass@1 per problem, each completion executed with its tests in the confined executor
+    (measure.execution): rows subset, item, task_id, pass@1 (1.0 / 0.0), status (passed | failed | timeout |
+    memory | cpu) and the completion."""
     rows = []
-    for subset, problems, prompt, stop, program in (
-            ("humaneval", humaneval_problems, lambda p: p["prompt"], HUMANEVAL_STOP, humaneval_program),
-            ("mbpp", mbpp_problems, mbpp_prompt, MBPP_STOP, mbpp_program)):
+    for subset, problems in (("humaneval", humaneval_problems), ("mbpp", mbpp_problems)):
         if not problems:
             continue
-        completions = generate_greedy(model, tokenizer, [prompt(p) for p in problems], stop, max_new_tokens,
-                                      batch_size, desc=subset)
-        results = run_many([program(p, c) for p, c in zip(problems, completions)], workers=workers, timeout=timeout)
-        rows += [dict(subset=subset, item=i, **{"pass@1": float(r.passed)}) for i, r in enumerate(results)]
-    return pd.DataFrame(rows)
+        prompts, stop = coding_prompts(subset, problems, prompt_format, tokenizer)
+        completions = generate_greedy(model, tokenizer, prompts, stop, max_new_tokens, batch_size, desc=subset)
+        results = run_many([coding_program(subset, p, c, prompt_format) for p, c in zip(problems, completions)],
+                           workers=workers, timeout=timeout)
+        rows += [{"subset": subset, "item": i, "task_id": str(p["task_id"]), "pass@1": float(r.passed),
+                  "status": r.status, "completion": c}
+                 for i, (p, c, r) in enumerate(zip(problems, completions, results))]
+    return pd.DataFrame(rows, columns=["subset", "item", "task_id", "pass@1", "status", "completion"])
+
+
+def pass_rates(outcomes: pd.DataFrame) -> dict[str, dict]:
+    """{subset: {passed, n, pass@1}} counted from per-problem rows (one row per problem and subset)."""
+    out = {}
+    for subset, g in outcomes.groupby("subset", sort=False):
+        if g["item"].duplicated().any():
+            raise ValueError(f"pass_rates: subset {subset!r} has more than one row for an item")
+        passed = int((g["pass@1"] == 1.0).sum())
+        out[subset] = dict(passed=passed, n=len(g), **{"pass@1": passed / len(g)})
+    return out
 
 
 GSM8K_STOP = ("Question:", "\n\n")

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, field
+import math
 import time
 from typing import Callable
 
+import numpy as np
 import pandas as pd
 
 from ..base.registry import Registry
@@ -26,10 +28,12 @@ COSTS = ("cheap", "heavy")
 @dataclass
 class Evaluation:
     """A built metric group: run() -> per-item frame of the model as it is now; sizes: items per subset;
-    chance: expected score of guessing per subset, where that is defined (multiple choice)."""
+    chance: expected score of guessing per subset, where that is defined (multiple choice); skip(frames of the
+    groups run before it in this call) -> a frame to use instead of running, or None to run."""
     run: Callable[[], pd.DataFrame]
     sizes: dict[str, int]
     chance: dict[str, float] = field(default_factory=dict)
+    skip: Callable[[dict], pd.DataFrame | None] | None = None
 
 
 @dataclass(frozen=True)
@@ -90,15 +94,40 @@ def _mc(params, model, tokenizer, loss_subsets, work_dir):
 
 
 def _generation(params, model, tokenizer, loss_subsets, work_dir):
-    """Greedy pass@1 on HumanEval and MBPP, executed (generation)."""
+    """Greedy pass@1 on HumanEval (generation_items, null = all 164) and a seeded MBPP subset (mbpp_items), executed
+    in the confined executor, prompts in generation_prompt_format (generation). Not generated where the model is
+    destroyed on code (generation_skip)."""
     if not params["generation"]:
         return None
-    n = params["generation_items"]
-    he = evalsets.subsample(evalsets.humaneval(), n, params["seed"])
-    mb = evalsets.subsample(evalsets.mbpp(), n, params["seed"])
+    he = evalsets.subsample(evalsets.humaneval(), params["generation_items"], params["seed"])
+    mb = evalsets.subsample(evalsets.mbpp(), params["mbpp_items"], params["seed"]) if params["mbpp_items"] != 0 else []
+    code = [s for s in loss_subsets if s in set(params["languages"]) | set(params["unseen_languages"])]
+    vocab = len(tokenizer)
     return Evaluation(lambda: pass_at_1(model, tokenizer, he, mb, params["generation_max_new_tokens"],
-                                        params["generation_batch_size"], params["exec_timeout"]),
-                      {"humaneval": len(he), "mbpp": len(mb)})
+                                        params["generation_batch_size"], params["exec_timeout"],
+                                        prompt_format=params["generation_prompt_format"]),
+                      {"humaneval": len(he), **({"mbpp": len(mb)} if mb else {})},
+                      skip=lambda done: generation_skip(done.get("loss"), code, vocab, he, mb))
+
+
+def generation_skip(losses: pd.DataFrame | None, code_subsets, vocab: int, humaneval_problems, mbpp_problems
+                    ) -> pd.DataFrame | None:
+    """Per-problem rows without a value (pass@1 NaN, status 'not generated: destroyed') when the median over code
+    subsets of the mean item loss is at or above ln |V| (the model then predicts no better than uniform guessing on
+    code: nothing to execute); None (generate) otherwise or without a loss measurement."""
+    if losses is None or not len(code_subsets):
+        return None
+    means = losses[losses["subset"].isin(code_subsets)].groupby("subset")["loss"].mean()
+    if means.empty or float(np.median(means)) < math.log(vocab):
+        return None
+    rows = [{"subset": subset, "item": i, "task_id": str(p["task_id"]), "pass@1": float("nan"),
+             "status": GENERATION_DESTROYED, "completion": None}
+            for subset, problems in (("humaneval", humaneval_problems), ("mbpp", mbpp_problems))
+            for i, p in enumerate(problems)]
+    return pd.DataFrame(rows, columns=["subset", "item", "task_id", "pass@1", "status", "completion"])
+
+
+GENERATION_DESTROYED = "not generated: destroyed"
 
 
 def _math(params, model, tokenizer, loss_subsets, work_dir):
@@ -149,7 +178,9 @@ class Evaluators:
         for g in groups:
             if g in self.groups:
                 start = time.perf_counter()
-                out[g] = self.groups[g].run()
+                skip = self.groups[g].skip
+                skipped = skip(out) if skip is not None else None
+                out[g] = skipped if skipped is not None else self.groups[g].run()
                 self.seconds[g] += time.perf_counter() - start
                 self.calls[g] += 1
         return out

@@ -252,7 +252,7 @@ def test_full_params_run_end_to_end_on_a_small_subsample(tmp_path):
     params.update(run_name="full_small", model="random:llama", corpus_source="tests/fixtures/corpus",
                   n_score_sequences=4, max_len=64, n_eval_sequences=2, eval_max_len=64,
                   k_grid=params["k_grid"][-3:], likelihood_items=2, likelihood_max_len=64, mc_items=2,
-                  generation_items=1, generation_max_new_tokens=8, gsm8k_items=1, cross_ablation_sequences=1, bootstrap_samples=100)
+                  generation_items=1, mbpp_items=1, generation_max_new_tokens=8, gsm8k_items=1, cross_ablation_sequences=1, bootstrap_samples=100)
     path = tmp_path / "full_small.yaml"
     path.write_text(yaml.safe_dump(params))
     fixture_wheels(tmp_path / "data")

@@ -95,3 +95,40 @@ def test_rises_interval_contains_the_point_and_is_degenerate_for_constant_ratios
     abl["go"] = np.array([1.0, 2.0, 6.0])
     code, lo, hi = stats.rises_ci(abl, base, ["go"], "english", n_boot=500)["code"]
     assert code == pytest.approx(0.5) and lo < code < hi
+
+
+def test_mcnemar_exact_against_a_hand_computed_table():
+    """a passes 6 problems b fails, b passes 1 problem a fails, 3 concordant: p = 2 * P(X <= 1), X ~ Bin(7, 1/2)
+    = 2 * (1 + 7) / 128 = 0.125."""
+    a = [1, 1, 1, 1, 1, 1, 0, 1, 0, 0]
+    b = [0, 0, 0, 0, 0, 0, 1, 1, 0, 0]
+    res = stats.mcnemar_exact(a, b)
+    assert (res["only_a"], res["only_b"]) == (6, 1) and res["p"] == pytest.approx(16 / 128)
+    assert stats.mcnemar_exact(b, a)["p"] == pytest.approx(0.125)
+    assert stats.mcnemar_exact([1, 0, 1], [1, 0, 1])["p"] == 1.0  # no discordant pair
+    assert stats.mcnemar_exact([1, 0], [0, 1])["p"] == 1.0  # a balanced split is capped at 1
+    assert stats.mcnemar_exact([1] * 10, [0] * 10)["p"] == pytest.approx(2 / 1024)
+    with pytest.raises(ValueError, match="0 or 1"):
+        stats.mcnemar_exact([0.5, 1], [0, 1])
+
+
+def test_paired_permutation_p_equals_enumerating_every_sign_pattern():
+    """Pass (0/1) against pass rates averaged over seeds: the p-value is the share of the 2^m sign patterns of the
+    m non-zero differences whose |sum| reaches the observed one, counted here by brute force."""
+    rng = np.random.default_rng(3)
+    a, b = rng.integers(0, 2, 12).astype(float), rng.integers(0, 3, 12) / 2
+    d = (a - b)[a != b]
+    naive = np.mean([abs(np.dot(s, d)) >= abs(d.sum()) - 1e-12 for s in itertools.product((-1, 1), repeat=len(d))])
+    assert 0 < len(d) <= 12 and stats.paired_permutation_p(a, b) == pytest.approx(naive)
+    assert stats.paired_permutation_p(a, a) == 1.0
+    assert stats.paired_permutation_p(np.ones(40), np.zeros(40), n_perm=2000) == pytest.approx(1 / 2001)
+    assert stats.paired_permutation_p([1, 1, 0, 1], [0, 0, 0, 0]) == pytest.approx(2 / 8)  # |sum| 3 in 2 of 8
+    assert stats.paired_permutation_p([1, 0, 1], [0, 1, 0]) == 1.0  # every pattern reaches |1 - 1 + 1|
+
+
+def test_wilson_interval_hand_case_and_bounds():
+    lo, hi = stats.wilson_interval(8, 11)  # z = 1.96: centre (8/11 + z²/22) / (1 + z²/11) = 0.6685, half 0.2341
+    assert (lo, hi) == pytest.approx((0.4344, 0.9025), abs=1e-3)
+    assert stats.wilson_interval(0, 20)[0] == 0.0 and stats.wilson_interval(20, 20)[1] == 1.0
+    with pytest.raises(ValueError, match="3 of 2"):
+        stats.wilson_interval(3, 2)

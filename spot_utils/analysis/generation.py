@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from ..base.io import atomic_path
-from ..method.ablation import REFERENCE_CONTROL
+from ..method.mask_kinds import REFERENCE_CONTROL
 from . import stats
 from .paired_tests import pooled_results
 from .rows import row

@@ -8,7 +8,7 @@ Stage 04's count is an upper bound read from the params (the sweep decides at ru
 and headline points it needs): the spot at every k; every control at the headline k values (k_detail and the spot's
 comparable point) with its seeds and random_uniform's first seed at the other k; the spot's norm entries, the other
 ablation modes, the contrastive regions (shared by the configurations), the outlier masks and random_uniform at
-every extension k. Generation runs where the mask plan gives the heavy groups (the baseline and HEAVY_KINDS at
+every extension k. Generation runs where the mask plan gives the heavy groups (the baseline and the heavy kinds of the mask-kind table at
 k_detail).
 """
 from __future__ import annotations
@@ -23,9 +23,9 @@ import torch
 from ..base.io import write_json
 from ..data.models import load_model
 from ..measure.metric_groups import METRIC_GROUPS
-from ..method.ablation import CONTROLS
+from ..method.mask_kinds import controls, kinds
 from ..method.scoring import scoped_parameters
-from .ablation_plan import HEAVY_KINDS, SHARED_KINDS, _seeds
+from .ablation_plan import _seeds
 from .params import load_params
 
 SCORE_FILES_PER_LANGUAGE = 3  # stage 01: the language's scores and those of its two halves
@@ -39,14 +39,14 @@ def stage04_entries(params: dict) -> dict[str, int]:
     ks, configs = list(params["k_grid"]), list(params["configurations"])
     headline = min(HEADLINE_KS, len(ks))
     counts = {"baseline": 1, "spot": len(ks) * len(configs)}
-    for name, control in CONTROLS.items():
+    for name, control in controls().items():
         per_config = headline * len(_seeds(control, params, True))
         if control.every_k:
             per_config += (len(ks) - headline) * len(_seeds(control, params, False))
         counts[name] = per_config * len(configs)
     counts["spot_norms"] = headline * len(configs)
     counts["other_modes"] = (len(params["ablation_modes"]) - 1) * len(configs)
-    counts["contrastive"] = headline * len(SHARED_KINDS)  # measured once for every configuration
+    counts["contrastive"] = headline * len(kinds(ablation="stage03"))  # measured once for every configuration
     counts["top_entries"] = len(params["outlier_counts"]) * len(configs)
     counts["extension"] = len(params["random_extension_k"]) * len(configs)
     return counts
@@ -54,12 +54,13 @@ def stage04_entries(params: dict) -> dict[str, int]:
 
 def generation_calls(params: dict) -> int:
     """Masks that get the generation group: the baseline, the spot and random_uniform's headline seeds per
-    configuration at k_detail, the contrastive regions in HEAVY_KINDS once (0 when generation is off)."""
+    configuration at k_detail, the heavy contrastive regions once (0 when generation is off)."""
     if not params["generation"] or "generation" not in METRIC_GROUPS:
         return 0
-    uniform = len(_seeds(CONTROLS["random_uniform"], params, True)) if "random_uniform" in CONTROLS else 0
-    per_config = ("spot" in HEAVY_KINDS) + uniform
-    return 1 + per_config * len(params["configurations"]) + sum(k in HEAVY_KINDS for k in SHARED_KINDS)
+    uniform = len(_seeds(controls()["random_uniform"], params, True)) if "random_uniform" in controls() else 0
+    heavy = kinds(heavy=True)
+    per_config = ("spot" in heavy) + uniform
+    return 1 + per_config * len(params["configurations"]) + sum(k in heavy for k in kinds(ablation="stage03"))
 
 
 def run_plan(params: dict, costs: dict, scored_entries: int, n_eval_subsets: int,

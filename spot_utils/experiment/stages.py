@@ -70,7 +70,7 @@ def register_stage(name: str, *, needs=(), reads: str = "", writes: str = "", re
 
     Raises:
         ValueError: the name is taken or malformed, a needed stage is unknown or does not run before this one, a report
-            file or figure pattern is another stage's, or the notebook does not exist.
+            file or figure pattern is another stage's, or a notebook given does not exist.
     """
     row = Stage(name, tuple(needs), reads, writes, tuple(report_files), tuple(figures),
                 None if notebook is None else Path(notebook))
@@ -85,7 +85,7 @@ def register_stage(name: str, *, needs=(), reads: str = "", writes: str = "", re
         shared = [f for f in row.figures if other.draws(f)] + [f for f in other.figures if row.draws(f)]
         if taken or shared:
             raise ValueError(f"stage {name!r}: {sorted(taken | set(shared))} already belong to stage {other.name!r}")
-    if not row.notebook_path.is_file():
+    if row.notebook is not None and not row.notebook_path.is_file():  # the table's own are the repository's
         raise ValueError(f"stage {name!r}: no notebook at {row.notebook_path}")
     STAGES.add(name, row)
     ordered = sorted(STAGES.items())

@@ -1,3 +1,5 @@
+from contextlib import contextmanager
+
 import pytest
 import torch
 
@@ -32,3 +34,20 @@ def write_stage03_masks(params, scores):
         matrices = {n: s for n, s in scores.items() if s.ndim == 2}
         save_masks(runs.mask_path(params, "code_over_general", k), select_top_k(matrices, k), {})
         save_masks(runs.mask_path(params, "code_minus_general", k), select_top_k(matrices, k / 2), {})
+
+
+@contextmanager
+def killed_at_batch(model, n: int = 2):
+    """Stop what runs inside at the model's n-th forward call, as a kill would (KeyboardInterrupt, expected)."""
+    calls = {"n": 0}
+
+    def stop(module, args):
+        calls["n"] += 1
+        if calls["n"] == n:
+            raise KeyboardInterrupt
+    handle = model.model.register_forward_pre_hook(stop)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            yield
+    finally:
+        handle.remove()

@@ -13,7 +13,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import random_sequences
+from conftest import killed_at_batch, random_sequences
 from spot_utils import load_model, score
 from spot_utils.base.run_files import load_tensors, save_tensors
 
@@ -118,18 +118,8 @@ def test_truncated_or_corrupt_score_file_is_detected(tmp_path, damage):
 
 def _interrupted_checkpoint(model, seqs, ckpt, **kw):
     """Score until the second batch, then stop as a kill would: a checkpoint at position 2 is left."""
-    calls = {"n": 0}
-
-    def stop_second_batch(module, args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-    handle = model.model.register_forward_pre_hook(stop_second_batch)
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            score(model, seqs, name="go", checkpoint_dir=ckpt, checkpoint_every=2, **kw)
-    finally:
-        handle.remove()
+    with killed_at_batch(model, 2):
+        score(model, seqs, name="go", checkpoint_dir=ckpt, checkpoint_every=2, **kw)
     assert checkpoint_position(ckpt / "checkpoint.safetensors") == 2
 
 

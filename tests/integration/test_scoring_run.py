@@ -4,7 +4,7 @@ import pytest
 import torch
 from safetensors import safe_open
 
-from conftest import random_sequences
+from conftest import killed_at_batch, random_sequences
 from spot_utils import load_model, score
 from spot_utils.base import run_files as runs
 from spot_utils.experiment.params import validate
@@ -132,16 +132,8 @@ def test_other_weights_under_the_same_model_folder_are_scored_again(runs_dir, tm
 def _interrupt_within_half_a(P, model, seqs):
     """Remove half_a's scores and rescore it until the second batch, which is stopped as a kill would stop it."""
     runs.scores_path(P, "go", runs.HALVES[0]).unlink()
-    calls = {"n": 0}
-
-    def stop(module, args):
-        calls["n"] += 1
-        if calls["n"] == 2:
-            raise KeyboardInterrupt
-    handle = model.model.register_forward_pre_hook(stop)
-    with pytest.raises(KeyboardInterrupt):
+    with killed_at_batch(model, 2):
         score_languages(P, model, seqs, log=lambda *a: None)
-    handle.remove()
     assert (runs.checkpoint_dir(P, "go", runs.HALVES[0]) / "checkpoint.safetensors").is_file()
 
 

@@ -232,5 +232,6 @@ def placebo_rows(base, random, seed_labels, code, general, vocab, configuration,
             rows.append(row(metric=P_PLACEBO_MATCHED_EXCESS, value=r["p"], **labels))
     if out["rows"]:
         rows.append(row(metric=PLACEBO_FALSE_POSITIVE_RATE, value=out["rate"], ci_low=out["ci_low"],
-                        ci_high=out["ci_high"], n=out["n"], **where))
+                        ci_high=out["ci_high"], n=out["n"], **where,
+                        status=None if out["n"] else "no_seed_inside_the_others_curve"))
     return rows

@@ -84,7 +84,7 @@ def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
                 k_percent=("k_percent", "first"), n_entries=("n_entries", "first"))
            .reset_index())
     own = _frame(rows)
-    excess = _pooled_by_point(own[(own.configuration == configuration) & (own.reference == reference)], MATCHED)
+    excess = _pooled_by_point(own[(own.configuration == configuration) & (own.reference == reference)], MATCHED_EXCESS)
     keys = pd.MultiIndex.from_frame(out[["mask_kind", "point"]])
     out["comparable"] = (out.mask_kind != REFERENCE_CONTROL) & excess.reindex(keys).notna().to_numpy()
     return out.sort_values(["mask_kind", "k_percent", "n_entries"]).reset_index(drop=True)
@@ -212,9 +212,9 @@ def verdict_basis(rows, configuration: str, reference: str, kind: str = "spot", 
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))
             & df.seed.isna()]
-    me = df[(df.metric == MATCHED) & df.value.notna()].sort_values(["n_entries"])
+    me = df[(df.metric == MATCHED_EXCESS) & df.value.notna()].sort_values(["n_entries"])
     me = me.assign(point=_point(me).str.removeprefix("k = "))
-    p = _pooled_by_point(df, f"p_holm_{MATCHED}")
+    p = _pooled_by_point(df, P_HOLM_MATCHED_EXCESS)
     p = p.set_axis([(kind_, point.removeprefix("k = ")) for kind_, point in p.index]) if len(p) else p
     cells = [(f"{r.point}: {r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}], p {p.get((r.mask_kind, r.point)):.2g}",
               p.get((r.mask_kind, r.point), 1.0) < alpha) for r in me.itertuples()]

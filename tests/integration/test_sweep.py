@@ -120,8 +120,13 @@ def test_sweep_rows_paired_tests_and_holm(setup):
     assert set(placebo.mask_kind) == {"random_uniform"} and placebo.seed.notna().all()
     [rate] = df[df.metric == "placebo_false_positive_rate"].to_dict("records")
     p = df[df.metric == "p_placebo_matched_excess"].value
-    assert rate["n"] == len(p) and rate["value"] == pytest.approx((p < 0.05).mean())
-    assert rate["ci_low"] <= rate["value"] <= rate["ci_high"]
+    assert rate["n"] == len(p) == placebo.value.notna().sum()  # a seed beyond the others' reach has no value
+    if len(p):
+        assert rate["value"] == pytest.approx((p < 0.05).mean())
+        assert rate["ci_low"] <= rate["value"] <= rate["ci_high"]
+    else:
+        assert pd.isna(rate["value"]) and set(placebo.status) == {"outside_random_range"}
+        assert rate["status"] == "no_seed_inside_the_others_curve"
     assert (matched.reference == "english").all() and (matched.configuration == "global").all()
     p = df[df.metric == "p_wilcoxon_loss"]
     adj = df[df.metric == "p_holm_wilcoxon_loss"]

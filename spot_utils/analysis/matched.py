@@ -157,16 +157,16 @@ def excess(g_mask, c_mask, g_random, c_random) -> np.ndarray:
     return np.log1p(np.atleast_1d(c_mask)) - interp_rows(xs, ys, np.log1p(np.atleast_1d(g_mask)))
 
 
-def seed_scatter(random: Mapping, fr: "_Frames", curve_ks: Sequence) -> tuple[float | None, int]:
+def seed_scatter(random: Mapping, fr: "_Frames", curve_ks: Sequence, curve_g: np.ndarray,
+                 curve_c: np.ndarray) -> tuple[float | None, int]:
     """(s², degrees of freedom): the pooled variance of random_uniform's seed points around the curve of the seed
-    means, in ln(1 + c) at each point's own ln(1 + g), over the curve's ks with several seeds; (None, 0) when none
-    has several."""
+    means (its points' rises curve_g, curve_c at curve_ks), in ln(1 + c) at each point's own ln(1 + g), over the
+    curve's ks with several seeds; (None, 0) when none has several."""
+    if not len(curve_ks):
+        return None, 0
     draw = Draw.identity(fr.n_items, fr.n_general)
     base = fr.base_sums(draw)
-    pooled = [fr.rises(pool_seeds(random[k]), draw, base) for k in curve_ks]
-    if not pooled:
-        return None, 0
-    xs, ys = curve(np.array([[g[0] for g, _ in pooled]]), np.array([[c[0] for _, c in pooled]]))
+    xs, ys = curve(np.atleast_2d(curve_g), np.atleast_2d(curve_c))
     xs, ys = xs[0], ys[0]
     squares, df = 0.0, 0
     for k in curve_ks:
@@ -258,7 +258,6 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     for key, frame in masks.items():
         fr.check(frame, f"mask {key!r}")
     curve_ks = [k for k in sorted(pooled) if not any_destroyed(pooled[k], [*fr.code, general], vocab_size)]
-    s2, df_seed = seed_scatter(random, fr, curve_ks) if seed_variance else (None, 0)
     curve_seeds = [len(random[k]) if isinstance(random[k], Sequence) else 1 for k in curve_ks]
 
     def all_rises(draw):
@@ -269,6 +268,7 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
         return rg, rc, {key: fr.rises(frame, draw, base) for key, frame in masks.items()}
 
     point_g, point_c, point_m = all_rises(Draw.identity(fr.n_items, fr.n_general))
+    s2, df_seed = seed_scatter(random, fr, curve_ks, point_g, point_c) if seed_variance else (None, 0)
     boot_g, boot_c, boot_m = all_rises(Draw.two_stage(fr.n_items, fr.n_general, n_boot, np.random.default_rng(seed)))
     n = sum(fr.n_items) + fr.n_general
     rows = []

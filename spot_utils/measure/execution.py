@@ -154,22 +154,22 @@ mount(None, "/", None, MS["REC"] | MS["PRIVATE"])
 mount("tmpfs", new, "tmpfs", MS["NOSUID"] | MS["NODEV"], "size=1m,mode=755")
 for link, target in cfg["symlinks"]:
     os.symlink(target, new + link)
-for path in cfg["binds"]:
-    os.makedirs(new + path, exist_ok=True)
-    mount(path, new + path, None, MS["BIND"] | MS["REC"])
-os.makedirs(new + "/dev")
-for node in cfg["devices"]:
-    open(new + node, "w").close()
-    mount(node, new + node, None, MS["BIND"])
 box = new + cfg["sandbox"]
 os.makedirs(box)
 mount("tmpfs", box, "tmpfs", MS["NOSUID"] | MS["NODEV"],
       f"size={cfg['disk_mb']}m,nr_inodes={cfg['inodes']},mode=700")
 with open(box + "/program.py", "w", encoding="utf-8") as f, open(cfg["program"], encoding="utf-8") as src:
     f.write(src.read())
-for path in ("/tmp", "/dev/shm"):
+for path in ("/tmp", "/dev/shm"):  # before the binds: a Python installed under /tmp is bound on top, not hidden
     os.makedirs(new + path)
     mount(box, new + path, None, MS["BIND"])
+for path in cfg["binds"]:
+    os.makedirs(new + path, exist_ok=True)
+    mount(path, new + path, None, MS["BIND"] | MS["REC"])
+os.makedirs(new + "/dev", exist_ok=True)
+for node in cfg["devices"]:
+    open(new + node, "w").close()
+    mount(node, new + node, None, MS["BIND"])
 os.makedirs(new + "/proc")
 mount("proc", new + "/proc", "proc", MS["NOSUID"] | MS["NODEV"] | MS["NOEXEC"])
 AT_RECURSIVE, RDONLY, NOSUID = 0x8000, 1, 2

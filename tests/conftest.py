@@ -22,12 +22,18 @@ def random_sequences(n, vocab=256, lengths=(5, 17, 9, 30, 2, 12, 23), seed=0):
     return [torch.randint(0, vocab, (lengths[i % len(lengths)],), generator=gen) for i in range(n)]
 
 
-def write_stage03_masks(params, scores):
+def write_stage03_masks(params, scores, model):
     """The masks stage 04 reads, selected from `scores` as stage 03 would: each configuration's spot and the
-    contrastive regions (top-k and top-k/2 of the 2-D matrices) at every k of the grid."""
-    from spot_utils import save_masks, select_top_k
+    contrastive regions (top-k and top-k/2 of the 2-D matrices) at every k of the grid, and authors_spot from the
+    model's weights at its own k values (paper configuration)."""
+    from spot_utils import authors_spot, save_masks, select_top_k
     from spot_utils.base import run_files as runs
+    from spot_utils.method.scoring import scoped_parameters
     from spot_utils.method.selection import configuration_spot
+    if "paper" in params["configurations"]:
+        for k in params["authors_spot_k"]:
+            save_masks(runs.mask_path(params, "authors_spot", k, "paper"),
+                       authors_spot(scores, scoped_parameters(model), k), {})
     for k in params["k_grid"]:
         for configuration in params["configurations"]:
             save_masks(runs.mask_path(params, "spot", k, configuration), configuration_spot(scores, k, configuration), {})

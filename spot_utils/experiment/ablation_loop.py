@@ -27,8 +27,8 @@ from ..method.mask_kinds import MASK_KINDS, OUTLIERS, REFERENCE_CONTROL
 from ..method.masks import mask_count
 from ..method.selection import SPECIFIC, iter_regions
 from ..method.structure import summary
-from .ablation_plan import (configuration_labels, control_entries, next_extension_k, outlier_masks, plan_metrics,
-                            run_labels, spot_masks, uniform_entry)
+from .ablation_plan import (configuration_labels, control_entries, next_extension_k, outlier_masks, own_k_entries,
+                            plan_metrics, run_labels, spot_masks, uniform_entry)
 
 BASELINE = "baseline"
 
@@ -242,14 +242,57 @@ def random_covers(results, configuration: str, code_subsets, references, vocab: 
     return True
 
 
+def bracketing_ks(points: list[dict], curve: list[dict]) -> set:
+    """The keys (k values) of random_uniform's curve points that bracket each mask point's general damage: for a
+    point at x = ln(1 + g), the curve point with the largest x at or below it and the one with the smallest x at or
+    above it (one only where the origin or the curve's end is the other side). Points and curve are damage_points
+    dicts; destroyed ones are left out."""
+    curve = sorted((p for p in curve if not p["destroyed"]), key=lambda p: p["x"])
+    out = set()
+    for p in points:
+        if p["destroyed"]:
+            continue
+        below = [c["key"] for c in curve if c["x"] <= p["x"]]
+        above = [c["key"] for c in curve if c["x"] >= p["x"]]
+        out.update(below[-1:] + above[:1])
+    return out
+
+
+def compared_points(results, configuration: str) -> list[tuple[dict, dict]]:
+    """(labels, per-item losses) of a configuration's points whose matched excess the headline reads: the zero-mode
+    points of the headline kinds that are not controls (the spot, authors_spot, code_over_general) and the outlier
+    masks (the spot's curve below its grid)."""
+    kinds = {k for k, row in MASK_KINDS.items() if row.headline and row.ablation != "control"} | {OUTLIERS}
+    return [(lab, losses) for lab, losses in _zero_losses(results, configuration) if lab["mask_kind"] in kinds]
+
+
+def uniform_bracket_ks(results, configuration: str, code_subsets, references, vocab: int) -> set:
+    """The k values of random_uniform's curve (seeds pooled) that bracket a compared point (compared_points) under
+    any reference: where its seed variance matters most, so they get n_uniform_seeds seeds."""
+    base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
+    per_k = {}
+    for lab, losses in _zero_losses(results, configuration):
+        if lab["mask_kind"] == REFERENCE_CONTROL:
+            per_k.setdefault(lab["k_percent"], []).append(losses)
+    random = {k: pool_seeds(v) for k, v in per_k.items()}
+    points = {i: losses for i, (lab, losses) in enumerate(compared_points(results, configuration))}
+    out = set()
+    for ref in references:
+        out |= bracketing_ks(damage_points(points, base, code_subsets, ref, vocab),
+                             damage_points(random, base, code_subsets, ref, vocab))
+    return out
+
+
 def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_subsets, store: FrameStore | None = None):
     """Stage 04's measurements: the baseline, then per configuration the spot at every k, the smallest k at which it
-    is not destroyed (with k_detail the headline k values), every mask compared with it (control_entries) and the
-    outlier masks; then random_uniform at k values of random_extension_k (next_extension_k), one at a time, until
-    its curve reaches the general rise of every non-destroyed point (for every reference) or no k can extend it.
+    is not destroyed (with k_detail the headline k values), the kinds ablated at their own k (authors_spot), every
+    mask compared with it (control_entries) and the outlier masks; then random_uniform at k values of
+    random_extension_k (next_extension_k), one at a time, until its curve reaches the general rise of every
+    non-destroyed point (for every reference) or no k can extend it; then random_uniform's n_uniform_seeds seeds at
+    every k of its curve that brackets a compared point (uniform_bracket_ks).
 
     Returns (rows, results, baseline, info): info per configuration holds headline_ks, smallest_intact_k, the k
-    values random_uniform was extended to and whether its range covers the points.
+    values random_uniform was extended to, whether its range covers the points and the bracketing k values.
     """
     vocab = vocab_size(model)
     refs = params["general_references"]
@@ -270,20 +313,31 @@ def sweep(model, params: dict, evaluators: Evaluators, aggregate: dict, code_sub
                   if not is_destroyed(item_losses(f), code_subsets, refs, vocab)]
         smallest = min(intact) if intact else None
         headline = sorted({params["k_detail"]} | ({smallest} if smallest is not None else set()))
+        measure(own_k_entries(params, model, configuration))
         measure(control_entries(params, model, configuration, spots, headline))
         measure((run_labels(params, k_percent=None, **lab), m)
                 for lab, m in outlier_masks(aggregate, params["outlier_counts"], configuration))
-        extended = []
-        covered = random_covers(results, configuration, code_subsets, refs, vocab)
-        while not covered:
-            k = next_extension_k(params, *uniform_ks(results, configuration, code_subsets, refs, vocab))
-            if k is None:
-                break
-            measure([uniform_entry(params, model, configuration, k, params["random_seeds"][0])])
-            extended.append(k)
+        extended, brackets = [], set()
+        while True:  # extend, then seed the bracketing k values; again if the seeds moved the curve
             covered = random_covers(results, configuration, code_subsets, refs, vocab)
+            while not covered:
+                k = next_extension_k(params, *uniform_ks(results, configuration, code_subsets, refs, vocab))
+                if k is None:
+                    break
+                measure([uniform_entry(params, model, configuration, k, params["random_seeds"][0])])
+                extended.append(k)
+                covered = random_covers(results, configuration, code_subsets, refs, vocab)
+            new = uniform_bracket_ks(results, configuration, code_subsets, refs, vocab)
+            brackets |= new
+            have = {(lab["k_percent"], lab.get("seed")) for lab, _ in _zero_losses(results, configuration)
+                    if lab["mask_kind"] == REFERENCE_CONTROL}
+            missing = [(k, seed) for k in sorted(new) for seed in params["random_seeds"][: params["n_uniform_seeds"]]
+                       if (k, seed) not in have]
+            if not missing:
+                break
+            measure([uniform_entry(params, model, configuration, k, seed) for k, seed in missing])
         info[configuration] = dict(headline_ks=headline, smallest_intact_k=smallest, random_extended_to=extended,
-                                   random_covers=covered)
+                                   random_covers=covered, random_bracket_ks=sorted(brackets))
     return rows, results, baseline, info
 
 

@@ -1,6 +1,7 @@
 """What stage 04 ablates and measures, read from the mask-kind table (method/mask_kinds.py): per configuration, the
-spot at every k, its controls, the kinds built from the spot (its norm and bias entries alone), the extra ablation
-modes, the kinds read from stage 03 (the contrastive regions) and the outlier masks;
+spot at every k, the stage-03 kinds ablated at their own k (authors_spot), its controls, the kinds built from the
+spot (its norm and bias entries alone), the extra ablation modes, the kinds read from stage 03 (the contrastive
+regions) and the outlier masks;
 random_uniform at the k values beyond the grid that the damage-matched comparison needs; the metric groups each
 mask gets; and the check that every control has its spot's count (docs/METHOD.md, Ablation).
 
@@ -88,8 +89,25 @@ def control_entries(params: dict, model, configuration: str, spots, headline_ks)
             for mode in params["ablation_modes"][1:]:
                 yield dict(label, mask_kind="spot", mode=mode, seed=params["seed"]), spot
         if headline:
-            for name in kinds(ablation="stage03"):
+            for name in kinds(ablation="stage03", k_param=None):
                 yield dict(label, mask_kind=name), MASK_KINDS[name].build(spot, params, k, configuration)
+
+
+def own_k_entries(params: dict, model, configuration: str):
+    """(labels, masks) of the stage-03 kinds ablated at their own k values (a row's k_param, e.g. authors_spot at
+    authors_spot_k) in the configuration that builds them, read from stage 03's files when ablated; a k at which
+    the configuration selects nothing is skipped (stage 03 writes no mask there), and so is an empty mask."""
+    shapes = {n: tuple(p.shape) for n, p in scoped_parameters(model).items()}
+    for name in kinds(ablation="stage03"):
+        row = MASK_KINDS[name]
+        if row.k_param is None or row.configuration not in (None, configuration):
+            continue
+        for k in params[row.k_param]:
+            if configuration_count(shapes, k, configuration) == 0:
+                continue
+            masks = row.build(None, params, k, configuration)
+            if mask_count(masks):  # an empty mask ablates nothing (authors_spot where |A| ranks like |θ|)
+                yield configuration_labels(params, configuration, k_percent=k, mask_kind=name), masks
 
 
 def uniform_entry(params: dict, model, configuration: str, k_percent: float, seed: int) -> tuple[dict, dict]:
@@ -118,6 +136,7 @@ def mask_plan(params: dict, model, headline_ks: dict | None = None):
         spots = spot_masks(params, model, configuration)
         for k, spot in spots.items():
             yield configuration_labels(params, configuration, k_percent=k, mask_kind="spot"), spot
+        yield from own_k_entries(params, model, configuration)
         ks = (headline_ks or {}).get(configuration, [params["k_detail"]])
         yield from control_entries(params, model, configuration, spots, ks)
 

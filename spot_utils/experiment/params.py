@@ -133,6 +133,9 @@ SCHEMA = {
                            [2.0, 5.0, 10.0, 20.0, 50.0]),
     "matched_bootstrap_samples": (_is_int(100), "an integer ≥ 100 (replicates of the damage-matched bootstrap)",
                                   10000),
+    "authors_spot_k": (_is_list_of(_is_k), f"a list of k in [{K_MIN:g}, 100) (percent) at which stage 03 writes and "
+                       "stage 04 ablates authors_spot, the authors' damage mask (paper configuration only; [] for "
+                       "none)", [0.5, 1.0, 3.0, 5.0]),
     "outlier_counts": (_is_list_of(_is_int(1)), "a list of integers ≥ 1 (top entries of the aggregate)", [1, 10, 100]),
     "cross_ablation_sequences": (_is_int(0), "an integer ≥ 0 (eval sequences per language for the cross-ablation "
                                  "matrix at k_detail; 0: off)", 2),
@@ -186,7 +189,7 @@ def validate(params: dict) -> dict:
         if "julia" in merged["languages"] + merged["unseen_languages"] and merged["corpus_source"] is None:
             problems.append("julia has no offline source: set corpus_source to a folder holding julia/")
         for key in ("languages", "unseen_languages", "general_eval", "general_references", "configurations", "k_grid",
-                    "random_seeds", "random_extension_k"):
+                    "random_seeds", "random_extension_k", "authors_spot_k"):
             repeated = sorted({x for x in merged[key] if merged[key].count(x) > 1}, key=str)
             if repeated:
                 problems.append(f"{key}: {repeated} listed more than once")

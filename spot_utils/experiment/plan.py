@@ -8,7 +8,8 @@ Stage 04's count is an upper bound read from the params (the sweep decides at ru
 and headline points it needs): the spot at every k; every control at the headline k values (k_detail and the spot's
 comparable point) with its seeds and random_uniform's first seed at the other k; the spot's norm entries, the other
 ablation modes, the contrastive regions (shared by the configurations), the outlier masks and random_uniform at
-every extension k. Generation runs where the mask plan gives the heavy groups (the baseline and the heavy kinds of the mask-kind table at
+every extension k, authors_spot at its own k values (paper configuration) and random_uniform's other seeds at
+every k of its curve that may bracket a compared point. Generation runs where the mask plan gives the heavy groups (the baseline and the heavy kinds of the mask-kind table at
 k_detail).
 """
 from __future__ import annotations
@@ -23,7 +24,7 @@ import torch
 from ..base.io import write_json
 from ..data.models import load_model
 from ..measure.metric_groups import METRIC_GROUPS
-from ..method.mask_kinds import controls, kinds
+from ..method.mask_kinds import MASK_KINDS, REFERENCE_CONTROL, controls, kinds
 from ..method.scoring import scoped_parameters
 from .ablation_plan import _seeds
 from .params import load_params
@@ -46,9 +47,16 @@ def stage04_entries(params: dict) -> dict[str, int]:
         counts[name] = per_config * len(configs)
     counts["spot_norms"] = headline * len(configs)
     counts["other_modes"] = (len(params["ablation_modes"]) - 1) * len(configs)
-    counts["contrastive"] = headline * len(kinds(ablation="stage03"))  # measured once for every configuration
+    counts["contrastive"] = headline * len(kinds(ablation="stage03", k_param=None))  # once for every configuration
+    for name in kinds(ablation="stage03"):
+        row = MASK_KINDS[name]
+        if row.k_param is not None:  # at its own k values, in the configuration that builds it
+            counts[name] = len(params[row.k_param]) * sum(row.configuration in (None, c) for c in configs)
     counts["top_entries"] = len(params["outlier_counts"]) * len(configs)
     counts["extension"] = len(params["random_extension_k"]) * len(configs)
+    # random_uniform's other seeds at the k values of its curve that bracket a compared point (not the headline ones)
+    curve_ks = len(ks) + len(params["random_extension_k"]) - headline
+    counts["bracket_seeds"] = curve_ks * (len(_seeds(controls()[REFERENCE_CONTROL], params, True)) - 1) * len(configs)
     return counts
 
 
@@ -60,7 +68,7 @@ def generation_calls(params: dict) -> int:
     uniform = len(_seeds(controls()["random_uniform"], params, True)) if "random_uniform" in controls() else 0
     heavy = kinds(heavy=True)
     per_config = ("spot" in heavy) + uniform
-    return 1 + per_config * len(params["configurations"]) + sum(k in heavy for k in kinds(ablation="stage03"))
+    return 1 + per_config * len(params["configurations"]) + sum(k in heavy for k in kinds(ablation="stage03", k_param=None))
 
 
 def run_plan(params: dict, costs: dict, scored_entries: int, n_eval_subsets: int,

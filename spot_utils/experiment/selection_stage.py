@@ -29,7 +29,7 @@ class SelectionOutputs:
         save_masks(mask_path(self.params, kind, k, configuration), masks,
                    dict(self.manifest, kind=kind, k_percent=k, configuration=configuration,
                         granularity=CONFIGURATIONS[configuration].granularity))
-        if kind != "spot" or configuration == "global":
+        if configuration == "global":
             self.sizes.append(dict(k_percent=k, kind=kind, entries=mask_count(masks)))
         if kind in structure.MAP_KINDS and configuration == "global":  # what the explore notebook maps
             self.layers_modules.extend(structure.layer_module_rows(masks, kind=kind, k_percent=k))

@@ -5,7 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from ..base.run_files import mask_path
 from ..method.mask_kinds import REFERENCE_CONTROL, controls
+from ..method.masks import MaskFile
 from .ablation_plan import controls_match, mask_plan
 
 
@@ -31,6 +33,19 @@ def checks_table(checks) -> pd.DataFrame:
     if failed:
         raise AssertionError(f"{len(failed)} of {len(table)} checks failed: {'; '.join(failed)}\n{table}")
     return table
+
+
+def authors_spot_outside_spot(params: dict, ks) -> bool:
+    """Whether authors_spot at each k shares no entry with the paper spot at that k where stage 03 wrote both: the
+    paper spot is the per-tensor top-k of A, which authors_spot removes (both read one tensor at a time)."""
+    for k in ks:
+        spot_file = mask_path(params, "spot", k, "paper")
+        if not spot_file.is_file():
+            continue
+        authors, spot = MaskFile(mask_path(params, "authors_spot", k, "paper")), MaskFile(spot_file)
+        if any(bool((authors[n] & spot[n]).any()) for n in authors):
+            return False
+    return True
 
 
 def controls_match_at_headline_ks(params: dict, model, sweep: dict) -> bool:

@@ -11,6 +11,7 @@ import math
 
 import torch
 
+from .masks import PackedMasks
 from .selection import check_k, top_count
 
 
@@ -25,7 +26,7 @@ def _counts(name: str, a: torch.Tensor, weights: dict[str, torch.Tensor], k: flo
 
 
 def authors_spot(A: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
-                 k_percent: float) -> dict[str, torch.Tensor]:
+                 k_percent: float) -> PackedMasks:
     """The authors' damage mask: per tensor, top-k of |θ| minus top-k of |A|.
 
     Args:
@@ -35,14 +36,15 @@ def authors_spot(A: dict[str, torch.Tensor], weights: dict[str, torch.Tensor],
         k_percent: a percentage (1.0 means 1%) of every tensor's entries, for both top-k sets.
 
     Returns:
-        {tensor name of A: bool mask of its shape}: entries in the tensor's top ⌊k/100 · n_t⌋ by |θ| and not in
-        its top ⌊k/100 · n_t⌋ by |A|.
+        {tensor name of A: bool mask of its shape} (held bit-packed, built one tensor at a time): entries in the
+        tensor's top ⌊k/100 · n_t⌋ by |θ| and not in its top ⌊k/100 · n_t⌋ by |A|.
     """
     k = check_k(k_percent)
-    out = {}
-    for name, a in A.items():
+    out = PackedMasks()
+    for name in A:
+        a = A[name]
         w, m = _counts(name, a, weights, k)
-        out[name] = top_count(w.detach().float().abs().cpu(), m) & ~top_count(a.float().abs().cpu(), m)
+        out.add(name, top_count(w.detach().float().abs().cpu(), m) & ~top_count(a.float().abs().cpu(), m))
     return out
 
 
@@ -63,7 +65,8 @@ def authors_spot_ties(A: dict[str, torch.Tensor], weights: dict[str, torch.Tenso
     'aggregate_tied', 'aggregate_taken'}), for reports."""
     k = check_k(k_percent)
     totals = dict.fromkeys(("weights_tied", "weights_taken", "aggregate_tied", "aggregate_taken"), 0)
-    for name, a in A.items():
+    for name in A:
+        a = A[name]
         w, m = _counts(name, a, weights, k)
         for prefix, t in (("weights", w.detach().float().abs()), ("aggregate", a.float().abs())):
             tied, taken = threshold_ties(t, m)

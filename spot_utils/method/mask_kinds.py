@@ -38,7 +38,9 @@ class MaskKind:
     ('per_tensor', 'total' or None), seeds ('uniform': the first n_uniform_seeds, 'all', None: one unseeded mask) and
     whether it runs at every k; heavy: it gets the heavy metric groups at k_detail; per_configuration: False for one mask shared by every
     configuration; headline, verdict, collapse_curve, layer_map: read by the run headline, notebook 04's verdicts and
-    collapse curves, stage 03's per-layer summary; readme: its position in the README block's table (None: absent).
+    collapse curves, stage 03's per-layer summary; readme: its position in the README block's table (None: absent);
+    k_param: for a stage-03 kind ablated at its own k values rather than the headline ones, the parameter that lists
+    them; configuration: the one configuration that builds it (None: every configuration, or one mask for all).
     """
     build: Callable | None
     stage: str | None
@@ -55,6 +57,8 @@ class MaskKind:
     verdict: bool = False
     collapse_curve: bool = False
     layer_map: bool = False
+    k_param: str | None = None
+    configuration: str | None = None
 
 
 MASK_KINDS = Registry("mask kind")
@@ -121,27 +125,35 @@ def _stage03_shared(kind: str):
     return read
 
 
+def _stage03_own(kind: str):
+    def read(spot, params, k_percent, configuration):
+        return MaskFile(mask_path(params, kind, k_percent, configuration))
+    return read
+
+
 register_mask_kind("baseline", build=None, stage=None, ablation="baseline", color="#4d4d4d", heavy=True)
 register_mask_kind("spot", build=configuration_spot, stage="03_selection", ablation="spot", color="#d55e00", heavy=True,
                    headline=True, readme=0, verdict=True, collapse_curve=True, layer_map=True)
+# the mask the authors' released code zeroes (method/authors_spot.py), in the configuration that builds it, at its k
+register_mask_kind("authors_spot", build=_stage03_own("authors_spot"), stage="03_selection", ablation="stage03",
+                   marker="p", color="#117733", headline=True, readme=1, verdict=True, collapse_curve=True,
+                   k_param="authors_spot_k", configuration="paper")
 # controls, in plan order: random_uniform at every k, then (at the headline k values) random per tensor and magnitude
 register_control(REFERENCE_CONTROL, build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),
                  matched_on="total", seeds="uniform", every_k=True, marker="s", color="#56b4e9", heavy=True,
-                 headline=True,
-                 readme=3, collapse_curve=True)
+                 headline=True, readme=4, collapse_curve=True)
 register_control("random", build=lambda spot, seed, model, shapes: random_per_tensor(spot, seed),
-                 matched_on="per_tensor", seeds="all", marker="P", color="#0072b2", readme=2, collapse_curve=True)
+                 matched_on="per_tensor", seeds="all", marker="P", color="#0072b2", readme=3, collapse_curve=True)
 register_control("magnitude", build=lambda spot, seed, model, shapes: magnitude_per_tensor(model, spot),
-                 matched_on="per_tensor", marker="^", color="#009e73", readme=1, verdict=True, collapse_curve=True)
+                 matched_on="per_tensor", marker="^", color="#009e73", readme=2, verdict=True, collapse_curve=True)
 register_mask_kind("spot_norms", build=_spot_norms, stage="04_ablation", ablation="from_spot", marker="v",
                    color="#cc6677",
                    verdict=True)
 register_mask_kind("code_over_general", build=_stage03_shared("code_over_general"), stage="03_selection",
                    ablation="stage03", marker="*", color="#aa4499", heavy=True, per_configuration=False,
-                   headline=True, readme=4,
-                   verdict=True, collapse_curve=True, layer_map=True)
+                   headline=True, readme=5, verdict=True, collapse_curve=True, layer_map=True)
 register_mask_kind("code_minus_general", build=_stage03_shared("code_minus_general"), stage="03_selection",
-                   ablation="stage03", marker="X", color="#332288", per_configuration=False, readme=5, verdict=True,
+                   ablation="stage03", marker="X", color="#332288", per_configuration=False, readme=6, verdict=True,
                    layer_map=True)
 register_mask_kind(OUTLIERS, build=configuration_top_count, stage="04_ablation", ablation="outliers", marker="D",
                    color="#882255")

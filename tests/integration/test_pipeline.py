@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from spot_utils.experiment.stages import STAGES
+from spot_utils.experiment.params import load_params
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -49,6 +50,12 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
         (c, ref) for c in ("paper", "global") for ref in ("english", "english_modern")}
     assert all((r["value"] is None) == (r["status"] is not None) for r in matched)  # a missing value says why
     assert {r["granularity"] for r in rows if r["configuration"] == "paper" and r["mask_kind"] == "spot"} == {"per_tensor"}
+    # the authors' damage mask: written by stage 03 and ablated at its own k values, in the paper configuration only
+    authors = {(r["configuration"], r["k_percent"]) for r in rows if r["mask_kind"] == "authors_spot"
+               and r["metric"] == "n_selected" and r["value"]}
+    assert authors and {c for c, _ in authors} == {"paper"}
+    assert {k for _, k in authors} <= set(load_params(ROOT / "params/tiny.yaml")["authors_spot_k"])
+    assert any(r["mask_kind"] == "authors_spot" and r["metric"] == "matched_excess" for r in rows)
     uniform = next(r for r in rows if r["metric"] == "uniform_loss")
     assert uniform["value"] == pytest.approx(math.log(uniform["n"]))
     import pandas as pd

@@ -162,10 +162,11 @@ def run(llama, tmp_path, monkeypatch):
     model, tok = llama
     params = validate(dict(run_name="t", model="random:llama", k_grid=[1.0, 2.0], k_detail=2.0,
                            random_extension_k=[5.0, 10.0, 20.0, 50.0], outlier_counts=[1, 100],
-                           general_eval=REFS, bootstrap_samples=100, matched_bootstrap_samples=300))
+                           general_eval=REFS, bootstrap_samples=100, matched_bootstrap_samples=300,
+                           authors_spot_k=[2.0]))
     scoped = scoped_parameters(model)
     A = {n: p.detach().abs() * (100.0 if _kind(n) == "attn" else 1.0) for n, p in scoped.items()}
-    write_stage03_masks(params, A)
+    write_stage03_masks(params, A, model)
     return model, tok, params, A
 
 
@@ -181,22 +182,35 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
         intact = sorted(k for k, g in spot_loss.groupby("k_percent") if not g.destroyed.any())
         assert got["smallest_intact_k"] == (intact[0] if intact else None)
         assert got["headline_ks"] == sorted({params["k_detail"], *intact[:1]})
-        # three random_uniform seeds at the headline k values, one elsewhere
+        # three random_uniform seeds at the headline k values and at the curve's k values that bracket a compared
+        # point, one elsewhere
         uniform = mine[(mine.mask_kind == "random_uniform") & (mine.metric == "n_selected")]
         seeds = uniform.groupby("k_percent").seed.nunique()
-        assert all(seeds[k] == (3 if k in got["headline_ks"] else 1) for k in seeds.index)
+        brackets = set(got["random_bracket_ks"])
+        assert brackets and brackets <= set(seeds.index)
+        assert all(seeds[k] == (3 if k in got["headline_ks"] or k in brackets else 1) for k in seeds.index)
+        # A ranks each tensor as |θ| does here: authors_spot (top-k |θ| minus top-k |A|) is empty, and not ablated
+        assert not (mine.mask_kind == "authors_spot").any()
         # extended one k at a time, and no further than needed
         extended = got["random_extended_to"]
-        assert got["random_covers"] and extended == sorted(extended) and set(extended) <= set(params["random_extension_k"])
+        assert extended == sorted(extended) and set(extended) <= set(params["random_extension_k"])
+        # covered, or no k is left to extend to (the bracketing seeds can show a k destroyed that one seed was not)
+        assert got["random_covers"] or next_extension_k(
+            params, *ablation_loop.uniform_ks(results, configuration, CODE, REFS, vocab)) is None
         assert sorted(seeds.index) == sorted(params["k_grid"] + extended)
-        intact, destroyed = ablation_loop.uniform_ks(results, configuration, CODE, REFS, vocab)
-        losses = mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")]
+        # what the extension saw: the results before the bracketing seeds were added
+        seen = [(lab, f) for lab, f in results if not (
+            lab.get("configuration") == configuration and lab["mask_kind"] == "random_uniform"
+            and lab["k_percent"] in brackets - set(got["headline_ks"]) and lab["seed"] != params["random_seeds"][0])]
+        intact, destroyed = ablation_loop.uniform_ks(seen, configuration, CODE, REFS, vocab)
+        losses = mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")
+                      & ((mine.seed == params["random_seeds"][0]) | mine.k_percent.isin(got["headline_ks"]))]
         assert destroyed == set(losses[losses.destroyed.astype(bool)].k_percent)
         assert intact == set(losses.k_percent) - destroyed
         assert all(max(intact & set(params["k_grid"])) < k < min(destroyed, default=101) for k in extended)
         if got["random_extended_to"]:
             last = got["random_extended_to"][-1]
-            before = [(lab, f) for lab, f in results if not (lab.get("configuration") == configuration
+            before = [(lab, f) for lab, f in seen if not (lab.get("configuration") == configuration
                                                              and lab["mask_kind"] == "random_uniform"
                                                              and lab["k_percent"] == last)]
             assert not ablation_loop.random_covers(before, configuration, CODE, REFS, vocab)
@@ -205,7 +219,8 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
     rows += paired_tests.paired_rows(results, baseline, CODE, REFS, vocab, n_boot=100, matched_boot=300)
     me = to_frame(rows)
     me = me[(me.metric == "matched_excess") & me.seed.isna()]
-    assert not (me.status == "outside_random_range").any()
+    covered = [c for c, got in info.items() if got["random_covers"]]
+    assert covered and not (me[me.configuration.isin(covered)].status == "outside_random_range").any()
     spot = me[(me.mask_kind == "spot") & me.value.notna()].set_index("configuration")
     assert (spot.loc["global"].value < -0.1).all()  # attention only: less code damage than random at equal general damage
     assert (spot.loc["paper"].value.abs() < 0.01).all()  # per tensor, the spot spreads like random per tensor

@@ -27,10 +27,10 @@ def setup(llama, tmp_path, monkeypatch):
     params = validate(dict(run_name="t", model="random:llama", k_grid=[1.0, 5.0], k_detail=5.0,
                            configurations=["paper", "global"], random_seeds=[0, 1], n_uniform_seeds=2,
                            outlier_counts=[1, 10], bootstrap_samples=100, general_eval=["english"],
-                           general_references=["english"]))
+                           general_references=["english"], authors_spot_k=[1.0, 5.0]))
     scores = {n: p.detach().abs() * (1 + torch.rand(p.shape, generator=torch.Generator().manual_seed(1)))
               for n, p in scoped_parameters(model).items()}
-    write_stage03_masks(params, scores)
+    write_stage03_masks(params, scores, model)
     subsets = {s: random_sequences(6, seed=i) for i, s in enumerate(CODE + ["english"])}
     return model, tok, params, scores, subsets
 
@@ -61,7 +61,10 @@ def test_plan_covers_both_configurations_and_the_controls(setup):
     for configuration, granularity in (("global", "global"), ("paper", "per_tensor")):
         at = kinds[(kinds.configuration == configuration)]
         assert set(at.granularity) == {granularity}
-        assert set(at[at.k_percent == 1.0].mask_kind) == {"spot", "random_uniform"}
+        assert set(at[at.k_percent == 1.0].mask_kind) == {"spot", "random_uniform"} | (
+            {"authors_spot"} if configuration == "paper" else set())
+        # authors_spot at its own k values, in the paper configuration only
+        assert sorted(at[at.mask_kind == "authors_spot"].k_percent) == ([1.0, 5.0] if configuration == "paper" else [])
         assert {"random", "magnitude", "code_over_general", "code_minus_general"} <= set(at[at.k_percent == 5.0].mask_kind)
         assert len(at[(at.k_percent == 5.0) & (at.mask_kind == "random")]) == 2
         # random_uniform: its seeds at the headline k (k_detail here), one seed elsewhere

@@ -15,10 +15,12 @@ def small_params(**over):
 def test_stage04_upper_bound_by_hand():
     """Per configuration (3 k, 2 headline k): spot 3; random_uniform 2 headline x 2 seeds + 1 other k x 1 seed = 5;
     random 2 x 3 seeds = 6; magnitude 2; spot_norms 2; the mean mode 1; outliers 2; extension 1. Contrastive regions
-    2 headline k x 2 kinds, once for both configurations."""
+    2 headline k x 2 kinds, once for both configurations. authors_spot at its 4 k, paper only. random_uniform's
+    second seed at the 3 + 1 - 2 = 2 curve k values that are not headline ones, per configuration."""
     counts = plan.stage04_entries(small_params())
     assert counts == dict(baseline=1, spot=6, random_uniform=10, random=12, magnitude=4, spot_norms=4, other_modes=2,
-                          contrastive=4, top_entries=4, extension=2)
+                          contrastive=4, authors_spot=4, top_entries=4, extension=2, bracket_seeds=4)
+    assert plan.stage04_entries(small_params(configurations=["global"], authors_spot_k=[1.0]))["authors_spot"] == 0
     assert plan.generation_calls(small_params()) == 1 + 2 * (1 + 2) + 1  # baseline, spot + 2 seeds, code_over_general
     assert plan.generation_calls(small_params(generation=False)) == 0
 
@@ -29,9 +31,9 @@ def test_run_plan_hours_and_disk():
     out = plan.run_plan(p, costs, scored_entries=1_000_000_000, n_eval_subsets=3, new_tokens_per_problem=100)
     stages = {s["stage"]: s for s in out["stages"]}
     assert stages["01_scoring"]["calls"] == 2 and stages["01_scoring"]["per_call_s"] == 20.0
-    assert stages["04_ablation: loss"]["calls"] == 49 and stages["04_ablation: loss"]["per_call_s"] == 6.0
+    assert stages["04_ablation: loss"]["calls"] == 57 and stages["04_ablation: loss"]["per_call_s"] == 6.0
     assert stages["04_ablation: generation"]["per_call_s"] == pytest.approx((164 + 200) * 100 * 0.01)
-    assert out["total_hours"] == pytest.approx((2 * 20 + 49 * 6 + 8 * 364) / 3600)
+    assert out["total_hours"] == pytest.approx((2 * 20 + 57 * 6 + 8 * 364) / 3600)
     assert out["score_file_gb"] == 2.0 and out["disk_gb"] == 2.0 * 2 * 3  # 3 files per language, 2 bytes per entry
     assert "27" not in plan.format_plan(out) and "6 score files x 2.00 GB = 12.0 GB" in plan.format_plan(out)
     with pytest.raises(KeyError, match="generation_token_s"):

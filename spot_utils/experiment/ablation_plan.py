@@ -143,9 +143,12 @@ def mask_plan(params: dict, model, headline_ks: dict | None = None):
 
 def plan_metrics(labels: dict, params: dict) -> tuple[str, ...]:
     """Metric groups an entry gets, in table order: the cheap ones always; the heavy ones for the heavy mask kinds
-    (mask_kinds.kinds(heavy=True)) at k_detail (every k with `every_k`), zero mode only, and for the baseline."""
+    (mask_kinds.kinds(heavy=True)) at k_detail (every k with `every_k`), zero mode only, a seeded control with one
+    of its first heavy_seeds seeds only (null: every seed), and for the baseline."""
+    seed, n_heavy = labels.get("seed"), params["heavy_seeds"]
     heavy = labels["mask_kind"] in kinds(heavy=True) and labels.get("mode", "zero") in (None, "zero") \
-        and (labels["mask_kind"] == "baseline" or labels["k_percent"] == params["k_detail"] or params["every_k"])
+        and (labels["mask_kind"] == "baseline" or labels["k_percent"] == params["k_detail"] or params["every_k"]) \
+        and (seed is None or n_heavy is None or seed in params["random_seeds"][:n_heavy])
     return tuple(name for name, group in METRIC_GROUPS.items() if group.cost == "cheap" or heavy)
 
 

@@ -125,6 +125,8 @@ SCHEMA = {
     "ablation_modes": (*_list_of("ablation_modes", first="zero"), ["zero"]),  # zero first: the paper's
     "n_uniform_seeds": (_is_int(1), "an integer ≥ 1 (random_uniform seeds at the headline k values, the first of "
                         "random_seeds; one seed elsewhere)", 3),
+    "heavy_seeds": (lambda v: v is None or _is_int(1)(v), "null (every seed) or an integer ≥ 1: the first seeds of "
+                    "a seeded control that get the heavy metric groups (pass@1, multiple choice) at k_detail", None),
     "every_k": (lambda v: isinstance(v, bool), "true / false: every control with all its seeds, spot_norms and "
                 "code_minus_general at every k instead of the headline k values only; likelihood and multiple "
                 "choice at every k instead of k_detail only", False),

@@ -61,14 +61,20 @@ def stage04_entries(params: dict) -> dict[str, int]:
 
 
 def generation_calls(params: dict) -> int:
-    """Masks that get the generation group: the baseline, the spot and random_uniform's headline seeds per
-    configuration at k_detail, the heavy contrastive regions once (0 when generation is off)."""
+    """Masks that get the generation group: the baseline, the spot and random_uniform's headline seeds (at most
+    heavy_seeds) per configuration at k_detail, the heavy contrastive regions once, and the heavy kinds ablated at
+    their own k where k_detail is one of them, per configuration that builds them (0 when generation is off)."""
     if not params["generation"] or "generation" not in METRIC_GROUPS:
         return 0
-    uniform = len(_seeds(controls()["random_uniform"], params, True)) if "random_uniform" in controls() else 0
-    heavy = kinds(heavy=True)
+    uniform = len(_seeds(controls()[REFERENCE_CONTROL], params, True)) if REFERENCE_CONTROL in controls() else 0
+    if params["heavy_seeds"] is not None:
+        uniform = min(uniform, params["heavy_seeds"])
+    heavy, configs = kinds(heavy=True), params["configurations"]
     per_config = ("spot" in heavy) + uniform
-    return 1 + per_config * len(params["configurations"]) + sum(k in heavy for k in kinds(ablation="stage03", k_param=None))
+    own_k = sum(sum(MASK_KINDS[k].configuration in (None, c) for c in configs)
+                for k in kinds(ablation="stage03", heavy=True) if MASK_KINDS[k].k_param is not None
+                and params["k_detail"] in params[MASK_KINDS[k].k_param])
+    return 1 + per_config * len(configs) + sum(k in heavy for k in kinds(ablation="stage03", k_param=None)) + own_k
 
 
 def run_plan(params: dict, costs: dict, scored_entries: int, n_eval_subsets: int,

@@ -136,7 +136,7 @@ register_mask_kind("spot", build=configuration_spot, stage="03_selection", ablat
                    headline=True, readme=0, verdict=True, collapse_curve=True, layer_map=True)
 # the mask the authors' released code zeroes (method/authors_spot.py), in the configuration that builds it, at its k
 register_mask_kind("authors_spot", build=_stage03_own("authors_spot"), stage="03_selection", ablation="stage03",
-                   marker="p", color="#117733", headline=True, readme=1, verdict=True, collapse_curve=True,
+                   marker="p", color="#117733", heavy=True, headline=True, readme=1, verdict=True, collapse_curve=True,
                    k_param="authors_spot_k", configuration="paper")
 # controls, in plan order: random_uniform at every k, then (at the headline k values) random per tensor and magnitude
 register_control(REFERENCE_CONTROL, build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),

@@ -59,7 +59,7 @@ def test_the_mask_kind_table_holds_the_lists_the_readers_used():
                               "code_minus_general")
     assert set(kinds(headline=True)) == {"spot", "authors_spot", "code_over_general", "random_uniform"}
     assert kinds(k_param="authors_spot_k") == ("authors_spot",) and MASK_KINDS["authors_spot"].configuration == "paper"
-    assert set(kinds(heavy=True)) == {"baseline", "spot", "code_over_general", "random_uniform"}
+    assert set(kinds(heavy=True)) == {"baseline", "spot", "authors_spot", "code_over_general", "random_uniform"}
     assert kinds(per_configuration=False) == ("code_over_general", "code_minus_general")
     for name in kinds(ablation="control") + kinds(ablation="from_spot") + kinds(ablation="stage03"):
         assert callable(MASK_KINDS[name].build), name

@@ -21,7 +21,10 @@ def test_stage04_upper_bound_by_hand():
     assert counts == dict(baseline=1, spot=6, random_uniform=10, random=12, magnitude=4, spot_norms=4, other_modes=2,
                           contrastive=4, authors_spot=4, top_entries=4, extension=2, bracket_seeds=4)
     assert plan.stage04_entries(small_params(configurations=["global"], authors_spot_k=[1.0]))["authors_spot"] == 0
-    assert plan.generation_calls(small_params()) == 1 + 2 * (1 + 2) + 1  # baseline, spot + 2 seeds, code_over_general
+    # baseline, spot + 2 seeds per configuration, code_over_general, authors_spot at k_detail (paper)
+    assert plan.generation_calls(small_params()) == 1 + 2 * (1 + 2) + 1 + 1
+    assert plan.generation_calls(small_params(heavy_seeds=1)) == 1 + 2 * (1 + 1) + 1 + 1
+    assert plan.generation_calls(small_params(authors_spot_k=[0.5])) == 1 + 2 * (1 + 2) + 1
     assert plan.generation_calls(small_params(generation=False)) == 0
 
 
@@ -33,8 +36,21 @@ def test_run_plan_hours_and_disk():
     assert stages["01_scoring"]["calls"] == 2 and stages["01_scoring"]["per_call_s"] == 20.0
     assert stages["04_ablation: loss"]["calls"] == 57 and stages["04_ablation: loss"]["per_call_s"] == 6.0
     assert stages["04_ablation: generation"]["per_call_s"] == pytest.approx((164 + 200) * 100 * 0.01)
-    assert out["total_hours"] == pytest.approx((2 * 20 + 57 * 6 + 8 * 364) / 3600)
+    assert out["total_hours"] == pytest.approx((2 * 20 + 57 * 6 + 9 * 364) / 3600)
     assert out["score_file_gb"] == 2.0 and out["disk_gb"] == 2.0 * 2 * 3  # 3 files per language, 2 bytes per entry
     assert "27" not in plan.format_plan(out) and "6 score files x 2.00 GB = 12.0 GB" in plan.format_plan(out)
     with pytest.raises(KeyError, match="generation_token_s"):
         plan.run_plan(p, dict(score_sequence_s=1, loss_sequence_s=1), 1, 1)
+
+
+def test_heavy_groups_go_to_the_first_heavy_seeds_of_a_seeded_control_only():
+    from spot_utils.experiment.ablation_plan import plan_metrics
+    from spot_utils.measure.metric_groups import METRIC_GROUPS
+    heavy = {n for n, g in METRIC_GROUPS.items() if g.cost == "heavy"}
+    p = small_params(random_seeds=[0, 1, 2], n_uniform_seeds=3, heavy_seeds=2, k_detail=1.0)
+    at = dict(mask_kind="random_uniform", k_percent=1.0, mode="zero")
+    assert heavy <= set(plan_metrics(dict(at, seed=1), p))
+    assert not heavy & set(plan_metrics(dict(at, seed=2), p))
+    assert heavy <= set(plan_metrics(dict(at, seed=2), dict(p, heavy_seeds=None)))
+    assert heavy <= set(plan_metrics(dict(mask_kind="authors_spot", k_percent=1.0, mode="zero"), p))
+    assert not heavy & set(plan_metrics(dict(mask_kind="authors_spot", k_percent=3.0, mode="zero"), p))

@@ -1,6 +1,7 @@
 """Run one stage notebook's code in a fresh Python process and measure it: seconds, peak resident memory (host)
 and, on CUDA, the allocator's peak. The code cells run as papermill would run them (parameters injected after the
-cell tagged `parameters`), without a Jupyter kernel, so the process's peak RSS is the stage's own.
+cell tagged `parameters`), without a Jupyter kernel, so the process's peak RSS is the stage's own (VmHWM: getrusage's
+ru_maxrss would carry the parent's size across fork and exec).
 
     python benchmarks/stage_runner.py 02_aggregation params.json out.json [--repo DIR]
 
@@ -10,15 +11,23 @@ Used by benchmarks/memory.py and benchmarks/gpu_end_to_end.py; environment varia
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def _peak_rss():
+    """This checkout's spot_utils.base.memory.peak_rss_mib, loaded by path: the stage may run an older checkout."""
+    spec = importlib.util.spec_from_file_location("_peak_memory", ROOT / "spot_utils" / "base" / "memory.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.peak_rss_mib
 
 
 def stage_code(notebook: Path, params: dict) -> str:
@@ -48,12 +57,13 @@ def run(stage: str, params: dict, out: Path, repo: Path = ROOT, env: dict | None
 def _child(stage: str, params: dict, out: Path, repo: Path) -> None:
     sys.path.insert(0, str(repo))
     code = stage_code(repo / "notebooks" / f"{stage}.ipynb", params)
+    peak_rss_mib = _peak_rss()
     namespace = {"__name__": "__main__", "display": lambda *a, **k: None}
     start = time.perf_counter()
     exec(compile(code, f"{stage}.ipynb", "exec"), namespace)
     seconds = time.perf_counter() - start
     result = dict(stage=stage, seconds=round(seconds, 2),
-                  peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                  peak_rss_mib=peak_rss_mib())
     torch = sys.modules.get("torch")
     if torch is not None and torch.cuda.is_available() and torch.cuda.is_initialized():
         result["cuda_peak_mib"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)

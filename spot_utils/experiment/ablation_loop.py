@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import math
-import resource
 import time
 
 import numpy as np
@@ -20,6 +19,7 @@ from ..analysis.matched import damage_points, pool_seeds, random_range_covers
 from ..analysis.metric_names import LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
 from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
+from ..base.memory import peak_rss_mib
 from ..base.run_files import ablation_entry_path
 from ..measure.metric_groups import METRIC_GROUPS, Evaluators
 from ..method.ablation import ablated
@@ -157,7 +157,7 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
                 frames = evaluators(groups)
             if store is not None:
                 store.costs[key] = dict(seconds=round(time.perf_counter() - start, 3),
-                                        peak_rss_mib=round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+                                        peak_rss_mib=peak_rss_mib())
         if store is not None and not stored and not store.holds(key):
             store.put(key, digest, labels, frames, measured)
         cache[same] = frames

@@ -32,8 +32,8 @@ def _frame(losses: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
 
 def _synthetic_results(rng):
     """Baseline, random_uniform (3 seeds) along a damage curve ln(1 + c) = 1.5 ln(1 + g), on which the ratio c / g
-    grows with damage, and the spot: at 1% a point ON that curve but further out (g = 1), at 5% destroyed (code at
-    17 nats, above ln |V|)."""
+    grows with damage, and the spot: at 1% a point ON that curve but further out (g = 1), at 5% a code collapse (code
+    at 17 nats, above ln |V|, general text at 8 nats, below it), at 10% destroyed (general text at 12 nats too)."""
     base = {s: 2.0 * rng.uniform(0.9, 1.1, 12) for s in CODE} | {r: 4.0 * rng.uniform(0.9, 1.1, 12) for r in REFS}
 
     def scaled(code_rise, general_rise, noise=0.01):
@@ -47,6 +47,7 @@ def _synthetic_results(rng):
                             _frame(scaled((1 + rise) ** 1.5 - 1, rise))))
     results.append((dict(labels, mask_kind="spot", k_percent=1.0, n_entries=100), _frame(scaled(2 ** 1.5 - 1, 1.0))))
     results.append((dict(labels, mask_kind="spot", k_percent=5.0, n_entries=500), _frame(scaled(7.5, 1.0))))
+    results.append((dict(labels, mask_kind="spot", k_percent=10.0, n_entries=1000), _frame(scaled(7.5, 2.0))))
     return results
 
 
@@ -67,13 +68,20 @@ def test_a_destroyed_model_ratio_selectivity_claims_a_coding_region_matched_exce
         old = stats.selectivity_vs_reference(by[k], ablation_loop.item_losses(uniform[k]), base, CODE, "english",
                                              n_boot=400)
         assert old["ci_low"] > 0 and old["p"] < 0.01, k  # "more coding-specific than random damage"
-    # the destroyed point: no selectivity, no excess, status says why; its loss rows say destroyed
+    # the collapsed point (code past ln |V|, general text not): no selectivity, no excess, status says why, and its
+    # rises and losses as multiples of ln |V| reported; the destroyed one (general text past ln |V| too) likewise
+    for k, status in ((5.0, "code_collapse"), (10.0, "destroyed")):
+        at = spot[spot.k_percent == k]
+        for metric in ("selectivity", "selectivity_minus_reference", "matched_excess", "matched_excess_any_subset"):
+            got = at[at.metric == metric]
+            assert len(got) == 2 and got.value.isna().all() and (got.status == status).all(), (k, metric)
+        assert not [r for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == k
+                    and r["metric"] in ("p_selectivity_vs_reference", "p_matched_excess")]
+        gen = at[at.metric == "general_rise"]
+        assert (gen.status == status).all() and gen.value.notna().all() and gen.destroyed.eq(k == 10.0).all()
     at5 = spot[spot.k_percent == 5.0]
-    for metric in ("selectivity", "selectivity_minus_reference", "matched_excess"):
-        got = at5[at5.metric == metric]
-        assert len(got) == 2 and got.value.isna().all() and (got.status == "destroyed").all(), metric
-    assert not [r for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == 5.0
-                and r["metric"] in ("p_selectivity_vs_reference", "p_matched_excess")]
+    ratio = at5[at5.metric == "loss_over_uniform"].set_index("subset").value
+    assert ratio["code"] == pytest.approx(17 / math.log(VOCAB), rel=0.05) and (ratio[REFS] < 1).all()
     # the intact point lies on random damage's curve: ratio selectivity still claims, matched excess does not
     at1 = spot[spot.k_percent == 1.0]
     sel = at1[at1.metric == "selectivity_minus_reference"]
@@ -86,13 +94,20 @@ def test_a_destroyed_model_ratio_selectivity_claims_a_coding_region_matched_exce
     assert len(mde) == 2 and (mde.value > 0).all()
     verdict = ablation_tables.conclusion(rows, "global", REFS)
     assert "is not distinguishable from random damage" in verdict and "agree" in verdict
+    # the collapse is reported as the paper's claim, with its numbers, against each reference
+    assert verdict.count("code collapses, general text intact at k = 5% (code +") == 2
+    assert "median code loss 1.5" in verdict and "Under the any-subset rule the verdict is the same." in verdict
     # one p-value family per metric over the run: every matched-excess p of the run adjusted together
     raw = df[df.metric == "p_matched_excess"]
     adjusted = df[df.metric == "p_holm_matched_excess"]
     assert adjusted.value.to_numpy() == pytest.approx(stats.holm(raw.value.to_numpy()))
-    # the figure's frame marks the destroyed point and keeps the random curve's seeds apart
+    # the figure's frame marks the collapsed and the destroyed point and keeps the random curve's seeds apart
     points = ablation_tables.damage_frame(rows, "global", "english").set_index(["mask_kind", "point"])
-    assert points.loc[("spot", "k = 5%"), "destroyed"] and not points.loc[("spot", "k = 1%"), "destroyed"]
+    assert points.loc[("spot", "k = 10%"), "destroyed"] and not points.loc[("spot", "k = 5%"), "destroyed"]
+    assert points.loc[("spot", "k = 5%"), "collapse"] and not points.loc[("spot", "k = 1%"), "collapse"]
+    assert points.loc[("spot", "k = 1%"), "kept"] and not points.loc[("spot", "k = 1%"), "destroyed"]
+    hits = ablation_tables.code_only_collapses(rows, "english")
+    assert list(zip(hits.mask_kind, hits.k_percent)) == [("spot", 5.0)] and hits.code_loss.iloc[0] > 1
     assert points.loc[("random_uniform", "k = 1%"), "seeds"] == 3
 
 

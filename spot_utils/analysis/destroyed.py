@@ -106,7 +106,7 @@ def point_status(losses: Mapping[str, np.ndarray], code_subsets: Iterable[str], 
 
     Args:
         losses: {subset: item losses} of one point.
-        code_subsets: the code subsets read (at least one).
+        code_subsets: the code subsets read (none: code is not destroyed).
         references: one general-text reference or several (destroyed when any of them is).
         vocab_size: |V| of the model.
         rule: one of RULES, for the code subsets.
@@ -117,7 +117,8 @@ def point_status(losses: Mapping[str, np.ndarray], code_subsets: Iterable[str], 
     """
     if any_destroyed(losses, _references(references), vocab_size):
         return DESTROYED
-    return CODE_COLLAPSE if code_destroyed(losses, code_subsets, vocab_size, rule) else None
+    code = list(code_subsets)
+    return CODE_COLLAPSE if code and code_destroyed(losses, code, vocab_size, rule) else None
 
 
 def point_destroyed(losses: Mapping[str, np.ndarray], code_subsets: Iterable[str], references, vocab_size: int,

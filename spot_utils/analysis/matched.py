@@ -5,8 +5,12 @@ over the code subsets, g = r on one general-text reference. random_uniform's poi
 seeds first) in log coordinates (ln(1 + g), ln(1 + c)), plus the origin, sorted by ln(1 + g) and linearly
 interpolated, form the random curve: how much code loss random damage costs for a given general-text loss. The
 matched excess of a mask is ln(1 + c) − curve(ln(1 + g)): positive when it hurts code more than random damage
-that hurts the general text equally. A point is never extrapolated past the random curve's range, and destroyed
-points (any code subset or the reference at or above ln |V|, the loss of a uniform guess) are left out.
+that hurts the general text equally. A point is never extrapolated past the random curve's range. Which points are
+read is the destroyed rule's (analysis.destroyed, `rule`: the median over code subsets by default, "any" for the
+sensitivity rows): a mask point whose reference reaches ln |V| (the loss of a uniform guess) is `destroyed`, one
+whose code is destroyed while the reference is not is `code_collapse` (code collapses, general text intact: no
+excess, but its code and general rise are reported); a kept point's subsets enter the rises capped at ln |V|
+(destroyed.capped), random points' too, and random points that are not kept stay out of the curve.
 
 The items part of the uncertainty is a paired two-stage bootstrap: resample the code languages, then the items
 within each drawn language, and the reference's items; the same draw serves the baseline, every mask and every
@@ -28,7 +32,7 @@ from typing import Mapping, Sequence
 import numpy as np
 from scipy.stats import beta, norm, t as student_t
 
-from .destroyed import DESTROYED, any_destroyed
+from .destroyed import DEFAULT_RULE, DESTROYED, capped, point_status
 from .metric_names import MATCHED_EXCESS
 from .stats import _interval, bootstrap_p, holm
 
@@ -159,9 +163,10 @@ def excess(g_mask, c_mask, g_random, c_random) -> np.ndarray:
 
 def seed_scatter(random: Mapping, fr: "_Frames", curve_ks: Sequence, curve_g: np.ndarray,
                  curve_c: np.ndarray) -> tuple[float | None, int]:
-    """(s², degrees of freedom): the pooled variance of random_uniform's seed points around the curve of the seed
-    means (its points' rises curve_g, curve_c at curve_ks), in ln(1 + c) at each point's own ln(1 + g), over the
-    curve's ks with several seeds; (None, 0) when none has several."""
+    """(s², degrees of freedom): the pooled variance of random_uniform's seed points (random: k → one seed's item
+    losses or a list per seed, as they enter the curve: capped) around the curve of the seed means (its points'
+    rises curve_g, curve_c at curve_ks), in ln(1 + c) at each point's own ln(1 + g), over the curve's ks with
+    several seeds; (None, 0) when none has several."""
     if not len(curve_ks):
         return None, 0
     draw = Draw.identity(fr.n_items, fr.n_general)
@@ -215,22 +220,26 @@ def minimal_detectable_effect(se: float, alpha: float = 0.05, power: float = 0.8
 
 
 def damage_points(frames: Mapping, baseline: Mapping[str, np.ndarray], code_subsets, general: str,
-                  vocab_size: int) -> list[dict]:
-    """One dict per ablation (key → item losses): code and general rise, their log coordinates and `destroyed`."""
+                  vocab_size: int, rule: str = DEFAULT_RULE) -> list[dict]:
+    """One dict per ablation (key → item losses): code and general rise (a kept point's from its capped losses),
+    their log coordinates, `status` (destroyed.point_status under `rule`: None, `destroyed` or `code_collapse`) and
+    `destroyed` (status `destroyed`)."""
     fr = _Frames(baseline, code_subsets, general)
     draw = Draw.identity(fr.n_items, fr.n_general)
     out = []
     for key, frame in frames.items():
         fr.check(frame, f"ablation {key!r}")
-        g, c = fr.rises(frame, draw)
+        status = point_status(frame, fr.code, general, vocab_size, rule)
+        g, c = fr.rises(capped(frame, [*fr.code, general], vocab_size) if status is None else frame, draw)
         out.append(dict(key=key, code_rise=float(c[0]), general_rise=float(g[0]), x=float(np.log1p(g[0])),
-                        y=float(np.log1p(c[0])), destroyed=any_destroyed(frame, [*fr.code, general], vocab_size)))
+                        y=float(np.log1p(c[0])), status=status, destroyed=status == DESTROYED))
     return out
 
 
 def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: Mapping, code_subsets,
                    general: str, vocab_size: int, n_boot: int = 2000, seed: int = 0, level: float = 0.95,
-                   alpha: float = 0.05, power: float = 0.8, seed_variance: bool = True) -> list[dict]:
+                   alpha: float = 0.05, power: float = 0.8, seed_variance: bool = True,
+                   rule: str = DEFAULT_RULE) -> list[dict]:
     """Matched excess of every mask point against random damage, one tidy dict per mask point.
 
     Args:
@@ -238,16 +247,19 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
         masks: key (e.g. (mask_kind, k)) → subset → item losses, or a list of such per seed (one point, the seeds'
             mean, whose own seed variance is s²/m for m seeds).
         random: k → subset → item losses, or a list of such per seed (pooled with `pool_seeds`; the seeds' scatter
-            gives s², see the module docstring). Destroyed random points are left out of the curve.
+            gives s², see the module docstring). Random points that are not kept (destroyed or code_collapse under
+            `rule`) are left out of the curve; kept ones enter capped (destroyed.capped), each seed too.
         seed_variance: False gives the items-only interval (the two-stage bootstrap alone), for comparison.
+        rule: the destroyed rule for the code subsets (destroyed.RULES; "median" by default).
 
     Returns:
         One dict per mask: key, metric, reference (= general), value, ci_low, ci_high, se (items and seeds), se_items,
         se_seed (None without seeds to estimate it), df (of the t interval; None for the items-only one), mde
         (minimal_detectable_effect of se), p, p_holm (Holm over the defined p-values of this call: one family),
-        status (None, `destroyed`, `outside_random_range` or `no_random_curve`; value None unless None),
-        destroyed, code_rise, general_rise, n (items: code subsets and reference), n_languages and defined (share
-        of replicates whose point lies inside that replicate's random curve).
+        status (None, `destroyed`, `code_collapse`, `outside_random_range` or `no_random_curve`; value None unless
+        None), destroyed (status `destroyed`), code_rise, general_rise (a kept point's capped, a destroyed or
+        collapsed point's as measured), n (items: code subsets and reference), n_languages and defined (share of
+        replicates whose point lies inside that replicate's random curve).
     """
     fr = _Frames(baseline, code_subsets, general)
     pooled = {k: pool_seeds(v) for k, v in random.items()}
@@ -257,8 +269,14 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
     masks = {key: pool_seeds(v) for key, v in masks.items()}
     for key, frame in masks.items():
         fr.check(frame, f"mask {key!r}")
-    curve_ks = [k for k in sorted(pooled) if not any_destroyed(pooled[k], [*fr.code, general], vocab_size)]
+    read = [*fr.code, general]
+    curve_ks = [k for k in sorted(pooled) if point_status(pooled[k], fr.code, general, vocab_size, rule) is None]
     curve_seeds = [len(random[k]) if isinstance(random[k], Sequence) else 1 for k in curve_ks]
+    pooled = {k: capped(pooled[k], read, vocab_size) for k in curve_ks}  # kept points enter capped
+    seeds = {k: [capped(f, read, vocab_size) for f in (random[k] if isinstance(random[k], Sequence) else [random[k]])]
+             for k in curve_ks}
+    status = {key: point_status(frame, fr.code, general, vocab_size, rule) for key, frame in masks.items()}
+    masks = {key: capped(frame, read, vocab_size) if status[key] is None else frame for key, frame in masks.items()}
 
     def all_rises(draw):
         base = fr.base_sums(draw)
@@ -268,21 +286,19 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
         return rg, rc, {key: fr.rises(frame, draw, base) for key, frame in masks.items()}
 
     point_g, point_c, point_m = all_rises(Draw.identity(fr.n_items, fr.n_general))
-    s2, df_seed = seed_scatter(random, fr, curve_ks, point_g, point_c) if seed_variance else (None, 0)
+    s2, df_seed = seed_scatter(seeds, fr, curve_ks, point_g, point_c) if seed_variance else (None, 0)
     boot_g, boot_c, boot_m = all_rises(Draw.two_stage(fr.n_items, fr.n_general, n_boot, np.random.default_rng(seed)))
     n = sum(fr.n_items) + fr.n_general
     rows = []
     for key, frame in masks.items():
-        (g, c), is_destroyed = point_m[key], any_destroyed(frame, [*fr.code, general], vocab_size)
+        g, c = point_m[key]
         out = dict(key=key, metric=MATCHED_EXCESS, reference=general, value=None, ci_low=None, ci_high=None, se=None,
-                   se_items=None, se_seed=None, df=None, mde=None, p=None, p_holm=None, status=None,
-                   destroyed=is_destroyed, code_rise=float(c[0]), general_rise=float(g[0]), n=n,
+                   se_items=None, se_seed=None, df=None, mde=None, p=None, p_holm=None, status=status[key],
+                   destroyed=status[key] == DESTROYED, code_rise=float(c[0]), general_rise=float(g[0]), n=n,
                    n_languages=len(fr.code), defined=None)
-        if is_destroyed:
-            out["status"] = DESTROYED
-        elif not curve_ks:
+        if status[key] is None and not curve_ks:  # destroyed or code_collapse keep their status (and their rises)
             out["status"] = NO_CURVE
-        else:
+        elif status[key] is None:
             value = float(excess(g, c, point_g, point_c)[0])
             if math.isnan(value):
                 out["status"] = OUTSIDE
@@ -313,10 +329,11 @@ def matched_excess(baseline: Mapping[str, np.ndarray], masks: Mapping, random: M
 
 
 def placebo(baseline: Mapping[str, np.ndarray], random: Mapping, code_subsets, general: str, vocab_size: int,
-            alpha: float = 0.05, level: float = 0.95, **kwargs) -> dict:
+            alpha: float = 0.05, level: float = 0.95, rule: str = DEFAULT_RULE, **kwargs) -> dict:
     """The placebo check: every random_uniform seed at a k of several seeds, compared through `matched_excess`
     (the headline's procedure) with the curve of the *other* seeds. A random mask hurts code exactly as much as
-    random damage does, so how often one is called significant is the procedure's false-positive rate.
+    random damage does, so how often one is called significant is the procedure's false-positive rate. rule: the
+    destroyed rule (destroyed.RULES), as in matched_excess.
 
     Returns:
         {'rows': one matched_excess dict per seed, with `k` and `seed_index`; 'called': seeds with p < alpha; 'n':
@@ -332,7 +349,7 @@ def placebo(baseline: Mapping[str, np.ndarray], random: Mapping, code_subsets, g
             others = dict(random)
             others[k] = seeds[:j] + seeds[j + 1:]
             [r] = matched_excess(baseline, {("placebo", k, j): frame}, others, code_subsets, general, vocab_size,
-                                 alpha=alpha, level=level, **kwargs)
+                                 alpha=alpha, level=level, rule=rule, **kwargs)
             rows.append(dict(r, k=k, seed_index=j))
     defined = [r for r in rows if r["p"] is not None]
     called = sum(r["p"] < alpha for r in defined)
@@ -342,10 +359,10 @@ def placebo(baseline: Mapping[str, np.ndarray], random: Mapping, code_subsets, g
 
 
 def random_range_covers(mask_points: Sequence[dict], random_points: Sequence[dict]) -> bool:
-    """True when the random curve (its non-destroyed points, from `damage_points`) reaches the general rise of
-    every non-destroyed mask point: otherwise random_uniform's k grid needs a larger k."""
-    reach = max([0.0] + [p["x"] for p in random_points if not p["destroyed"]])
-    return all(p["x"] <= reach for p in mask_points if not p["destroyed"])
+    """True when the random curve (its kept points, status None, from `damage_points`) reaches the general rise of
+    every kept mask point: otherwise random_uniform's k grid needs a larger k."""
+    reach = max([0.0] + [p["x"] for p in random_points if p["status"] is None])
+    return all(p["x"] <= reach for p in mask_points if p["status"] is None)
 
 
 def two_stage_mean(values: Sequence[np.ndarray], n_boot: int = 1000, seed: int = 0) -> np.ndarray:

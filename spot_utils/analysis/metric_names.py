@@ -77,6 +77,8 @@ CODE_RISE, GENERAL_RISE, SELECTIVITY = "code_rise", "general_rise", "selectivity
 SELECTIVITY_MINUS_REFERENCE = "selectivity_minus_reference"
 P_SELECTIVITY_VS_REFERENCE = "p_selectivity_vs_reference"
 MATCHED_EXCESS = "matched_excess"
+MATCHED_EXCESS_ANY_SUBSET = "matched_excess_any_subset"  # the same comparison under the old any-subset destroyed rule
+LOSS_OVER_UNIFORM = "loss_over_uniform"
 PLACEBO_MATCHED_EXCESS = "placebo_matched_excess"
 PLACEBO_FALSE_POSITIVE_RATE = "placebo_false_positive_rate"
 P_WILCOXON = "p_wilcoxon_"  # prefix: p_wilcoxon_<item metric>, per subset
@@ -92,6 +94,8 @@ for _name, _unit, _direction, _by, _rows in (
          "the baseline, subset 'vocabulary'"),
         (N_SELECTED, "entries", "none", "ablation_loop.mask_rows", _POINTS + ", subset 'parameters'"),
         (VECTOR_SHARE, "fraction of entries", "none", "ablation_loop.mask_rows", _POINTS + ", subset 'parameters'"),
+        (LOSS_OVER_UNIFORM, "multiple of ln |V|", "higher_is_worse", "paired_tests.rise_rows",
+         _POINTS + ", subset 'code' (the median over code subsets of their mean losses) and per reference"),
         (CODE_RISE, "ablated / baseline − 1", "higher_is_worse", "paired_tests.rise_rows",
          _POINTS + ", subset 'code' (and 'code:<part>')"),
         (GENERAL_RISE, "ablated / baseline − 1", "higher_is_worse", "paired_tests.rise_rows",
@@ -107,6 +111,11 @@ for _name, _unit, _direction, _by, _rows in (
         (MATCHED_EXCESS, "ln(1 + code rise) above random_uniform's curve", "higher_is_worse",
          "paired_tests.matched_rows", "zero-mode points (seed-pooled and per seed), per configuration and reference"),
         (p_name(MATCHED_EXCESS), "p-value", "none", "paired_tests.matched_rows", "the pooled matched_excess rows"),
+        (MATCHED_EXCESS_ANY_SUBSET, "ln(1 + code rise) above random_uniform's curve", "higher_is_worse",
+         "paired_tests.matched_rows", "the pooled matched_excess points, under the any-subset destroyed rule "
+         "(value, interval, status: for the sensitivity line)"),
+        (p_name(MATCHED_EXCESS_ANY_SUBSET), "p-value", "none", "paired_tests.matched_rows",
+         "the matched_excess_any_subset rows with a value"),
         (mde_name(MATCHED_EXCESS), "ln ratio", "none", "paired_tests.matched_rows", "the pooled matched_excess rows"),
         (PLACEBO_MATCHED_EXCESS, "ln(1 + code rise) above the other seeds' curve", "none",
          "paired_tests.placebo_rows", "random_uniform, per seed at a k of several seeds, configuration and reference"),
@@ -119,5 +128,7 @@ for _name, _unit, _direction, _by, _rows in (
 P_MATCHED_EXCESS, MDE_MATCHED_EXCESS = p_name(MATCHED_EXCESS), mde_name(MATCHED_EXCESS)
 P_PLACEBO_MATCHED_EXCESS = p_name(PLACEBO_MATCHED_EXCESS)
 P_HOLM_MATCHED_EXCESS = holm_name(P_MATCHED_EXCESS)
+P_MATCHED_EXCESS_ANY_SUBSET = p_name(MATCHED_EXCESS_ANY_SUBSET)
+P_HOLM_MATCHED_EXCESS_ANY_SUBSET = holm_name(P_MATCHED_EXCESS_ANY_SUBSET)
 P_HOLM_SELECTIVITY_VS_REFERENCE = holm_name(P_SELECTIVITY_VS_REFERENCE)
 MDE_SELECTIVITY_MINUS_REFERENCE = mde_name(SELECTIVITY_MINUS_REFERENCE)

@@ -1,8 +1,9 @@
 """Paired statistics of the ablation results: code and general-text rises with intervals, selectivity, every mask
 against the reference control (random_uniform) of its configuration on the same items, and the damage-matched
-comparison; each against every general-text reference, destroyed points left out, seeded masks pooled over their
+comparison; each against every general-text reference, under the destroyed rule (analysis.destroyed: destroyed and
+collapsed points have no comparison, kept points' losses enter capped at ln |V|), seeded masks pooled over their
 seeds, and every p-value metric Holm-corrected as one family over the run (docs/METHOD.md, Statistical tests;
-Damage-matched comparison)."""
+Damage-matched comparison; Destroyed points)."""
 from __future__ import annotations
 
 from collections import defaultdict
@@ -13,9 +14,10 @@ import pandas as pd
 from . import matched, stats
 from ..measure.metric_groups import METRIC_GROUPS
 from ..method.mask_kinds import REFERENCE_CONTROL, is_control
-from .destroyed import DESTROYED, any_destroyed
-from .metric_names import (CODE_RISE, GENERAL_RISE, MATCHED_EXCESS, MDE_MATCHED_EXCESS, MDE_SELECTIVITY_MINUS_REFERENCE,
-                           P_MATCHED_EXCESS, P_PLACEBO_MATCHED_EXCESS, P_SELECTIVITY_VS_REFERENCE, P_WILCOXON,
+from .destroyed import CODE_COLLAPSE, DESTROYED, capped, code_destroyed, code_loss, loss_ratio, point_status
+from .metric_names import (CODE_RISE, GENERAL_RISE, LOSS_OVER_UNIFORM, MATCHED_EXCESS, MATCHED_EXCESS_ANY_SUBSET,
+                           MDE_MATCHED_EXCESS, MDE_SELECTIVITY_MINUS_REFERENCE, P_MATCHED_EXCESS,
+                           P_MATCHED_EXCESS_ANY_SUBSET, P_PLACEBO_MATCHED_EXCESS, P_SELECTIVITY_VS_REFERENCE, P_WILCOXON,
                            PLACEBO_FALSE_POSITIVE_RATE, PLACEBO_MATCHED_EXCESS, SELECTIVITY,
                            SELECTIVITY_MINUS_REFERENCE, derived_metrics, holm_name)
 from .rows import row
@@ -29,43 +31,59 @@ def _by_subset(frame: pd.DataFrame, column: str) -> dict[str, np.ndarray]:
 
 def rise_rows(items: pd.DataFrame, baseline: pd.DataFrame, code_subsets, references, labels: dict, vocab: int,
               threshold: float = 0.01, n_boot: int = 1000, parts: dict | None = None) -> list[dict]:
-    """code_rise (mean r over code subsets, subset 'code'; `destroyed` when a code subset is), and per reference
-    general_rise (r on the reference) and selectivity (code_rise / general_rise where both exceed `threshold`), with
-    bootstrap intervals; then every derived metric of the metric-name table (metric_names.derived_metrics) per
-    reference; selectivity or a derived metric of a destroyed point has no value (status 'destroyed'). parts (e.g.
-    {"scored": [...], "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
+    """code_rise (mean r over code subsets, subset 'code'; `destroyed` when code is under the median rule,
+    destroyed.code_destroyed), and per reference general_rise (r on the reference; status destroyed.point_status:
+    `destroyed` when the reference is, `code_collapse` when code is and the reference is not) and selectivity
+    (code_rise / general_rise where both exceed `threshold`), with bootstrap intervals; then every derived metric of
+    the metric-name table (metric_names.derived_metrics) per reference; selectivity or a derived metric of a point
+    that is not kept has no value (its status says why). Where code is kept, its subsets enter capped at ln |V|
+    (destroyed.capped); a collapsed or destroyed point's rises are as measured. loss_over_uniform: the median code
+    loss (subset 'code') and each reference's mean loss as multiples of ln |V|. parts (e.g. {"scored": [...],
+    "unseen": [...]}): code_rise of each part too (subset 'code:<part>')."""
     abl, base = _by_subset(items, "loss"), _by_subset(baseline, "loss")
     code = [s for s in code_subsets if s in abl]
     references = [r for r in references if r in abl]
-    code_gone = any_destroyed(abl, code, vocab)
-    rows = []
+    code_gone = code_destroyed(abl, code, vocab)
+    read = abl if code_gone else capped(abl, code, vocab)  # a kept reference is below ln |V|: nothing to cap
+    rows = [row(metric=LOSS_OVER_UNIFORM, subset="code", value=loss_ratio(code_loss(abl, code), vocab), n=len(code),
+                destroyed=code_gone, **labels)]
     for i, ref in enumerate(references):
-        ci = stats.rises_ci(abl, base, code, ref, n_boot=n_boot)
+        ci = stats.rises_ci(read, base, code, ref, n_boot=n_boot)
         (code_rise, c_lo, c_hi), (general_rise, g_lo, g_hi) = ci["code"], ci["general"]
-        gone = code_gone or any_destroyed(abl, [ref], vocab)
+        status = point_status(abl, code, ref, vocab)
+        gone = status == DESTROYED
         if i == 0:  # the code rise and its interval do not depend on the reference
             rows.append(row(metric=CODE_RISE, subset="code", value=code_rise, n=len(code), ci_low=c_lo,
                             ci_high=c_hi, destroyed=code_gone, **labels))
         rows.append(row(metric=GENERAL_RISE, subset=ref, reference=ref, value=general_rise, n=len(abl[ref]),
-                        ci_low=g_lo, ci_high=g_hi, destroyed=gone, **labels))
+                        ci_low=g_lo, ci_high=g_hi, destroyed=gone, status=status, **labels))
+        rows.append(row(metric=LOSS_OVER_UNIFORM, subset=ref, reference=ref, n=len(abl[ref]), destroyed=gone,
+                        value=loss_ratio(float(np.mean(abl[ref])), vocab), status=status, **labels))
         sel = stats.selectivity(code_rise, general_rise, threshold)
-        if gone:
+        if status is not None:
             rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=None, n=len(code),
-                            destroyed=True, status=DESTROYED, **labels))
+                            destroyed=gone, status=status, **labels))
         elif not np.isnan(sel):
             rows.append(row(metric=SELECTIVITY, subset=f"code/{ref}", reference=ref, value=sel, n=len(code),
                             destroyed=False, **labels))
         for name, metric in derived_metrics().items():
             rows.append(row(metric=name, subset=f"code/{ref}", reference=ref, n=len(code), destroyed=gone,
-                            value=None if gone else float(metric.derive(abl, base, code, ref)),
-                            status=DESTROYED if gone else None, **labels))
+                            value=None if status else float(metric.derive(read, base, code, ref)),
+                            status=status, **labels))
     for part, members in (parts or {}).items():
         members = [s for s in members if s in abl]
         if members and references:
-            value, lo, hi = stats.rises_ci(abl, base, members, references[0], n_boot=n_boot)["code"]
+            value, lo, hi = stats.rises_ci(read, base, members, references[0], n_boot=n_boot)["code"]
             rows.append(row(metric=CODE_RISE, subset=f"code:{part}", value=value, n=len(members), ci_low=lo,
-                            ci_high=hi, destroyed=any_destroyed(abl, members, vocab), **labels))
+                            ci_high=hi, destroyed=code_destroyed(abl, members, vocab), **labels))
     return rows
+
+
+def pair_status(ablated: dict, reference: dict, code, general: str, vocab: int) -> str | None:
+    """The status of a comparison of two points (a mask and random_uniform) against one reference: `destroyed` where
+    either point is, else `code_collapse` where either point's code collapses, else None (both kept)."""
+    statuses = {point_status(ablated, code, general, vocab), point_status(reference, code, general, vocab)}
+    return DESTROYED if DESTROYED in statuses else CODE_COLLAPSE if CODE_COLLAPSE in statuses else None
 
 
 def group_key(labels: dict) -> tuple:
@@ -106,7 +124,7 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
     * per entry (each seed apart): rise_rows;
     * per seed-pooled point (pooled_results) against random_uniform of the same configuration and k (pooled over
       its seeds): selectivity_minus_reference with a paired bootstrap interval, p-value and smallest detectable
-      difference (none where either point is destroyed: status 'destroyed'), and a Wilcoxon signed-rank p-value
+      difference (none where either point is not kept: pair_status), and a Wilcoxon signed-rank p-value
       per subset and item metric where a subset has at least MIN_WILCOXON_ITEMS items;
     * matched_rows, the damage-matched comparison.
 
@@ -132,11 +150,13 @@ def paired_rows(results, baseline: dict, code_subsets, references, vocab: int, n
             code = [s for s in code_subsets if s in abl]
             for general in [g for g in references if g in abl]:
                 where = dict(subset=f"code/{general}", reference=general, n=len(code))
-                if any_destroyed(abl, code + [general], vocab) or any_destroyed(r, code + [general], vocab):
-                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=None, destroyed=True, status=DESTROYED,
-                                    **where, **ref_labels))
+                status = pair_status(abl, r, code, general, vocab)
+                if status is not None:
+                    rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=None, destroyed=status == DESTROYED,
+                                    status=status, **where, **ref_labels))
                     continue
-                res = stats.selectivity_vs_reference(abl, r, base, code, general, n_boot=n_boot)
+                res = stats.selectivity_vs_reference(capped(abl, code, vocab), capped(r, code, vocab), base, code,
+                                                     general, n_boot=n_boot)
                 if not np.isnan(res["diff"]):
                     rows.append(row(metric=SELECTIVITY_MINUS_REFERENCE, value=res["diff"], ci_low=res["ci_low"],
                                     ci_high=res["ci_high"], destroyed=False, **where, **ref_labels))
@@ -168,9 +188,12 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
     point of the configuration (seeded masks pooled over their seeds, and, where a control has several seeds at a
     point, each seed apart for the seed spread; random_uniform's own seeds against its pooled curve) against
     random_uniform's curve of the configuration.
-    Rows: matched_excess (subset 'code/<reference>', control_of random_uniform; status 'destroyed' or
-    'outside_random_range' and no value where it has none), and for the pooled points p_matched_excess and
-    mde_matched_excess (the smallest difference detectable at α = 0.05 with power 0.8)."""
+    Rows: matched_excess (subset 'code/<reference>', control_of random_uniform; status 'destroyed', 'code_collapse',
+    'outside_random_range' or 'no_random_curve' and no value where it has none), and for the pooled points
+    p_matched_excess and mde_matched_excess (the smallest difference detectable at α = 0.05 with power 0.8), all
+    under the median destroyed rule; then, for the pooled points, the same comparison under the old any-subset rule
+    (destroyed.RULES "any"): matched_excess_any_subset (value, interval, status) and p_matched_excess_any_subset,
+    from which a reader states whether a verdict depends on the rule (tables.sensitivity)."""
     references = [references] if isinstance(references, str) else list(references)
     base = _by_subset(baseline["loss"], "loss")
     code = [s for s in code_subsets if s in base]
@@ -202,6 +225,16 @@ def matched_rows(results, baseline: dict, code_subsets, references, vocab: int, 
                                          code, general, vocab, n_boot=n_boot, seed=seed)
             rows += placebo_rows(base, dict(random), random_seeds, code, general, vocab, configuration, n_boot=n_boot,
                                  seed=seed)
+            pooled_points = {key: losses for key, (_, losses, is_pooled) in points.items() if is_pooled}
+            for res in matched.matched_excess(base, pooled_points, dict(random), code, general, vocab, n_boot=n_boot,
+                                              seed=seed, rule="any"):
+                labels = dict(points[res["key"]][0], control_of=REFERENCE_CONTROL, reference=general)
+                where = dict(subset=f"code/{general}", n=res["n"])
+                rows.append(row(metric=MATCHED_EXCESS_ANY_SUBSET, value=res["value"], ci_low=res["ci_low"],
+                                ci_high=res["ci_high"], destroyed=res["destroyed"], status=res["status"], **where,
+                                **labels))
+                if res["p"] is not None:
+                    rows.append(row(metric=P_MATCHED_EXCESS_ANY_SUBSET, value=res["p"], **where, **labels))
             for res in out:
                 lab, _, is_pooled = points[res["key"]]
                 labels = dict(lab, control_of=REFERENCE_CONTROL, reference=general)

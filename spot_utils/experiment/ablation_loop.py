@@ -14,7 +14,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from ..analysis import stats
-from ..analysis.destroyed import any_destroyed, uniform_loss
+from ..analysis.destroyed import point_destroyed, uniform_loss
 from ..analysis.matched import damage_points, pool_seeds, random_range_covers
 from ..analysis.metric_names import LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
 from ..analysis.rows import loss_rows, row
@@ -202,8 +202,10 @@ def item_losses(frames: dict[str, pd.DataFrame]) -> dict[str, np.ndarray]:
 
 
 def is_destroyed(losses: dict[str, np.ndarray], code_subsets, references, vocab: int) -> bool:
-    """Whether a point is destroyed under any of the references it was measured on (destroyed.any_destroyed)."""
-    return any_destroyed(losses, [s for s in [*code_subsets, *references] if s in losses], vocab)
+    """Whether a point is not kept under the median rule (destroyed.point_destroyed): the median code loss or any
+    reference it was measured on at or above ln |V|."""
+    return point_destroyed(losses, [s for s in code_subsets if s in losses], [r for r in references if r in losses],
+                           vocab)
 
 
 def _zero_losses(results, configuration: str) -> list[tuple[dict, dict]]:
@@ -214,7 +216,7 @@ def _zero_losses(results, configuration: str) -> list[tuple[dict, dict]]:
 
 def uniform_ks(results, configuration: str, code_subsets, references, vocab: int) -> tuple[set, set]:
     """The k values at which a configuration's random_uniform was measured: (intact, destroyed), a k destroyed where
-    any seed is (is_destroyed)."""
+    any seed is not kept under the median rule (is_destroyed)."""
     status = {}
     for lab, losses in _zero_losses(results, configuration):
         if lab["mask_kind"] == REFERENCE_CONTROL:
@@ -225,7 +227,7 @@ def uniform_ks(results, configuration: str, code_subsets, references, vocab: int
 
 def random_covers(results, configuration: str, code_subsets, references, vocab: int) -> bool:
     """Whether random_uniform's curve of a configuration (seeds pooled per k) reaches the general rise of every
-    non-destroyed point of the masks compared with it, for every reference (matched.random_range_covers)."""
+    kept point (median rule) of the masks compared with it, for every reference (matched.random_range_covers)."""
     base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
     mine = _zero_losses(results, configuration)
     per_k = {}

@@ -113,8 +113,9 @@ def _generation(params, model, tokenizer, loss_subsets, work_dir):
 def generation_skip(losses: pd.DataFrame | None, code_subsets, vocab: int, humaneval_problems, mbpp_problems
                     ) -> pd.DataFrame | None:
     """Per-problem rows without a value (pass@1 NaN, status 'not generated: destroyed') when the median over code
-    subsets of the mean item loss is at or above ln |V| (the model then predicts no better than uniform guessing on
-    code: nothing to execute); None (generate) otherwise or without a loss measurement."""
+    subsets of the mean item loss is at or above ln |V| (analysis.destroyed's median rule, which this layer cannot
+    import: the model's predictions on code then carry no more information, on average, than a uniform guess, and
+    there is nothing worth executing); None (generate) otherwise or without a loss measurement."""
     if losses is None or not len(code_subsets):
         return None
     means = losses[losses["subset"].isin(code_subsets)].groupby("subset")["loss"].mean()

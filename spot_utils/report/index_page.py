@@ -12,6 +12,7 @@ import subprocess
 
 import pandas as pd
 
+from ..analysis.destroyed import COLLAPSE_LABEL
 from ..analysis.rows import is_missing
 from ..base.io import read_json, write_text
 from ..base.paths import REPO_ROOT, REPORTS_DIR
@@ -21,7 +22,8 @@ from ..analysis.rows import to_frame
 from .headline import run_headline
 from .pages import VIEWPORT, stage_problems
 from .plots import damage_plot
-from .tables import conclusion, damage_frame, model_summary, reference_label, verdict, verdict_basis
+from .tables import (collapse_points, conclusion, damage_frame, model_summary, reference_label, sensitivity,
+                     verdict, verdict_basis)
 
 FINDING_KINDS = ("spot", "top_entries", "code_over_general")  # what the index's figure shows beside random_uniform
 
@@ -85,7 +87,8 @@ def collect(reports_dir: str | Path = REPORTS_DIR) -> pd.DataFrame:
 def finding(rows: list[dict], model: str) -> dict:
     """What the index says on a run with the damage-matched comparison (else {}): the sentence on the model
     (tables.model_summary, as in the README), per configuration and reference the verdict with the points it rests
-    on, and a small damage-matched figure (the global configuration where there is one, the first reference) as
+    on, the points where code collapses with general text intact (tables.collapse_points), each verdict's
+    sensitivity to the destroyed rule (tables.sensitivity), and a small damage-matched figure (the global configuration where there is one, the first reference) as
     a PNG data URI."""
     df = to_frame(rows)
     if not (df.metric == "matched_excess").any():
@@ -102,6 +105,8 @@ def finding(rows: list[dict], model: str) -> dict:
             "conclusions": [conclusion(df, c, references) for c in configurations],
             "bases": {c: {reference_label(r): (verdict(df, c, r), verdict_basis(df, c, r)) for r in references}
                       for c in configurations},
+            "collapses": {c: {reference_label(r): collapse_points(df, c, r) for r in references} for c in configurations},
+            "sensitivity": {c: {reference_label(r): sensitivity(df, c, r) for r in references} for c in configurations},
             "figure": "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode()}
 
 
@@ -145,9 +150,13 @@ def _links(run: str, files: list[str], label=lambda f: f) -> str:
 
 LEGEND = ("<i>Verdict</i>: does switching off the spot hurt code <i>more</i> or <i>less</i> than random damage "
           "(random_uniform) that hurts general text equally (Holm p &lt; 0.05), or is the difference <i>none</i> "
-          "detected, or has it <i>no point</i> to compare (every point destroyed, a loss at or above ln |V|, or "
-          "beyond random damage's range)? Each verdict is followed by the point it rests on and its matched excess "
-          "(ln(1 + code rise) above random damage's curve) with 95% interval. <i>Time</i>: compute recorded over the "
+          "detected, or has it <i>no point</i> to compare (every point destroyed: the general-text reference at or "
+          "above ln |V|, the mean loss of a uniform guess over the vocabulary; code collapsed; or beyond random damage's "
+          "range)? <i>Code collapses, general text intact</i>: the median code loss at or above ln |V| while the "
+          "reference's is below it, the outcome a code-specific region predicts; its rises are shown, it has no "
+          "matched excess. Each verdict says whether it changes under the old rule that counted a point destroyed "
+          "when any one code subset reached ln |V|. Each verdict is followed by the point it rests on and its matched "
+          "excess (ln(1 + code rise) above random damage's curve) with 95% interval. <i>Time</i>: compute recorded over the "
           "stages; ≥ where a stage ran in earlier sittings that the manifest does not record. Definitions: "
           "docs/METHOD.md; numbers: each run's 04_ablation page.")
 CSS = ("body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0 12px;line-height:1.4}"
@@ -164,11 +173,20 @@ CSS = ("body{font-family:sans-serif;margin:1.5em auto;max-width:1240px;padding:0
 
 
 def _finding_card(r: dict) -> str:
-    """A run's finding: its figure, the computed sentence and per configuration the verdict and its points."""
+    """A run's finding: its figure, the computed sentence and per configuration the verdict and its points, where
+    code collapses with general text intact, and the verdict's sensitivity line."""
     bases = r.get("bases") if isinstance(r.get("bases"), dict) else {}
+    collapses = r.get("collapses") if isinstance(r.get("collapses"), dict) else {}
+    lines = r.get("sensitivity") if isinstance(r.get("sensitivity"), dict) else {}
+
+    def extra(c, ref):
+        hits = collapses.get(c, {}).get(ref) or []
+        line = lines.get(c, {}).get(ref)
+        return ((f"; {html.escape(COLLAPSE_LABEL)} at {html.escape('; '.join(hits))}" if hits else "")
+                + (f" <i>{html.escape(line)}</i>" if line else ""))
     items = "".join(f"<li><b>{html.escape(c)}</b>: " + "; ".join(
         f"against {html.escape(ref)} <b>{html.escape(v)}</b>" + (f" ({html.escape(', '.join(points))})" if points else "")
-        for ref, (v, points) in by_ref.items()) + "</li>" for c, by_ref in bases.items())
+        + extra(c, ref) for ref, (v, points) in by_ref.items()) + "</li>" for c, by_ref in bases.items())
     return (f'<div class="finding"><h3>{html.escape(str(r.get("model") or r["run"]))} '
             f'<small>(<a href="{html.escape(r["run"])}/04_ablation.html">{html.escape(r["run"])}</a>)</small></h3>'
             f'<img src="{r["figure"]}" alt="damage-matched figure of {html.escape(r["run"])}">'

@@ -22,7 +22,6 @@ _CB = sns.color_palette("colorblind")
 # without one gets one of mask_kinds.EXTRA_COLORS in registration order);
 # families share a hue: the spot red, random controls blue, magnitude green, contrastive regions purple
 MASK_COLORS = {name: kind.color for name, kind in MASK_KINDS.items() if kind.color is not None}
-from .tables import collapses
 LABEL_KINDS = {"shared core": "shared"}  # labels figures use for a mask kind
 LANGUAGE_PALETTE = "tab20b"  # languages: many light, distinct hues, none of the mask kinds' reds, greys or black
 sns.set_theme(context="notebook", style="whitegrid", palette="colorblind")
@@ -371,10 +370,19 @@ def metric_by_mask(df: pd.DataFrame, metric: str, title: str, xlabel: str, chanc
 MIN_COVERAGE = 0.3  # a damage plot's comparable points (with the origin) span at least this share of each axis
 
 
+def _with_status(points: pd.DataFrame) -> pd.DataFrame:
+    """damage_frame points with `collapse` and `kept` (frames without them: no collapse, kept unless destroyed)."""
+    collapse = points["collapse"] if "collapse" in points else pd.Series(False, index=points.index)
+    collapse = collapse.fillna(False).astype(bool)
+    destroyed = points.destroyed.fillna(False).astype(bool)
+    return points.assign(destroyed=destroyed, collapse=collapse, kept=~destroyed & ~collapse)
+
+
 def _comparable(points: pd.DataFrame) -> pd.DataFrame:
-    """The points a damage-matched verdict can rest on (damage_frame's `comparable`; without it, every point
-    that is not destroyed and not random_uniform's own)."""
-    keep = points.comparable if "comparable" in points else ~points.destroyed & (points.mask_kind != "random_uniform")
+    """The points a damage-matched verdict can rest on (damage_frame's `comparable`; without it, every kept point
+    that is not random_uniform's own)."""
+    points = _with_status(points)
+    keep = points.comparable if "comparable" in points else points.kept & (points.mask_kind != "random_uniform")
     return points[keep.fillna(False).astype(bool)]
 
 
@@ -396,8 +404,9 @@ def damage_view(points: pd.DataFrame) -> dict:
     many points are comparable, the share of each axis that they and the origin span (coverage, None without
     comparable points) and how many points fall outside the axes (shown in the overview)."""
     log = np.log1p
+    points = _with_status(points)
     comp = _comparable(points)
-    ref = points[(points.mask_kind == "random_uniform") & ~points.destroyed]
+    ref = points[(points.mask_kind == "random_uniform") & points.kept]
     if len(comp):
         xs, ys = np.r_[0.0, log(comp.general_rise)], np.r_[0.0, log(comp.code_rise)]
     else:  # nothing comparable: random_uniform's curve itself
@@ -431,24 +440,26 @@ def _separate(fig, texts, step: float = 1.1) -> None:
 def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general text", kinds=None,
                 figsize=(10, 5.8)):
     """The damage-matched comparison: x = ln(1 + general rise), y = ln(1 + code rise). The axes are fitted to the
-    comparable points (damage_view); an overview beside them shows every point, destroyed ones (a loss at or above
-    ln |V|, hollow) included. random_uniform's curve joins the origin and its non-destroyed points (seeds pooled)
+    comparable points (damage_view); an overview beside them shows every point, destroyed ones (the reference at or
+    above ln |V|, hollow) included. random_uniform's curve joins the origin and its kept points (seeds pooled)
     inside its seed band; every other mask kind has its own colour and marker, with 95% intervals, and each point
-    of a kind with several (the spot's top n entries, its k grid) carries its n or k. Ringed points: code
-    collapses while general text holds (tables.collapses). Above the curve a mask hurts code more than random
-    damage that hurts general text equally. kinds: only these mask kinds (random_uniform always).
+    of a kind with several (the spot's top n entries, its k grid) carries its n or k. Ringed points: code collapses
+    while general text stays intact (status code_collapse of the destroyed rule: no matched excess, drawn at their
+    measured rises). Above the curve a mask hurts code more than random damage that hurts general text equally.
+    kinds: only these mask kinds (random_uniform always).
 
     points: spot_utils.report.tables.damage_frame rows.
     """
     if kinds is not None:
         points = points[points.mask_kind.isin(set(kinds) | {"random_uniform"})]
+    points = _with_status(points)
     view = damage_view(points)
     fig = plt.figure(figsize=figsize)
     ax = fig.add_axes([0.08, 0.1, 0.56, 0.8])
     overview = fig.add_axes([0.73, 0.1, 0.25, 0.3])
     log = np.log1p
     ref = points[points.mask_kind == "random_uniform"].sort_values(GENERAL_RISE)
-    intact = ref[~ref.destroyed]
+    intact = ref[ref.kept]
     color = mask_color("random_uniform")
     for a in (ax, overview):
         a.plot(np.r_[0.0, log(intact.general_rise)], np.r_[0.0, log(intact.code_rise)], color=color, lw=2,
@@ -475,12 +486,11 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
                     texts.append((ax if here else overview).annotate(
                         _point_label(row), (xi, yi), xytext=(4, 3), textcoords="offset points", fontsize=8 if here
                         else 6, color=c))
-    collapsed = points[collapses(points.code_rise, points.general_rise) & ~points.destroyed
-                       & (points.mask_kind != "random_uniform")]
-    if len(collapsed):
-        ax.scatter(log(collapsed.general_rise), log(collapsed.code_rise), s=260, facecolor="none", edgecolor="black",
-                   lw=1.2, zorder=4, label="code collapses, general intact")
-    ax.scatter(log(ref.general_rise[ref.destroyed]), log(ref.code_rise[ref.destroyed]), facecolor="white",
+    collapsed = points[points.collapse]
+    for a, size in ((ax, 260), (overview, 90)):
+        a.scatter(log(collapsed.general_rise), log(collapsed.code_rise), s=size, facecolor="none", edgecolor="black",
+                  lw=1.2, zorder=4, label="code collapses, general intact" if a is ax and len(collapsed) else None)
+    ax.scatter(log(ref.general_rise[~ref.kept]), log(ref.code_rise[~ref.kept]), facecolor="white",
                edgecolor=color, marker=mask_marker("random_uniform"), s=36, zorder=3)
     ax.scatter([0], [0], color="black", marker="+", s=80, zorder=4, label="origin (no damage)")
     if points.destroyed.any():

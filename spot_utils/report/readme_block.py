@@ -12,7 +12,7 @@ from ..analysis.rows import format_rise, to_frame
 from ..base.io import read_json, write_text
 from ..base.paths import REPORTS_DIR
 from ..method.mask_kinds import OUTLIERS, readme_kinds
-from .tables import conclusion, model_summary, reference_label
+from .tables import conclusion, model_summary, reference_label, status_words
 
 README_KINDS = readme_kinds()  # the mask-kind table's README rows, in their order
 README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
@@ -29,14 +29,18 @@ def _references(df: pd.DataFrame) -> list[str]:
 
 
 def headline_points(df: pd.DataFrame, configuration: str) -> list[tuple[str, float]]:
-    """Where the README reads a configuration: the smallest point of the spot's curve with no destroyed loss subset
-    (its outlier masks, the top n entries, come before its k grid: ('top', n) or ('k', k)), and k = 1% where
-    measured."""
-    loss = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero") & (df.metric == LOSS)]
+    """Where the README reads a configuration: the smallest point of the spot's curve that the destroyed rule keeps
+    (no code_rise or general_rise row destroyed or collapsed, any seed; runs without those rows: no destroyed loss
+    subset) (its outlier masks, the top n entries, come before its k grid: ('top', n) or ('k', k)), and k = 1%
+    where measured."""
+    zero = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero")]
+    rises = zero[zero.metric.isin([CODE_RISE, GENERAL_RISE]) & ~zero.subset.fillna("").str.startswith("code:")]
+    read = rises if len(rises) else zero[zero.metric == LOSS]
+    loss = zero[zero.metric == LOSS]
 
     def intact(kind, by):
-        return sorted(v for v, g in loss[loss.mask_kind == kind].groupby(by)
-                      if not g.destroyed.fillna(False).astype(bool).any())
+        return sorted(v for v, g in read[read.mask_kind == kind].groupby(by)
+                      if not g.destroyed.fillna(False).astype(bool).any() and not g.status.notna().any())
     first = [("top", n) for n in intact(OUTLIERS, "n_entries")] + [("k", k) for k in intact("spot", "k_percent")]
     one = [("k", 1.0)] if 1.0 in set(loss[loss.mask_kind == "spot"].k_percent) else []
     return list(dict.fromkeys(first[:1] + one))
@@ -57,7 +61,7 @@ def _excess_cell(df: pd.DataFrame, ref: str) -> str:
         return "–"
     r = me.iloc[0]
     if pd.isna(r.value):
-        return str(r.status).replace("_", " ")
+        return status_words(r.status)
     p = df[(df.metric == P_HOLM_MATCHED_EXCESS) & (df.reference == ref) & df.seed.isna()].value
     mde = df[(df.metric == MDE_MATCHED_EXCESS) & (df.reference == ref) & df.seed.isna()].value
     return (f"{r.value:+.2f} [{r.ci_low:+.2f}, {r.ci_high:+.2f}]" + (f"; p {p.iloc[0]:.2g}" if len(p) else "")
@@ -68,9 +72,10 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
     """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
     configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%,
     every mask kind of README_KINDS with its code rise, general rise per reference (seeded controls: mean and range
-    over seeds; † destroyed), and its matched excess against each reference with 95% interval and Holm p; then a
+    over seeds; † destroyed: code under the median rule, or the reference), and its matched excess against each reference with 95% interval and Holm p; then a
     verdict per configuration (tables.conclusion) and per model (tables.model_summary, the index's sentence),
-    computed from the numbers."""
+    computed from the numbers, and for a run whose rows predate the median destroyed rule (schema version < 3) a
+    line that says so."""
     out = []
     for run in runs:
         df = to_frame(read_json(Path(reports_dir) / run / "metrics.json"))
@@ -109,9 +114,18 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
                        "(its first k is its smallest, destroyed or not): no verdict.\n")
         else:
             out.append("**Verdict.** " + model_summary(df, configurations, refs, model) + "\n")
-    out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages), zero "
-               "ablation; seeded controls: mean over seeds (range). † destroyed: a loss at or above ln |V|, left out "
-               "of every comparison. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "
+        version = int(df.schema_version.fillna(1).max())
+        if version < 3:  # written under the any-subset rule
+            out.append(f"{model}: these rows predate the median destroyed rule (metrics schema {version}): † marks a "
+                       "point at which any code subset or the reference reached ln |V|, code collapses are not told "
+                       "apart from destroyed points and no verdict has its sensitivity line; rerunning stage 04 "
+                       "applies the rule.\n")
+    out.append("Rises: ablated / baseline loss − 1 on held-out windows (code: mean over the code languages, each "
+               "capped at ln |V| where code is kept), zero ablation; seeded controls: mean over seeds (range). † "
+               "destroyed: a mean loss at or above ln |V|, what a uniform guess over the vocabulary costs (code: the "
+               "median over the code languages). Where the reference is destroyed the point is left out of every "
+               "comparison; where code is and the reference is not, code collapses with general text intact: no "
+               "matched excess, the rises shown. Matched excess: ln(1 + code rise) above random_uniform's curve at the same "
                "general-text damage, with the smallest excess the run detects at α = 0.05 and power 0.8 "
                "(docs/METHOD.md, Damage-matched comparison).\n")
     return "\n".join(out)

@@ -1,15 +1,18 @@
 """Reading the ablation rows: the rise curves' frame, the damage-matched comparison's table, figure frame and
-verdicts (stated only where the general-text references agree), the table of rises and selectivity at one k, where
-code collapses while general text holds, the norm and bias entries of each mask, and where the outlier entries sit.
+verdicts (stated only where the general-text references agree, each with its sensitivity to the destroyed rule),
+the table of rises and selectivity at one k, where code collapses while general text holds (the destroyed rule's
+code_collapse status), the norm and bias entries of each mask, and where the outlier entries sit.
 """
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
 
-from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, MATCHED_EXCESS, MDE_MATCHED_EXCESS, P_HOLM_MATCHED_EXCESS,
-                                     P_HOLM_SELECTIVITY_VS_REFERENCE, SELECTIVITY, SELECTIVITY_MINUS_REFERENCE,
-                                     VECTOR_SHARE)
+from ..analysis.destroyed import CODE_COLLAPSE, COLLAPSE_LABEL, DEFAULT_RULE, DESTROYED
+from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, LOSS_OVER_UNIFORM, MATCHED_EXCESS,
+                                     MATCHED_EXCESS_ANY_SUBSET, MDE_MATCHED_EXCESS, P_HOLM_MATCHED_EXCESS,
+                                     P_HOLM_MATCHED_EXCESS_ANY_SUBSET, P_HOLM_SELECTIVITY_VS_REFERENCE, SELECTIVITY,
+                                     SELECTIVITY_MINUS_REFERENCE, VECTOR_SHARE)
 from ..analysis.rows import ci_pivot, format_ci, format_rise, to_frame
 from ..data.sources import PROSE_LABELS
 from ..method.mask_kinds import OUTLIERS, REFERENCE_CONTROL
@@ -21,6 +24,21 @@ VERDICTS = {"more": "hurts code more than random damage that hurts {ref} equally
             "none": "is not distinguishable from random damage that hurts {ref} equally",
             "mixed": "hurts code more than equal random damage at some k and less at others (against {ref})",
             "no point": "has no point comparable with random damage against {ref}"}
+RULE_METRICS = {"median": (MATCHED_EXCESS, P_HOLM_MATCHED_EXCESS),  # destroyed rule -> its matched-excess rows
+                "any": (MATCHED_EXCESS_ANY_SUBSET, P_HOLM_MATCHED_EXCESS_ANY_SUBSET)}
+STATUS_WORDS = {DESTROYED: "destroyed", CODE_COLLAPSE: COLLAPSE_LABEL, "outside_random_range": "beyond random_uniform's reach"}
+
+
+def status_words(status) -> str:
+    """How a sentence names a point's status: 'destroyed', 'code collapses, general text intact', ..."""
+    return STATUS_WORDS.get(status, str(status).replace("_", " "))
+
+
+def _point_status(statuses: pd.Series):
+    """One status for a point from its rows (seeds, references): destroyed where any is, else code_collapse where any
+    is, else None."""
+    values = set(statuses.dropna())
+    return DESTROYED if DESTROYED in values else CODE_COLLAPSE if CODE_COLLAPSE in values else None
 
 
 def curve_kinds(kind: str) -> tuple[str, ...]:
@@ -51,7 +69,8 @@ def _point(df: pd.DataFrame) -> pd.Series:
 def rise_frame(rows, reference: str | None = None) -> pd.DataFrame:
     """code_rise / general_rise rows (zero mode) per configuration, mask kind and k: mean over seeds, an error bar
     from the lowest interval bound to the highest over seeds (interval and seed spread together) and whether any
-    seed's point is destroyed. reference: only the general rises measured on it."""
+    seed's row is destroyed (code_rise: code under the median rule; general_rise: the reference). reference: only
+    the general rises measured on it."""
     df = _zero(_frame(rows))
     df = df[df.metric.isin([CODE_RISE, GENERAL_RISE]) & df.k_percent.notna() & ~df.subset.str.startswith("code:")]
     if reference is not None:
@@ -66,8 +85,11 @@ def rise_frame(rows, reference: str | None = None) -> pd.DataFrame:
 def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
     """Every zero-mode point of a configuration for the damage plot against one reference: general and code rise
     (mean over seeds, which is the seed-pooled point's rise) with their 95% intervals (lowest and highest bound
-    over seeds), their range over seeds, whether the point is destroyed and whether it is comparable (it has a
-    seed-pooled matched excess: neither destroyed nor beyond random_uniform's reach)."""
+    over seeds), their range over seeds, its status under the destroyed rule (`status`: None, destroyed or
+    code_collapse, from the general_rise rows; `destroyed`, `collapse` and `kept` say the same as booleans), the
+    median code loss and the reference's loss as multiples of ln |V| (code_loss, general_loss; NaN in runs without
+    loss_over_uniform rows) and whether it is comparable (it has a seed-pooled matched excess: kept and within
+    random_uniform's reach)."""
     df = _zero(_frame(rows))
     df = df[df.configuration == configuration]
     df = df.assign(point=_point(df), seed=df.seed.fillna(-1), destroyed=df.destroyed.fillna(False).astype(bool))
@@ -75,14 +97,21 @@ def damage_frame(rows, configuration: str, reference: str) -> pd.DataFrame:
     code = df[(df.metric == CODE_RISE) & (df.subset == "code")].set_index(key)
     gen = df[(df.metric == GENERAL_RISE) & (df.reference == reference)].set_index(key)
     both = code[["value", "ci_low", "ci_high", "k_percent", "n_entries"]].join(
-        gen[["value", "ci_low", "ci_high", "destroyed"]], suffixes=("_c", "_g"), how="inner").reset_index()
+        gen[["value", "ci_low", "ci_high", "destroyed", "status"]], suffixes=("_c", "_g"), how="inner").reset_index()
+    ratio = df[df.metric == LOSS_OVER_UNIFORM]
+    for column, where in (("code_loss", ratio.subset == "code"), ("general_loss", ratio.reference == reference)):
+        r = ratio[where].groupby(key).value.mean().rename(column)
+        both = both.join(r, on=key) if len(r) else both.assign(**{column: np.nan})
     out = (both.groupby(["mask_kind", "point"], sort=False)
            .agg(code_rise=("value_c", "mean"), c_lo=("ci_low_c", "min"), c_hi=("ci_high_c", "max"),
                 c_min=("value_c", "min"), c_max=("value_c", "max"), general_rise=("value_g", "mean"),
                 g_lo=("ci_low_g", "min"), g_hi=("ci_high_g", "max"), g_min=("value_g", "min"),
-                g_max=("value_g", "max"), seeds=("value_c", "size"), destroyed=("destroyed", "any"),
+                g_max=("value_g", "max"), seeds=("value_c", "size"), status=("status", _point_status),
+                code_loss=("code_loss", "mean"), general_loss=("general_loss", "mean"),
                 k_percent=("k_percent", "first"), n_entries=("n_entries", "first"))
            .reset_index())
+    out = out.assign(destroyed=out.status == DESTROYED, collapse=out.status == CODE_COLLAPSE)
+    out["kept"] = ~out.destroyed & ~out.collapse
     own = _frame(rows)
     excess = _pooled_by_point(own[(own.configuration == configuration) & (own.reference == reference)], MATCHED_EXCESS)
     keys = pd.MultiIndex.from_frame(out[["mask_kind", "point"]])
@@ -117,36 +146,83 @@ def matched_table(rows, configuration: str, reference: str) -> pd.DataFrame:
         key = (r.mask_kind, r.point)
         own = r.mask_kind == REFERENCE_CONTROL
         cell = "0 (its own curve)" if own else (format_ci(r.value, r.ci_low, r.ci_high) if not pd.isna(r.value)
-                                                else r.status)
+                                                else status_words(r.status))
+        status = rises.status.get(key)
         s = spread.loc[key] if key in spread.index else None
         out.append({"mask kind": r.mask_kind, "point": r.point,
                     "code rise": format_rise(rises.code_rise.get(key)),
                     "general rise": format_rise(rises.general_rise.get(key)),
-                    "destroyed": bool(rises.destroyed.get(key, False)), "matched excess [95% CI]": cell,
+                    "status": status_words(status) if isinstance(status, str) else "",
+                    "matched excess [95% CI]": cell,
                     "over seeds": f"{s['min']:+.3f} … {s['max']:+.3f}" if s is not None and s["count"] > 1 else "—",
                     "p (Holm)": f"{p[key]:.3g}" if key in p.index else "—",
                     "smallest detectable": f"{mde[key]:.3f}" if key in mde.index else "—"})
     return pd.DataFrame(out)
 
 
-def verdict(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA) -> str:
+def verdict(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA,
+            rule: str = DEFAULT_RULE) -> str:
     """One key of VERDICTS for the points of a mask kind's curve (seed-pooled; the spot's include the outlier masks,
-    curve_kinds) against one reference: 'more' or 'less' when some point's matched excess is significant (Holm p <
-    alpha) with that sign and none with the other, 'mixed' when both occur, 'none' when no point is significant, 'no
-    point' when no point has a value."""
+    curve_kinds) against one reference, under a destroyed rule (RULE_METRICS: "median" reads matched_excess, "any"
+    matched_excess_any_subset): 'more' or 'less' when some point's matched excess is significant (Holm p < alpha)
+    with that sign and none with the other, 'mixed' when both occur, 'none' when no point is significant, 'no point'
+    when no point has a value."""
+    metric, p_metric = RULE_METRICS[rule]
     df = _frame(rows)
     df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))]
-    values = _pooled_by_point(df, MATCHED_EXCESS).dropna()
+    values = _pooled_by_point(df, metric).dropna()
     if not len(values):
         return "no point"
-    p = _pooled_by_point(df, P_HOLM_MATCHED_EXCESS)
+    p = _pooled_by_point(df, p_metric)
     signs = {float(np.sign(v)) for key, v in values.items() if key in p.index and p[key] < alpha}
     return "mixed" if signs >= {1.0, -1.0} else "more" if 1.0 in signs else "less" if -1.0 in signs else "none"
 
 
+def sensitivity(rows, configuration: str, reference: str, kind: str = "spot", alpha: float = ALPHA) -> str | None:
+    """Whether a verdict changes under the old any-subset destroyed rule (the matched_excess_any_subset rows): 'Under
+    the any-subset rule the verdict is the same.' or 'Under the any-subset rule the verdict would be <v> instead,
+    because <point> is destroyed under it.' (the points kept under the median rule that the any rule leaves out,
+    with their status under it). None for runs without the any-subset rows."""
+    df = _frame(rows)
+    df = df[(df.configuration == configuration) & (df.reference == reference) & df.mask_kind.isin(curve_kinds(kind))
+            & df.seed.isna()]
+    if not (df.metric == MATCHED_EXCESS_ANY_SUBSET).any():
+        return None
+    now, old = verdict(rows, configuration, reference, kind, alpha), verdict(rows, configuration, reference, kind,
+                                                                             alpha, rule="any")
+    if now == old:
+        return "Under the any-subset rule the verdict is the same."
+    status = {rule: df[df.metric == metric].assign(point=lambda d: _point(d)).set_index("point").status
+              for rule, (metric, _) in RULE_METRICS.items()}
+    changed = [(point, st) for point, st in status["any"].items()
+               if isinstance(st, str) and st in (DESTROYED, CODE_COLLAPSE) and pd.isna(status["median"].get(point))]
+    because = ("because " + ", ".join(f"{point} is destroyed under it" + ("" if st == DESTROYED else
+                                      " (code: a code subset at or above ln |V|)") for point, st in changed)
+               if changed else "because its points' matched excesses differ under it (no cap at ln |V|, and "
+                               "random_uniform's curve keeps other points)")
+    return f"Under the any-subset rule the verdict would be '{old}' instead, {because}."
+
+
+def collapse_points(rows, configuration: str, reference: str, kind: str = "spot") -> list[str]:
+    """The points of a kind's curve whose status against a reference is code_collapse (code collapses, general text
+    intact: the outcome a code-specific region predicts), each with its code and general rise and, where the rows
+    hold them, the median code loss and the reference's loss as multiples of ln |V|: 'k = 5% (code +850%, literary
+    English +100%; median code loss 1.57·ln |V|, literary English 0.74·ln |V|)'."""
+    points = damage_frame(rows, configuration, reference)
+    points = points[points.collapse & points.mask_kind.isin(curve_kinds(kind))].sort_values(["n_entries"])
+    label, out = reference_label(reference), []
+    for r in points.itertuples():
+        losses = (f"; median code loss {r.code_loss:.2f}·ln |V|, {label} {r.general_loss:.2f}·ln |V|"
+                  if not (pd.isna(r.code_loss) or pd.isna(r.general_loss)) else "")
+        out.append(f"{r.point} (code {format_rise(r.code_rise)}, {label} {format_rise(r.general_rise)}{losses})")
+    return out
+
+
 def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
     """The damage-matched verdict on a mask kind in one configuration: one sentence where every reference gives the
-    same verdict, otherwise a sentence that says the references disagree, with each one's verdict."""
+    same verdict, otherwise a sentence that says the references disagree, with each one's verdict; then, against
+    each reference, the points where code collapses with general text intact (collapse_points), and the verdict's
+    sensitivity to the destroyed rule (sensitivity)."""
     verdicts = {ref: verdict(rows, configuration, ref, kind) for ref in references}
     labels = [reference_label(r) for r in verdicts]
     if len(set(verdicts.values())) == 1:
@@ -154,9 +230,21 @@ def conclusion(rows, configuration: str, references, kind: str = "spot") -> str:
         agree = f"the {len(labels)} general-text references agree" if len(labels) > 1 else "one general-text reference"
         how = f"; {_why_no_point(rows, configuration, kind)} ({agree})." if v == "no point" else \
             f" (damage-matched at {_compared_points(rows, configuration, kind)}; Holm p < {ALPHA:g}; {agree})."
-        return f"{configuration}: the {kind} mask " + VERDICTS[v].format(ref=" or ".join(labels)) + how
-    parts = "; ".join(f"against {reference_label(r)} it " + VERDICTS[v].format(ref="it") for r, v in verdicts.items())
-    return f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
+        text = f"{configuration}: the {kind} mask " + VERDICTS[v].format(ref=" or ".join(labels)) + how
+    else:
+        parts = "; ".join(f"against {reference_label(r)} it " + VERDICTS[v].format(ref="it") for r, v in verdicts.items())
+        text = f"{configuration}: the general-text references disagree, so no conclusion is drawn on the {kind}: {parts}."
+    for ref in references:
+        collapsed = collapse_points(rows, configuration, ref, kind)
+        if collapsed:
+            text += (f" Against {reference_label(ref)}, {COLLAPSE_LABEL} at " + "; ".join(collapsed)
+                     + " (no matched excess: code is past ln |V|, beyond any damage random_uniform can match).")
+    lines = {ref: sensitivity(rows, configuration, ref, kind) for ref in references}
+    if any(lines.values()):
+        same = {line for line in lines.values()}
+        text += " " + (next(iter(same)) if len(same) == 1 else
+                       " ".join(f"Against {reference_label(r)}: {line}" for r, line in lines.items() if line))
+    return text
 
 
 def _curve_excess(rows, configuration: str, kind: str) -> pd.DataFrame:
@@ -174,16 +262,21 @@ def _compared_points(rows, configuration: str, kind: str) -> str:
 
 
 def _why_no_point(rows, configuration: str, kind: str) -> str:
-    """Why a mask kind has no matched excess: its points' statuses, e.g. 'all 5 points are destroyed'."""
+    """Why a mask kind has no matched excess: its points' statuses, e.g. 'all 5 points are destroyed', 'its only
+    point is code collapses, general text intact'."""
     me = _curve_excess(rows, configuration, kind)
-    status = me.assign(point=_point(me)).groupby("point").status.agg(lambda s: "destroyed" if (s == "destroyed").any()
-                                                                     else next(iter(s.dropna()), "missing"))
-    reason = {"destroyed": "destroyed", "outside_random_range": "beyond random_uniform's reach"}
-    counts = status.map(lambda why: reason.get(why, why.replace("_", " "))).value_counts()
+    status = me.assign(point=_point(me)).groupby("point").status.agg(
+        lambda s: _point_status(s) or next(iter(s.dropna()), "missing"))
+    counts = status.map(status_words).value_counts()
     if len(counts) == 1:
         n, why = len(status), counts.index[0]
+        if why == COLLAPSE_LABEL:
+            return (f"at its only point {why}" if n == 1 else
+                    f"at {'both' if n == 2 else f'all {n}'} of its points {why}")
         return f"its only point is {why}" if n == 1 else f"{'both' if n == 2 else f'all {n}'} of its points are {why}"
-    return "of its points, " + ", ".join(f"{n} {'is' if n == 1 else 'are'} {why}" for why, n in counts.items())
+    named = {COLLAPSE_LABEL: lambda n: f"{'a collapse' if n == 1 else 'collapses'} ({COLLAPSE_LABEL})"}
+    return "of its points, " + ", ".join(f"{n} {'is' if n == 1 else 'are'} {named.get(why, lambda _: why)(n)}"
+                                         for why, n in counts.items())
 
 
 def model_verdict(rows, configurations, references, model: str, kind: str = "spot") -> str:
@@ -246,7 +339,7 @@ def rise_table(rows, k: float, configuration: str, reference: str) -> pd.DataFra
 
 def finding(rows, k: float, configuration: str, reference: str) -> str:
     """One sentence on the spot against random_uniform at k against one reference, computed from the rows (ratio
-    selectivity: the secondary reading; destroyed points say so)."""
+    selectivity: the secondary reading; destroyed and collapsed points say so)."""
     df = _zero(_frame(rows))
     df = df.assign(configuration=df.configuration.fillna(df.granularity))
     df = df[(df.k_percent == k) & (df.configuration == configuration) & ~df.subset.fillna("").str.startswith("code:")
@@ -262,8 +355,13 @@ def finding(rows, k: float, configuration: str, reference: str) -> str:
             f"random_uniform of the same size: code {uc:+.1%}, {label} {ug:+.1%}. ")
     d = df[(df.mask_kind == "spot") & (df.metric == SELECTIVITY_MINUS_REFERENCE)]
     p = df[(df.mask_kind == "spot") & (df.metric == P_HOLM_SELECTIVITY_VS_REFERENCE)].value
-    if len(d) and d.iloc[0].status == "destroyed":
-        text += "The spot or random_uniform is destroyed here (a loss at or above ln |V|): no selectivity is read."
+    if len(d) and d.iloc[0].status == DESTROYED:
+        text += (f"The spot or random_uniform is destroyed here ({label} at or above ln |V|, the mean loss of a "
+                 "uniform guess): no selectivity is read.")
+    elif len(d) and d.iloc[0].status == CODE_COLLAPSE:
+        who = ("the spot" if _status_at(df, "spot", reference) == CODE_COLLAPSE else "random_uniform")
+        text += (f"For {who}, {COLLAPSE_LABEL} here (the median code loss at or above ln |V|, {label} below it): "
+                 "no selectivity is read; the rises above are its numbers.")
     elif len(d):
         r = d.iloc[0]
         verdict_ = ("more coding-specific than random damage" if r.ci_low > 0 else
@@ -276,27 +374,31 @@ def finding(rows, k: float, configuration: str, reference: str) -> str:
     return text
 
 
-CODE_COLLAPSE, GENERAL_INTACT = 0.5, 0.1  # "code collapses, general intact": code rise above 50%, general below 10%
+def _status_at(df: pd.DataFrame, kind: str, reference: str):
+    """A mask kind's status against a reference in rows of one point (its general_rise rows, any seed)."""
+    return _point_status(df[(df.mask_kind == kind) & (df.metric == GENERAL_RISE) & (df.reference == reference)].status)
 
 
-def collapses(code_rise, general_rise, code_min: float = CODE_COLLAPSE, general_max: float = GENERAL_INTACT):
-    """Whether code collapses while general text holds: code rise above code_min and general rise below
-    general_max (elementwise on arrays)."""
-    return (np.asarray(code_rise) > code_min) & (np.asarray(general_rise) < general_max)
-
-
-def code_only_collapses(rows, reference: str, code_min: float = CODE_COLLAPSE,
-                        general_max: float = GENERAL_INTACT) -> pd.DataFrame:
-    """(configuration, mask kind, k) where code loss rises by more than code_min while the reference's rises by
-    less than general_max (seeds averaged), destroyed points left out: where, if anywhere, code collapses while
-    general text holds."""
-    rf = rise_frame(rows, reference)
-    gone = rf.groupby(["configuration", "mask_kind", "k_percent"]).destroyed.any()
-    wide = rf.pivot_table(index=["configuration", "mask_kind", "k_percent"], columns="metric", values="value")
-    if not {CODE_RISE, GENERAL_RISE} <= set(wide.columns):
-        return wide.iloc[0:0]
-    wide = wide[~gone.reindex(wide.index).fillna(False).astype(bool)]
-    return wide[collapses(wide.code_rise, wide.general_rise, code_min, general_max)].reset_index()
+def code_only_collapses(rows, reference: str) -> pd.DataFrame:
+    """(configuration, mask kind, k, code_rise, general_rise, code_loss, general_loss) of the points whose status
+    against a reference is code_collapse (destroyed.point_status, any seed; no point destroyed): where code
+    collapses while general text stays intact, with its rises (seeds averaged) and losses as multiples of ln |V|."""
+    df = _zero(_frame(rows))
+    df = df[df.k_percent.notna()].assign(configuration=lambda d: d.configuration.fillna(d.granularity))
+    key = ["configuration", "mask_kind", "k_percent"]
+    gen = df[(df.metric == GENERAL_RISE) & (df.reference == reference)]
+    status = gen.groupby(key).status.agg(_point_status)
+    hits = status[status == CODE_COLLAPSE].index
+    columns = key + [CODE_RISE, GENERAL_RISE, "code_loss", "general_loss"]
+    if not len(hits):
+        return pd.DataFrame(columns=columns)
+    code = df[(df.metric == CODE_RISE) & (df.subset == "code")].groupby(key).value.mean()
+    ratio = df[df.metric == LOSS_OVER_UNIFORM]
+    code_loss = ratio[ratio.subset == "code"].groupby(key).value.mean()
+    general_loss = ratio[ratio.reference == reference].groupby(key).value.mean()
+    out = pd.DataFrame({CODE_RISE: code.reindex(hits), GENERAL_RISE: gen.groupby(key).value.mean().reindex(hits),
+                        "code_loss": code_loss.reindex(hits), "general_loss": general_loss.reindex(hits)})
+    return out.reset_index()[columns]
 
 
 def vector_shares(rows) -> pd.DataFrame:

@@ -155,7 +155,7 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     import numpy as np
     from spot_utils.report.readme_block import results_table, update_readme
     from test_stage04 import _synthetic_results
-    # the spot's intact point (on random damage's curve) at 0.1%, its destroyed one (code at 17 nats) at 1%
+    # the spot's intact point (on random damage's curve) at 0.1%, at 1% code collapses (17 nats) with English intact
     relabel = {1.0: 0.1, 5.0: 1.0}
     results = [(dict(lab, k_percent=relabel[lab["k_percent"]]) if lab["mask_kind"] == "spot" else lab, f)
                for lab, f in _synthetic_results(np.random.default_rng(0))]
@@ -163,11 +163,14 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     text = results_table(["toy"], tmp_path)
     lines = {line.split(" | ")[0] + " " + line.split(" | ")[1]: line for line in text.splitlines() if line.startswith("| ")}
     assert lines["| 0.1% spot"].count("destroyed") == 0 and "†" not in lines["| 0.1% spot"]
-    assert lines["| 1% spot"].count("destroyed") == 2 and "†" in lines["| 1% spot"]
+    assert lines["| 1% spot"].count("code collapses, general text intact") == 2 and "†" in lines["| 1% spot"]
+    assert "destroyed" not in lines["| 1% spot"] and lines["| 1% spot"].count("†") == 1  # code's cell alone
     assert "(+" in lines["| 1% random_uniform"]  # three seeds: their range
     assert "is not distinguishable from random damage" in text and "**Verdict.** toy: the spot" in text
-    h = run_headline(rows, 1.0)  # the index: the destroyed 1% point marked, the verdict per configuration
-    assert h["spot.destroyed"] is True and h["spot.verdicts"] == {"global": ["none", "none"]}
+    h = run_headline(rows, 1.0)  # the index: the collapsed 1% point marked, the verdict per configuration
+    assert h["spot.destroyed"] is True and h["spot.collapse"] is True and h["random_uniform.collapse"] is False
+    assert h["spot.verdicts"] == {"global": ["none", "none"]}
+    assert h["spot.sensitivity"] == {"global": ["Under the any-subset rule the verdict is the same."] * 2}
     assert "global: none / none" in index_html(pd.DataFrame([dict(run="toy", **h)]))
     # the index leads with the finding: a figure, the README's verdict sentence, each verdict with its point
     from spot_utils.report.tables import model_summary
@@ -176,6 +179,7 @@ def test_results_table_marks_destroyed_points_and_states_a_computed_verdict(tmp_
     assert page.index('<img src="data:image/png;base64,') < page.index("<table>")
     assert html.escape(sentence) in page and f"**Verdict.** {sentence}" in text
     assert "against literary English <b>none</b> (" in page
+    assert "code collapses, general text intact at k = 1% (code +" in page and "verdict is the same" in page
     # the README block is rewritten from the reports it names, and nothing else changes
     readme = tmp_path / "README.md"
     readme.write_text("intro\n<!-- results: toy -->\nstale\n<!-- /results -->\noutro\n")

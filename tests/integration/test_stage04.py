@@ -30,10 +30,11 @@ def _frame(losses: dict[str, np.ndarray]) -> dict[str, pd.DataFrame]:
                                   for s, values in losses.items() for i, v in enumerate(values)])}
 
 
-def _synthetic_results(rng):
+def _synthetic_results(rng, destroyed: bool = False):
     """Baseline, random_uniform (3 seeds) along a damage curve ln(1 + c) = 1.5 ln(1 + g), on which the ratio c / g
-    grows with damage, and the spot: at 1% a point ON that curve but further out (g = 1), at 5% destroyed (code at
-    17 nats, above ln |V|)."""
+    grows with damage, and the spot: at 1% a point ON that curve but further out (g = 1), at 5% a code collapse (code
+    at 17 nats, above ln |V|, general text at 8 nats, below it) and, with `destroyed`, at 10% destroyed (general text
+    at 12 nats too)."""
     base = {s: 2.0 * rng.uniform(0.9, 1.1, 12) for s in CODE} | {r: 4.0 * rng.uniform(0.9, 1.1, 12) for r in REFS}
 
     def scaled(code_rise, general_rise, noise=0.01):
@@ -47,11 +48,13 @@ def _synthetic_results(rng):
                             _frame(scaled((1 + rise) ** 1.5 - 1, rise))))
     results.append((dict(labels, mask_kind="spot", k_percent=1.0, n_entries=100), _frame(scaled(2 ** 1.5 - 1, 1.0))))
     results.append((dict(labels, mask_kind="spot", k_percent=5.0, n_entries=500), _frame(scaled(7.5, 1.0))))
+    if destroyed:
+        results.append((dict(labels, mask_kind="spot", k_percent=10.0, n_entries=1000), _frame(scaled(7.5, 2.0))))
     return results
 
 
 def test_a_destroyed_model_ratio_selectivity_claims_a_coding_region_matched_excess_does_not():
-    results = _synthetic_results(np.random.default_rng(0))
+    results = _synthetic_results(np.random.default_rng(0), destroyed=True)
     baseline = results[0][1]
     code_subsets = CODE
     rows = paired_tests.paired_rows(results, baseline, code_subsets, REFS, VOCAB, n_boot=400, matched_boot=2000)
@@ -67,13 +70,20 @@ def test_a_destroyed_model_ratio_selectivity_claims_a_coding_region_matched_exce
         old = stats.selectivity_vs_reference(by[k], ablation_loop.item_losses(uniform[k]), base, CODE, "english",
                                              n_boot=400)
         assert old["ci_low"] > 0 and old["p"] < 0.01, k  # "more coding-specific than random damage"
-    # the destroyed point: no selectivity, no excess, status says why; its loss rows say destroyed
+    # the collapsed point (code past ln |V|, general text not): no selectivity, no excess, status says why, and its
+    # rises and losses as multiples of ln |V| reported; the destroyed one (general text past ln |V| too) likewise
+    for k, status in ((5.0, "code_collapse"), (10.0, "destroyed")):
+        at = spot[spot.k_percent == k]
+        for metric in ("selectivity", "selectivity_minus_reference", "matched_excess", "matched_excess_any_subset"):
+            got = at[at.metric == metric]
+            assert len(got) == 2 and got.value.isna().all() and (got.status == status).all(), (k, metric)
+        assert not [r for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == k
+                    and r["metric"] in ("p_selectivity_vs_reference", "p_matched_excess")]
+        gen = at[at.metric == "general_rise"]
+        assert (gen.status == status).all() and gen.value.notna().all() and gen.destroyed.eq(k == 10.0).all()
     at5 = spot[spot.k_percent == 5.0]
-    for metric in ("selectivity", "selectivity_minus_reference", "matched_excess"):
-        got = at5[at5.metric == metric]
-        assert len(got) == 2 and got.value.isna().all() and (got.status == "destroyed").all(), metric
-    assert not [r for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == 5.0
-                and r["metric"] in ("p_selectivity_vs_reference", "p_matched_excess")]
+    ratio = at5[at5.metric == "loss_over_uniform"].set_index("subset").value
+    assert ratio["code"] == pytest.approx(17 / math.log(VOCAB), rel=0.05) and (ratio[REFS] < 1).all()
     # the intact point lies on random damage's curve: ratio selectivity still claims, matched excess does not
     at1 = spot[spot.k_percent == 1.0]
     sel = at1[at1.metric == "selectivity_minus_reference"]
@@ -86,13 +96,20 @@ def test_a_destroyed_model_ratio_selectivity_claims_a_coding_region_matched_exce
     assert len(mde) == 2 and (mde.value > 0).all()
     verdict = ablation_tables.conclusion(rows, "global", REFS)
     assert "is not distinguishable from random damage" in verdict and "agree" in verdict
+    # the collapse is reported as the paper's claim, with its numbers, against each reference
+    assert verdict.count("code collapses, general text intact at k = 5% (code +") == 2
+    assert "median code loss 1.5" in verdict and "Under the any-subset rule the verdict is the same." in verdict
     # one p-value family per metric over the run: every matched-excess p of the run adjusted together
     raw = df[df.metric == "p_matched_excess"]
     adjusted = df[df.metric == "p_holm_matched_excess"]
     assert adjusted.value.to_numpy() == pytest.approx(stats.holm(raw.value.to_numpy()))
-    # the figure's frame marks the destroyed point and keeps the random curve's seeds apart
+    # the figure's frame marks the collapsed and the destroyed point and keeps the random curve's seeds apart
     points = ablation_tables.damage_frame(rows, "global", "english").set_index(["mask_kind", "point"])
-    assert points.loc[("spot", "k = 5%"), "destroyed"] and not points.loc[("spot", "k = 1%"), "destroyed"]
+    assert points.loc[("spot", "k = 10%"), "destroyed"] and not points.loc[("spot", "k = 5%"), "destroyed"]
+    assert points.loc[("spot", "k = 5%"), "collapse"] and not points.loc[("spot", "k = 1%"), "collapse"]
+    assert points.loc[("spot", "k = 1%"), "kept"] and not points.loc[("spot", "k = 1%"), "destroyed"]
+    hits = ablation_tables.code_only_collapses(rows, "english")
+    assert list(zip(hits.mask_kind, hits.k_percent)) == [("spot", 5.0)] and hits.code_loss.iloc[0] > 1
     assert points.loc[("random_uniform", "k = 1%"), "seeds"] == 3
 
 
@@ -178,8 +195,13 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
     vocab = ablation_loop.vocab_size(model)
     for configuration, got in info.items():
         mine = df[(df.configuration == configuration) & (df["mode"] == "zero")]
-        spot_loss = mine[(mine.mask_kind == "spot") & (mine.metric == "loss")]
-        intact = sorted(k for k, g in spot_loss.groupby("k_percent") if not g.destroyed.any())
+        loss = mine[mine.metric == "loss"]
+
+        def gone(g):  # the median rule, computed apart: median code loss or any reference at or above ln |V|
+            by = g.groupby(["seed", "subset"], dropna=False).value.mean().unstack()
+            return bool(((by[CODE].median(axis=1) >= math.log(vocab)) | (by[REFS] >= math.log(vocab)).any(axis=1)).any())
+        spot_loss = loss[loss.mask_kind == "spot"]
+        intact = sorted(k for k, g in spot_loss.groupby("k_percent") if not gone(g))
         assert got["smallest_intact_k"] == (intact[0] if intact else None)
         assert got["headline_ks"] == sorted({params["k_detail"], *intact[:1]})
         # three random_uniform seeds at the headline k values and at the curve's k values that bracket a compared
@@ -203,9 +225,9 @@ def test_the_sweep_picks_headline_k_and_extends_random_uniform_until_it_covers(r
             lab.get("configuration") == configuration and lab["mask_kind"] == "random_uniform"
             and lab["k_percent"] in brackets - set(got["headline_ks"]) and lab["seed"] != params["random_seeds"][0])]
         intact, destroyed = ablation_loop.uniform_ks(seen, configuration, CODE, REFS, vocab)
-        losses = mine[(mine.mask_kind == "random_uniform") & (mine.metric == "loss")
-                      & ((mine.seed == params["random_seeds"][0]) | mine.k_percent.isin(got["headline_ks"]))]
-        assert destroyed == set(losses[losses.destroyed.astype(bool)].k_percent)
+        losses = loss[(loss.mask_kind == "random_uniform")
+                      & ((loss.seed == params["random_seeds"][0]) | loss.k_percent.isin(got["headline_ks"]))]
+        assert destroyed == {k for k, g in losses.groupby("k_percent") if gone(g)}
         assert intact == set(losses.k_percent) - destroyed
         assert all(max(intact & set(params["k_grid"])) < k < min(destroyed, default=101) for k in extended)
         if got["random_extended_to"]:

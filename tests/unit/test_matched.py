@@ -157,13 +157,76 @@ def test_minimal_detectable_effect_and_range_cover():
     assert matched.minimal_detectable_effect(1.0) == pytest.approx(1.95996 + 0.84162, abs=1e-4)
     assert matched.minimal_detectable_effect(0.5, alpha=0.01, power=0.9) == pytest.approx(0.5 * (2.5758 + 1.2816),
                                                                                             abs=1e-3)
-    pts = lambda *xs: [dict(x=x, destroyed=d) for x, d in xs]  # noqa: E731
-    assert matched.random_range_covers(pts((0.2, False), (5.0, True)), pts((0.1, False), (0.3, False)))
-    assert not matched.random_range_covers(pts((0.4, False)), pts((0.1, False), (9.0, True)))
+    pts = lambda *xs: [dict(x=x, status=s) for x, s in xs]  # noqa: E731
+    assert matched.random_range_covers(pts((0.2, None), (5.0, "destroyed")), pts((0.1, None), (0.3, None)))
+    assert not matched.random_range_covers(pts((0.4, None)), pts((0.1, None), (9.0, "destroyed")))
+    # a collapsed point is not kept either: it neither needs the curve's reach nor extends it
+    assert matched.random_range_covers(pts((0.2, None), (5.0, "code_collapse")), pts((0.3, None)))
+    assert not matched.random_range_covers(pts((0.4, None)), pts((0.1, None), (9.0, "code_collapse")))
 
 
 def test_damage_points(base):
     pts = matched.damage_points({1.0: _frame(base, 0.2, 0.3), 50.0: {s: v * 10 for s, v in base.items()}}, base,
                                 CODE, "english", V)
     assert pts[0]["x"] == pytest.approx(0.2) and pts[0]["y"] == pytest.approx(0.3) and not pts[0]["destroyed"]
-    assert pts[1]["destroyed"]
+    assert pts[0]["status"] is None and pts[1]["destroyed"] and pts[1]["status"] == "destroyed"
+
+
+def _collapsed(base, n_gone: int, ratio: float = 1.1, english_rise: float = 0.1) -> dict:
+    """n_gone code subsets at ratio · ln |V| (items scaled), the rest unchanged; English raised by english_rise."""
+    out = {s: v.copy() for s, v in base.items()}
+    for s in CODE[:n_gone]:
+        out[s] = base[s] * ratio * math.log(V) / base[s].mean()
+    out["english"] = base["english"] * (1 + english_rise)
+    return out
+
+
+def test_code_collapsing_with_general_intact_is_its_own_status_with_its_rises(base):
+    random = {1.0: [_frame(base, 0.1, 0.1 + d) for d in (-0.01, 0.0, 0.01)], 5.0: _frame(base, 0.3, 0.3)}
+    spot = _collapsed(base, 10)  # SmolLM2's code_minus_general: 10 of 12 code subsets past ln |V|, English intact
+    rows = {r["key"]: r for r in matched.matched_excess(base, {"spot": spot}, random, CODE, "english", V, n_boot=200)}
+    r = rows["spot"]
+    assert r["status"] == "code_collapse" and not r["destroyed"]
+    assert r["value"] is None and r["p"] is None and r["ci_low"] is None
+    naive_code = np.mean([spot[s].mean() / base[s].mean() - 1 for s in CODE])  # as measured: not capped
+    assert r["code_rise"] == pytest.approx(naive_code) and r["general_rise"] == pytest.approx(0.1)
+    # the reference destroyed too: destroyed, not a collapse
+    gone = dict(spot, english=base["english"] * 1.01 * math.log(V) / base["english"].mean())
+    [r] = matched.matched_excess(base, {"gone": gone}, random, CODE, "english", V, n_boot=50)
+    assert r["status"] == "destroyed" and r["destroyed"]
+    [p] = matched.damage_points({"spot": spot}, base, CODE, "english", V)
+    assert p["status"] == "code_collapse" and not p["destroyed"]
+
+
+def test_one_subset_past_ln_v_is_kept_under_the_median_and_enters_capped(base):
+    random = {1.0: [_frame(base, 0.1, 0.1 + d) for d in (-0.01, 0.0, 0.01)], 5.0: _frame(base, 0.5, 3.0)}
+    bash = _collapsed(base, 1, ratio=3.0)  # one code subset at 3 · ln |V|
+    [med] = matched.matched_excess(base, {"top": bash}, random, CODE, "english", V, n_boot=200)
+    [old] = matched.matched_excess(base, {"top": bash}, random, CODE, "english", V, n_boot=200, rule="any")
+    assert old["status"] == "code_collapse" and old["value"] is None
+    assert med["status"] is None and med["value"] is not None
+    ln_v = math.log(V)
+    pooled_y = math.log(np.mean(np.exp([0.09, 0.1, 0.11])))  # the seeds' items averaged
+    naive = np.mean([min(bash[s].mean(), ln_v) / base[s].mean() - 1 for s in CODE])  # the capped code rise
+    assert med["code_rise"] == pytest.approx(naive)
+    assert med["code_rise"] < np.mean([bash[s].mean() / base[s].mean() - 1 for s in CODE])
+    assert med["value"] == pytest.approx(math.log1p(naive) - np.interp(math.log1p(0.1), [0, 0.1, 0.5],
+                                                                                [0, pooled_y, 3.0]))
+    [p] = matched.damage_points({"top": bash}, base, CODE, "english", V)
+    assert p["status"] is None and p["code_rise"] == pytest.approx(naive)
+
+
+def test_random_points_that_collapse_stay_out_of_the_curve_and_kept_ones_enter_capped(base):
+    masks = {"a": _frame(base, 0.3, 0.3)}
+    # k = 5 collapses (10 code subsets past ln |V|): the curve ends at k = 1, and mask a lies beyond it
+    random = {1.0: _frame(base, 0.1, 0.1), 5.0: _collapsed(base, 10, english_rise=0.5)}
+    [r] = matched.matched_excess(base, masks, random, CODE, "english", V, n_boot=50)
+    assert r["status"] == "outside_random_range"
+    # under the any rule a random point with one subset past ln |V| is left out too; under the median it is kept
+    random = {1.0: _frame(base, 0.1, 0.1), 5.0: _collapsed(base, 1, ratio=2.0, english_rise=0.5)}
+    [r] = matched.matched_excess(base, masks, random, CODE, "english", V, n_boot=50, rule="any")
+    assert r["status"] == "outside_random_range"
+    [r] = matched.matched_excess(base, masks, random, CODE, "english", V, n_boot=50)
+    capped_c = np.mean([min(random[5.0][s].mean(), math.log(V)) / base[s].mean() - 1 for s in CODE])
+    curve_y = np.interp(0.3, [0, 0.1, math.log1p(0.5)], [0, 0.1, math.log1p(capped_c)])
+    assert r["status"] is None and r["value"] == pytest.approx(0.3 - curve_y)

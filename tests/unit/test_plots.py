@@ -199,23 +199,31 @@ def test_log_ratio_axis_labels_more_than_one_tick_within_a_decade():
 
 def test_damage_plot_fits_its_axes_to_the_comparable_points_and_labels_the_top_n():
     """Destroyed points far out must not squeeze the comparable ones into a corner: those (with the origin) span at
-    least MIN_COVERAGE of each drawn axis; every top-n point carries its n; a code-only collapse is ringed."""
+    least MIN_COVERAGE of each drawn axis; every top-n point carries its n; a point whose status is code_collapse
+    (and no other: a large code rise alone is not one) is ringed and named in the legend."""
     points = damage_points()
     points["destroyed"] = points.code_rise > 1.0
+    points["collapse"] = False
     points.loc[points.destroyed, ["code_rise", "general_rise"]] *= 40  # destroyed points far beyond the rest
-    collapse = dict(points.iloc[0], mask_kind="code_over_general", point="k = 5%", k_percent=5.0, code_rise=0.8,
-                    general_rise=0.05, destroyed=False)
-    points = pd.concat([points, pd.DataFrame([collapse])], ignore_index=True)
+    collapse = dict(points.iloc[0], mask_kind="code_over_general", point="k = 5%", k_percent=5.0, code_rise=0.9,
+                    general_rise=0.05, destroyed=False, collapse=True)
+    big = dict(collapse, point="k = 2%", k_percent=2.0, code_rise=0.8, collapse=False)  # kept: not ringed
+    points = pd.concat([points, pd.DataFrame([collapse, big])], ignore_index=True)
     fig = plots.damage_plot(points, "global: code damage against literary English damage")
     try:
         view, ax = fig.damage_view, fig.axes[0]
-        comp = points[~points.destroyed & (points.mask_kind != "random_uniform")]
+        comp = points[~points.destroyed & ~points.collapse & (points.mask_kind != "random_uniform")]
         xs, ys = np.r_[0, np.log1p(comp.general_rise)], np.r_[0, np.log1p(comp.code_rise)]
         for values, (lo, hi), (alo, ahi) in ((xs, view["xlim"], ax.get_xlim()), (ys, view["ylim"], ax.get_ylim())):
             assert (lo, hi) == (alo, ahi)
             assert lo <= values.min() and values.max() <= hi  # every comparable point is inside the axes
             assert np.ptp(values) / (hi - lo) >= plots.MIN_COVERAGE
-        assert min(view["coverage"]) >= plots.MIN_COVERAGE and view["outside"] == int(points.destroyed.sum())
+        x, y = np.log1p(points.general_rise), np.log1p(points.code_rise)
+        beyond = ~(x.between(*view["xlim"]) & y.between(*view["ylim"]))
+        assert min(view["coverage"]) >= plots.MIN_COVERAGE and view["outside"] == int(beyond.sum())
+        assert beyond[points.destroyed].all()
+        rings = [c for c in ax.collections if c.get_label() == "code collapses, general intact"]
+        assert len(rings) == 1 and np.allclose(rings[0].get_offsets(), [[np.log1p(0.05), np.log1p(0.9)]])
         shown = {t.get_text() for a in fig.axes for t in a.texts}
         assert {f"top {n:g}" for n in points[points.mask_kind == "top_entries"].n_entries} <= shown
         legend = [t.get_text() for t in fig.legends[0].get_texts()]

@@ -248,12 +248,12 @@ def bracketing_ks(points: list[dict], curve: list[dict]) -> set:
     """The keys (k values) of random_uniform's curve points that bracket each mask point's general damage: for a
     point at x = ln(1 + g), the curve point with the largest x at or below it and the one with the smallest x at or
     above it (one only where the origin or the curve's end is the other side). Points and curve are damage_points
-    dicts; destroyed ones are left out."""
-    curve = sorted((p for p in curve if not p["destroyed"]), key=lambda p: p["x"])
+    dicts; points that are not kept (destroyed, or code collapsed) are left out."""
+    def kept(p):
+        return p.get("status") is None and not p["destroyed"]
+    curve = sorted(filter(kept, curve), key=lambda p: p["x"])
     out = set()
-    for p in points:
-        if p["destroyed"]:
-            continue
+    for p in filter(kept, points):
         below = [c["key"] for c in curve if c["x"] <= p["x"]]
         above = [c["key"] for c in curve if c["x"] >= p["x"]]
         out.update(below[-1:] + above[:1])

@@ -34,6 +34,10 @@ def test_brackets_by_hand():
     assert bracketing_ks([point("a", 0.9)], curve) == {5.0}  # beyond the reach: the last kept point only
     assert bracketing_ks([point("a", 0.1)], curve) == {1.0}  # on a curve point: that point from both sides
     assert bracketing_ks([point("a", 0.3, destroyed=True)], curve) == set()
+    collapsed = dict(point("a", 0.05), status="code_collapse")  # not compared, and not a curve point either
+    assert bracketing_ks([collapsed], curve) == set()
+    assert bracketing_ks([point("b", 0.05)], [dict(c, status="code_collapse") if c["key"] == 1.0 else c
+                                               for c in curve]) == {0.1, 5.0}
 
 
 @pytest.mark.parametrize("seed", range(20))

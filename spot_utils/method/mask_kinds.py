@@ -141,19 +141,19 @@ register_mask_kind("authors_spot", build=_stage03_own("authors_spot"), stage="03
 # controls, in plan order: random_uniform at every k, then (at the headline k values) random per tensor and magnitude
 register_control(REFERENCE_CONTROL, build=lambda spot, seed, model, shapes: random_uniform(spot, seed, shapes),
                  matched_on="total", seeds="uniform", every_k=True, marker="s", color="#56b4e9", heavy=True,
-                 headline=True, readme=4, collapse_curve=True)
+                 headline=True, readme=2, collapse_curve=True)
 register_control("random", build=lambda spot, seed, model, shapes: random_per_tensor(spot, seed),
-                 matched_on="per_tensor", seeds="all", marker="P", color="#0072b2", readme=3, collapse_curve=True)
+                 matched_on="per_tensor", seeds="all", marker="P", color="#0072b2", collapse_curve=True)
 register_control("magnitude", build=lambda spot, seed, model, shapes: magnitude_per_tensor(model, spot),
-                 matched_on="per_tensor", marker="^", color="#009e73", readme=2, verdict=True, collapse_curve=True)
+                 matched_on="per_tensor", marker="^", color="#009e73", verdict=True, collapse_curve=True)
 register_mask_kind("spot_norms", build=_spot_norms, stage="04_ablation", ablation="from_spot", marker="v",
                    color="#cc6677",
                    verdict=True)
 register_mask_kind("code_over_general", build=_stage03_shared("code_over_general"), stage="03_selection",
                    ablation="stage03", marker="*", color="#aa4499", heavy=True, per_configuration=False,
-                   headline=True, readme=5, verdict=True, collapse_curve=True, layer_map=True)
+                   headline=True, readme=3, verdict=True, collapse_curve=True, layer_map=True)
 register_mask_kind("code_minus_general", build=_stage03_shared("code_minus_general"), stage="03_selection",
-                   ablation="stage03", marker="X", color="#332288", per_configuration=False, readme=6, verdict=True,
+                   ablation="stage03", marker="X", color="#332288", per_configuration=False, verdict=True,
                    layer_map=True)
 register_mask_kind(OUTLIERS, build=configuration_top_count, stage="04_ablation", ablation="outliers", marker="D",
                    color="#882255")

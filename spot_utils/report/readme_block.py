@@ -9,12 +9,15 @@ import pandas as pd
 from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, LOSS, MATCHED_EXCESS, MDE_MATCHED_EXCESS,
                                      P_HOLM_MATCHED_EXCESS)
 from ..analysis.rows import format_rise, to_frame
+from ..measure.metric_groups import METRIC_GROUPS
 from ..base.io import read_json, write_text
 from ..base.paths import REPORTS_DIR
 from ..method.mask_kinds import OUTLIERS, readme_kinds
-from .tables import conclusion, model_summary, reference_label, status_words
+from ..experiment.params import DEFAULTS
+from .tables import ALPHA, conclusion, model_summary, reference_label, status_words
 
 README_KINDS = readme_kinds()  # the mask-kind table's README rows, in their order
+PAPER_KS = tuple(DEFAULTS["authors_spot_k"])  # the k values the authors' damage script zeroes
 README_BEGIN, README_END = "<!-- results:", "<!-- /results -->"  # the block names its runs: <!-- results: a b -->
 
 
@@ -46,6 +49,26 @@ def headline_points(df: pd.DataFrame, configuration: str) -> list[tuple[str, flo
     return list(dict.fromkeys(first[:1] + one))
 
 
+def table_points(df: pd.DataFrame, configuration: str, alpha: float = ALPHA) -> list[tuple[str, float]]:
+    """Every point the README's table shows for a configuration, top-n points first, then by k: the headline points,
+    the paper's k values (PAPER_KS) where a README kind was measured, and every point a verdict rests on (a
+    seed-pooled matched excess of a README kind with Holm p < alpha)."""
+    zero = df[(df.conf == configuration) & (df["mode"].fillna("zero") == "zero")]
+    measured = set(zero[zero.mask_kind.isin(README_KINDS) & (zero.metric == CODE_RISE)].k_percent.dropna())
+    points = set(headline_points(df, configuration)) | {("k", k) for k in PAPER_KS if k in measured}
+    me = zero[(zero.metric == MATCHED_EXCESS) & zero.seed.isna() & zero.value.notna()
+              & zero.mask_kind.isin([*README_KINDS, OUTLIERS])]
+    p = zero[(zero.metric == P_HOLM_MATCHED_EXCESS) & zero.seed.isna()]
+    def same(column, value):
+        return column.fillna(-1) == (-1 if pd.isna(value) else value)
+    for r in me.itertuples():
+        hit = p[(p.mask_kind == r.mask_kind) & (p.reference == r.reference) & same(p.k_percent, r.k_percent)
+                & (same(p.n_entries, r.n_entries) | (r.mask_kind != OUTLIERS))].value
+        if len(hit) and hit.iloc[0] < alpha:
+            points.add(("top", r.n_entries) if r.mask_kind == OUTLIERS else ("k", r.k_percent))
+    return sorted(points, key=lambda pt: (pt[0] != "top", pt[1]))
+
+
 def _rise_cell(values: pd.Series, gone: pd.Series) -> str:
     if not len(values.dropna()):
         return "–"
@@ -68,6 +91,51 @@ def _excess_cell(df: pd.DataFrame, ref: str) -> str:
             + (f"; detectable ≥ {mde.iloc[0]:.2f}" if len(mde) else ""))
 
 
+def _score_cell(rows: pd.DataFrame) -> str:
+    """'0.61 [0.53, 0.68]' of a mean score (seeds: their mean, range in parentheses); its status where not measured."""
+    values = rows.value.dropna()
+    if not len(values):
+        return status_words(rows.status.dropna().iloc[0]) if rows.status.notna().any() else "–"
+    if len(values) > 1:
+        return f"{values.mean():.2f} ({values.min():.2f} … {values.max():.2f}; {len(values)} seeds)"
+    r = rows[rows.value.notna()].iloc[0]
+    return f"{r.value:.2f} [{r.ci_low:.2f}, {r.ci_high:.2f}]" if pd.notna(r.ci_low) else f"{r.value:.2f}"
+
+
+def task_table(df: pd.DataFrame, k: float = 1.0) -> str:
+    """The executed and general tasks of a run, where it measured them ('' otherwise): per configuration, the
+    baseline and every README kind at k, with HumanEval and MBPP pass@1 (greedy, executed; 95% interval; seeded
+    controls: mean over seeds), the exact McNemar p against the baseline (Holm), and the mean multiple-choice
+    acc_norm over the general benchmarks."""
+    passed, mc = METRIC_GROUPS["generation"].item_metrics[0], "acc_norm"
+    gen_subsets = [s for s in ("humaneval", "mbpp") if ((df.metric == passed) & (df.subset == s)).any()]
+    benchmarks = sorted(set(df[df.metric == mc].subset.dropna()))
+    if not gen_subsets and not benchmarks:
+        return ""
+    zero = df[df["mode"].fillna("zero") == "zero"]
+    head = ["mask", *[f"{s} pass@1" for s in gen_subsets], *[f"McNemar p vs baseline ({s})" for s in gen_subsets]]
+    if benchmarks:
+        head.append(f"general tasks acc_norm (mean of {len(benchmarks)})")
+    lines = [f"| {' | '.join(head)} |", "|" + " --- |" * len(head)]
+
+    def line(label, at):
+        cells = [label] + [_score_cell(at[(at.metric == passed) & (at.subset == s)]) for s in gen_subsets]
+        for s in gen_subsets:
+            p = at[(at.metric == f"p_holm_mcnemar_{passed}") & (at.subset == s)].value
+            cells.append(f"{p.max():.2g}" if len(p) else "–")
+        if benchmarks:
+            acc = at[(at.metric == mc) & at.subset.isin(benchmarks)]
+            cells.append(f"{acc.groupby('subset').value.mean().mean():.3f}" if len(acc) else "–")
+        if any(c not in ("–",) for c in cells[1:]):
+            lines.append("| " + " | ".join(cells) + " |")
+    line("baseline", zero[zero.mask_kind == "baseline"])
+    for configuration in [c for c in ("paper", "global") if c in set(zero.conf)]:
+        for kind in README_KINDS:
+            line(f"{kind} ({configuration}, {k:g}%)",
+                 zero[(zero.conf == configuration) & (zero.mask_kind == kind) & (zero.k_percent == k)])
+    return "\n".join(lines) + "\n"
+
+
 def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str:
     """The README's results section, rendered from reports/<run>/metrics.json of each run: per model and
     configuration, at the smallest point of the spot's curve that is not destroyed (headline_points) and at 1%,
@@ -88,7 +156,7 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
             head = ["k", "mask", "code rise"] + [f"{reference_label(r)} rise" for r in refs] + \
                 [f"matched excess vs {reference_label(r)} [95% CI]; Holm p; smallest detectable" for r in refs]
             lines = [f"| k ({configuration}) | " + " | ".join(head[1:]) + " |", "|" + " --- |" * len(head)]
-            for where, at_value in headline_points(df, configuration):
+            for where, at_value in table_points(df, configuration):
                 for kind in ("spot",) if where == "top" else README_KINDS:  # no control is ablated at a top-n point
                     if where == "top":  # the spot's curve below its k grid: the top n entries alone
                         at = zero[(zero.mask_kind == OUTLIERS) & (zero.n_entries == at_value)]
@@ -108,6 +176,11 @@ def results_table(runs: list[str], reports_dir: str | Path = REPORTS_DIR) -> str
             out.append("\n".join(lines) + "\n")
             if (df.metric == MATCHED_EXCESS).any():
                 out.append(conclusion(df, configuration, refs) + "\n")
+                if "authors_spot" in set(zero.mask_kind):
+                    out.append(conclusion(df, configuration, refs, kind="authors_spot") + "\n")
+        tasks = task_table(df)
+        if tasks:
+            out.append(f"Executed coding benchmarks and general tasks ({model}):\n\n" + tasks)
         configurations = [c for c in ("paper", "global", "per_tensor") if c in set(df.conf)]
         if not (df.metric == MATCHED_EXCESS).any():
             out.append(f"{model}: this run predates the damage-matched comparison and records no destroyed points "

@@ -55,8 +55,7 @@ def test_rows_carry_the_schema_version_and_older_rows_read_as_version_1(tmp_path
 
 def test_the_mask_kind_table_holds_the_lists_the_readers_used():
     assert list(controls()) == ["random_uniform", "random", "magnitude"] == list(kinds(ablation="control"))
-    assert readme_kinds() == ("spot", "authors_spot", "magnitude", "random", "random_uniform", "code_over_general",
-                              "code_minus_general")
+    assert readme_kinds() == ("spot", "authors_spot", "random_uniform", "code_over_general")
     assert set(kinds(headline=True)) == {"spot", "authors_spot", "code_over_general", "random_uniform"}
     assert kinds(k_param="authors_spot_k") == ("authors_spot",) and MASK_KINDS["authors_spot"].configuration == "paper"
     assert set(kinds(heavy=True)) == {"baseline", "spot", "authors_spot", "code_over_general", "random_uniform"}

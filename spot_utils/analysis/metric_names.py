@@ -73,6 +73,7 @@ def mde_name(metric: str) -> str:
 
 LOSS, PERPLEXITY, ACCURACY, LOSS_RISE = "loss", "perplexity", "accuracy", "loss_rise"
 UNIFORM_LOSS, N_SELECTED, VECTOR_SHARE = "uniform_loss", "n_selected", "vector_share"
+CHANCE = "chance_level"
 CODE_RISE, GENERAL_RISE, SELECTIVITY = "code_rise", "general_rise", "selectivity"
 SELECTIVITY_MINUS_REFERENCE = "selectivity_minus_reference"
 P_SELECTIVITY_VS_REFERENCE = "p_selectivity_vs_reference"
@@ -92,6 +93,8 @@ for _name, _unit, _direction, _by, _rows in (
         (LOSS_RISE, "ablated / baseline − 1", "higher_is_worse", "rows.loss_rows", "every ablated entry, per subset"),
         (UNIFORM_LOSS, "nats per token (ln |V|)", "none", "ablation_loop.ablate_and_evaluate",
          "the baseline, subset 'vocabulary'"),
+        (CHANCE, "expected score of guessing", "none", "ablation_loop.ablate_and_evaluate",
+         "the baseline, per subset of a metric group that defines it (multiple choice)"),
         (N_SELECTED, "entries", "none", "ablation_loop.mask_rows", _POINTS + ", subset 'parameters'"),
         (VECTOR_SHARE, "fraction of entries", "none", "ablation_loop.mask_rows", _POINTS + ", subset 'parameters'"),
         (LOSS_OVER_UNIFORM, "multiple of ln |V|", "higher_is_worse", "paired_tests.rise_rows",

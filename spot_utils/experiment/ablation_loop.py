@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 from ..analysis import stats
 from ..analysis.destroyed import point_destroyed, uniform_loss
 from ..analysis.matched import damage_points, pool_seeds, random_range_covers
-from ..analysis.metric_names import LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
+from ..analysis.metric_names import CHANCE, LOSS_RISE, N_SELECTED, UNIFORM_LOSS, VECTOR_SHARE
 from ..analysis.rows import loss_rows, row
 from ..base.io import read_json, write_json
 from ..base.memory import peak_rss_mib
@@ -124,7 +124,7 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
     it as soon as measured; cache: frames by mask (its digest, mode and metric groups) shared between calls, so that
     a mask met twice (a contrastive region in both configurations, an outlier mask equal to a spot) is measured
     once. vocab (|V|): subsets at or above ln |V| are marked destroyed in the rows, and the baseline
-    gets a uniform_loss row (ln |V|).
+    gets a uniform_loss row (ln |V|); the baseline also gets a chance row per subset where a group defines it.
     Returns (rows, results, baseline): results is a list of (labels, {group: per-item frame}) for the paired
     tests; baseline is the unablated {group: frame}.
     """
@@ -140,6 +140,8 @@ def ablate_and_evaluate(model, entries, evaluators: Evaluators, params: dict, ba
         if vocab is not None:
             rows.append(row(metric=UNIFORM_LOSS, subset="vocabulary", value=uniform_loss(vocab), n=vocab,
                             **base_labels))
+        rows += [row(metric=CHANCE, subset=subset, value=float(c), **base_labels)
+                 for evaluation in evaluators.groups.values() for subset, c in evaluation.chance.items()]
     for labels, masks in tqdm(entries, desc="masks", leave=False):
         labels = dict(labels, mode=labels.get("mode") or "zero")
         labels.setdefault("n_entries", mask_count(masks))

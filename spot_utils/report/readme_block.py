@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from ..analysis.metric_names import (CODE_RISE, GENERAL_RISE, LOSS, MATCHED_EXCESS, MDE_MATCHED_EXCESS,
+from ..analysis.metric_names import (CHANCE, CODE_RISE, GENERAL_RISE, LOSS, MATCHED_EXCESS, MDE_MATCHED_EXCESS,
                                      P_HOLM_MATCHED_EXCESS)
 from ..analysis.rows import format_rise, to_frame
 from ..measure.metric_groups import METRIC_GROUPS
@@ -106,13 +106,14 @@ def task_table(df: pd.DataFrame, k: float = 1.0) -> str:
     """The executed and general tasks of a run, where it measured them ('' otherwise): per configuration, the
     baseline and every README kind at k, with HumanEval and MBPP pass@1 (greedy, executed; 95% interval; seeded
     controls: mean over seeds), the exact McNemar p against the baseline (Holm), and the mean multiple-choice
-    acc_norm over the general benchmarks."""
+    acc_norm over the general benchmarks (the baseline's with the mean chance level)."""
     passed, mc = METRIC_GROUPS["generation"].item_metrics[0], "acc_norm"
     gen_subsets = [s for s in ("humaneval", "mbpp") if ((df.metric == passed) & (df.subset == s)).any()]
     benchmarks = sorted(set(df[df.metric == mc].subset.dropna()))
     if not gen_subsets and not benchmarks:
         return ""
     zero = df[df["mode"].fillna("zero") == "zero"]
+    chance = df[(df.metric == CHANCE) & df.subset.isin(benchmarks)].groupby("subset").value.first()
     head = ["mask", *[f"{s} pass@1" for s in gen_subsets], *[f"McNemar p vs baseline ({s})" for s in gen_subsets]]
     if benchmarks:
         head.append(f"general tasks acc_norm (mean of {len(benchmarks)})")
@@ -126,7 +127,9 @@ def task_table(df: pd.DataFrame, k: float = 1.0) -> str:
         if benchmarks:
             acc = at[(at.metric == mc) & at.subset.isin(benchmarks)]
             cells.append(f"{acc.groupby('subset').value.mean().mean():.3f}" if len(acc) else "–")
-        if any(c not in ("–",) for c in cells[1:]):
+            if label == "baseline" and len(chance):
+                cells[-1] += f" (chance {chance.mean():.3f})"
+        if any(c != "–" for c in cells[1:]):
             lines.append("| " + " | ".join(cells) + " |")
     line("baseline", zero[zero.mask_kind == "baseline"])
     for configuration in [c for c in ("paper", "global") if c in set(zero.conf)]:

@@ -43,6 +43,8 @@ def test_task_table_reads_pass_at_1_seeds_mcnemar_and_multiple_choice():
     rows = [row(metric="pass@1", subset="humaneval", mask_kind="baseline", value=0.6, ci_low=0.5, ci_high=0.7, **base),
             row(metric="acc_norm", subset="arc_easy", mask_kind="baseline", value=0.6, **base),
             row(metric="acc_norm", subset="piqa", mask_kind="baseline", value=0.7, **base),
+            row(metric="chance_level", subset="arc_easy", mask_kind="baseline", value=0.25, **base),
+            row(metric="chance_level", subset="piqa", mask_kind="baseline", value=0.5, **base),
             row(metric="pass@1", subset="humaneval", mask_kind="spot", k_percent=1.0, value=0.1, ci_low=0.05,
                 ci_high=0.15, **LAB),
             row(metric="p_holm_mcnemar_pass@1", subset="humaneval", mask_kind="spot", k_percent=1.0, value=0.001,
@@ -53,10 +55,10 @@ def test_task_table_reads_pass_at_1_seeds_mcnemar_and_multiple_choice():
                  ci_low=v - 0.1, ci_high=v + 0.1, **LAB) for s, v in ((0, 0.55), (1, 0.5))]
     lines = task_table(frame(rows)).splitlines()
     assert lines[0] == "| mask | humaneval pass@1 | McNemar p vs baseline (humaneval) | general tasks acc_norm (mean of 2) |"
-    assert "| baseline | 0.60 [0.50, 0.70] | – | 0.650 |" in lines
+    assert "| baseline | 0.60 [0.50, 0.70] | – | 0.650 (chance 0.375) |" in lines
     assert "| spot (paper, 1%) | 0.10 [0.05, 0.15] | 0.001 | – |" in lines
     assert "| authors_spot (paper, 1%) | not generated: destroyed | – | – |" in lines
     assert "| random_uniform (paper, 1%) | 0.53 (0.50 … 0.55; 2 seeds) | – | – |" in lines
     assert not any(line.startswith("| code_over_general") for line in lines)  # not measured: no row
-    assert task_table(frame(rows[1:3])).splitlines()[0] == "| mask | general tasks acc_norm (mean of 2) |"
+    assert task_table(frame(rows[1:5])).splitlines()[0] == "| mask | general tasks acc_norm (mean of 2) |"
     assert task_table(frame(rise("spot", 1.0))) == ""

@@ -22,7 +22,7 @@ NB_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN))/python,$(shell com
 
 git-filter:                                       ## strip notebooks/*.ipynb on `git add` (.gitattributes) and on a Jupyter save; every install route runs it
 	$(NB_PYTHON) -c "import nbstripout" || { echo "git-filter: $(NB_PYTHON) has no nbstripout (pip install nbstripout)"; exit 1; }
-	$(NB_PYTHON) -m spot_utils.base.notebook_store --install   # JupyterLab saves a filtered notebook as git stores it
+	$(NB_PYTHON) -m spot_utils.base.notebook_store --install   # JupyterLab saves a filtered notebook as git stores it (a server extension)
 	-git config filter.nbstripout.clean '"$(NB_PYTHON)" -m nbstripout --keep-id --extra-keys "$(NB_EXTRA_KEYS)"'
 	-git config filter.nbstripout.smudge cat
 	-git config filter.nbstripout.required true

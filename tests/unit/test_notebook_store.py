@@ -1,6 +1,6 @@
 """The Jupyter pre-save hook saves a notebook git filters in the form git stores (so a JupyterLab save leaves `git
 status` clean: git reports a file of another size as modified without running the filter), and leaves every other
-notebook as it is; --install writes the Jupyter server setting into an environment."""
+notebook as it is; --install enables the server extension that registers it in an environment."""
 import json
 from pathlib import Path
 import subprocess
@@ -65,9 +65,17 @@ def test_other_notebooks_and_files_are_saved_as_they_are(clone, tmp_path_factory
     assert text["content"] == "x"
 
 
-def test_install_writes_the_server_setting(tmp_path):
+def test_install_enables_the_server_extension_that_registers_the_hook(tmp_path):
     target = notebook_store.install(tmp_path)
     assert target == tmp_path / "etc" / "jupyter" / "jupyter_server_config.d" / "spot_utils_notebooks.json"
-    hook = json.loads(target.read_text())["ContentsManager"]["pre_save_hook"]
-    module, name = hook.rsplit(".", 1)
-    assert getattr(__import__(module, fromlist=[name]), name) is notebook_store.strip_on_save
+    (module, enabled), = json.loads(target.read_text())["ServerApp"]["jpserver_extensions"].items()
+    assert enabled and __import__(module, fromlist=["x"]) is notebook_store
+    assert notebook_store._jupyter_server_extension_points() == [{"module": module}]
+    hooks = []
+
+    class _App:
+        contents_manager = type("CM", (), {"register_pre_save_hook": lambda self, hook: hooks.append(hook)})()
+        log = type("Log", (), {"info": lambda self, message: None})()
+
+    notebook_store._load_jupyter_server_extension(_App())
+    assert hooks == [notebook_store.strip_on_save]

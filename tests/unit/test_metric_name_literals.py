@@ -47,10 +47,10 @@ def _notebook_cells(path: Path):
     for number, cell in enumerate(json.loads(text)["cells"]):
         if cell["cell_type"] != "code" or not cell["source"]:
             continue
-        first = json.dumps(cell["source"][0], ensure_ascii=False)
+        source = "".join(cell["source"])  # a list of lines as nbformat writes it (or one string)
+        first = json.dumps(source.splitlines(keepends=True)[0], ensure_ascii=False)
         start = next((i for i in range(cursor, len(file_lines)) if file_lines[i].strip().startswith(first)), cursor)
         cursor = start + 1
-        source = "".join(cell["source"])
         yield number, re.sub(r"^(\s*)[%!].*$", r"\1pass", source, flags=re.M), start + 1
 
 

@@ -20,8 +20,9 @@ NB_EXTRA_KEYS := metadata.papermill cell.metadata.papermill cell.metadata.execut
 # the Python that has nbstripout: this checkout's .venv, else the python3 on PATH (an activated conda env)
 NB_PYTHON ?= $(if $(wildcard $(BIN)/python),$(abspath $(BIN))/python,$(shell command -v python3))
 
-git-filter:                                       ## strip notebooks/*.ipynb on `git add` (.gitattributes); every install route runs it
+git-filter:                                       ## strip notebooks/*.ipynb on `git add` (.gitattributes) and on a Jupyter save; every install route runs it
 	$(NB_PYTHON) -c "import nbstripout" || { echo "git-filter: $(NB_PYTHON) has no nbstripout (pip install nbstripout)"; exit 1; }
+	$(NB_PYTHON) -m spot_utils.base.notebook_store --install   # JupyterLab saves a filtered notebook as git stores it (a server extension)
 	-git config filter.nbstripout.clean '"$(NB_PYTHON)" -m nbstripout --keep-id --extra-keys "$(NB_EXTRA_KEYS)"'
 	-git config filter.nbstripout.smudge cat
 	-git config filter.nbstripout.required true

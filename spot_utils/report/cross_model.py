@@ -6,6 +6,7 @@ import warnings
 
 import pandas as pd
 
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE
 from ..base.io import read_json
 from ..base.paths import REPORTS_DIR, RUNS_DIR
 from ..base.run_files import mask_path
@@ -52,8 +53,8 @@ def cross_model(run_names: list[str], k_percent: float, runs_dir: str | Path = R
         metrics_path = Path(reports_dir) / run / "metrics.json"
         h = run_headline(read_json(metrics_path), 1.0) if metrics_path.is_file() else {}
         for kind in ("spot", "random_uniform"):  # the collapse at 1%, beside random damage of the same size
-            row[f"{kind}_code_rise_at_1pct"] = h.get(f"{kind}.code_rise")
-            row[f"{kind}_general_rise_at_1pct"] = h.get(f"{kind}.general_rise")
+            row[f"{kind}_{CODE_RISE}_at_1pct"] = h.get(f"{kind}.{CODE_RISE}")
+            row[f"{kind}_{GENERAL_RISE}_at_1pct"] = h.get(f"{kind}.{GENERAL_RISE}")
         rows.append(row)
         spots[f"{run} ({row['model']})" if row["model"] and row["model"] != run else run] = spot
     profiles = pd.concat([structure.profile(spots, "module").assign(by="module"),

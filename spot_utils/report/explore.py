@@ -15,6 +15,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from ..analysis import rows as metrics
+from ..analysis.metric_names import GENERAL_RISE, LOSS_RISE, MATCHED_EXCESS
 from ..base.io import read_json
 from ..base.paths import REPORTS_DIR, shown
 from . import plots
@@ -66,7 +67,7 @@ def references(rows: pd.DataFrame) -> tuple[str, list[str]]:
     """General-text references of the general rise: the rows' `reference` field where present, else its subsets."""
     if rows.get("reference", pd.Series(dtype=object)).notna().any():
         return "reference", list(dict.fromkeys(rows.reference.dropna()))
-    return "subset", sorted(rows[rows.metric == "general_rise"].subset.dropna().unique())
+    return "subset", sorted(rows[rows.metric == GENERAL_RISE].subset.dropna().unique())
 
 
 def choices(rows: pd.DataFrame, params: dict, kind: str = "spot") -> dict:
@@ -105,7 +106,7 @@ def view(run: str, configuration=None, kind: str = "spot", k=None, reference=Non
     if ref_column == "reference":
         mine = mine[mine.reference.isna() | (mine.reference == reference)]
     else:  # general rises measured on another reference are left out
-        mine = mine[(mine.metric != "general_rise") | (mine.subset == reference)]
+        mine = mine[(mine.metric != GENERAL_RISE) | (mine.subset == reference)]
     out = View(f"run {run} · {column} {configuration} · mask kind {kind} · k = {k:g}% · general reference {reference}")
     rise = tables.rise_frame(mine.to_dict("records"))
     kinds = [kind] + [c for c in ("random_uniform", "random") if c != kind and c in set(rise.mask_kind)]
@@ -115,7 +116,7 @@ def view(run: str, configuration=None, kind: str = "spot", k=None, reference=Non
                                        general_label=tables.reference_label(reference) if reference else "general text")
     else:
         out.notes.append(f"No code / general rises for {kind} in this configuration.")
-    matched = mine[(mine.metric == "matched_excess") & (mine.seed.isna() if "seed" in mine else True)]
+    matched = mine[(mine.metric == MATCHED_EXCESS) & (mine.seed.isna() if "seed" in mine else True)]
     if len(matched):
         points = [f"top {n:,.0f}" if kind_ == "top_entries" else f"{k_:g}% ({n:,.0f} entries)"
                   for kind_, k_, n in zip(matched.mask_kind, matched.k_percent, matched.n_entries)]
@@ -124,7 +125,7 @@ def view(run: str, configuration=None, kind: str = "spot", k=None, reference=Non
                                                                      ["mask_kind", "point"], "subset")))
     else:
         out.notes.append("Damage-matched comparison: absent in this run (no matched_excess rows in its metrics.json).")
-    at = mine[(mine.metric == "loss_rise") & (mine.k_percent == k) & mine.mask_kind.isin(kinds)
+    at = mine[(mine.metric == LOSS_RISE) & (mine.k_percent == k) & mine.mask_kind.isin(kinds)
               & (mine["mode"].fillna("zero") == "zero")]
     if len(at):
         out.tables.append((f"Loss rise per evaluated subset at k = {k:g}% (95% interval; seeds averaged)",

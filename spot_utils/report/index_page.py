@@ -13,6 +13,7 @@ import subprocess
 import pandas as pd
 
 from ..analysis.destroyed import COLLAPSE_LABEL
+from ..analysis.metric_names import MATCHED_EXCESS
 from ..analysis.rows import is_missing
 from ..base.io import read_json, write_text
 from ..base.paths import REPO_ROOT, REPORTS_DIR
@@ -91,7 +92,7 @@ def finding(rows: list[dict], model: str) -> dict:
     sensitivity to the destroyed rule (tables.sensitivity), and a small damage-matched figure (the global configuration where there is one, the first reference) as
     a PNG data URI."""
     df = to_frame(rows)
-    if not (df.metric == "matched_excess").any():
+    if not (df.metric == MATCHED_EXCESS).any():
         return {}
     configurations, references = list(dict.fromkeys(df.configuration.dropna())), list(dict.fromkeys(df.reference.dropna()))
     shown = "global" if "global" in configurations else configurations[0]

@@ -284,15 +284,30 @@ def profile_heatmap(profile: pd.DataFrame, title: str, xlabel: str, value: str =
     return fig
 
 
+# profile_lines' other labels (languages, models): Paul Tol's colour-blind-safe "bright" scheme without its red (the
+# spot's hue) and grey; colour, marker and line style each cycle, so no two lines share a colour and a marker
+# (5 x 7 lines) or a colour and a line style (5 x 4)
+PROFILE_COLORS = ("#4477aa", "#228833", "#ccbb44", "#66ccee", "#aa3377")
+PROFILE_MARKERS = ("o", "s", "^", "D", "v", "P", "X")
+PROFILE_STYLES = ("-", "--", ":", "-.")
+
+
 def profile_lines(profile: pd.DataFrame, title: str, xlabel: str, value: str = "enrichment"):
     """One line per label over ordered groups (layers or relative depth) of a structure.profile; labels that are
-    mask kinds (spot, shared core) drawn thick in their fixed colour."""
+    mask kinds (spot, shared core) drawn thick and solid in their fixed colour and marker, the others thin in
+    PROFILE_COLORS x PROFILE_MARKERS x PROFILE_STYLES."""
     fig, ax = plt.subplots(figsize=(9, 4))
-    colors = language_colors(profile.label)
+    others = 0
     for label, g in profile.groupby("label", sort=False):
         kind = mask_color(label, None)
-        ax.plot(g.group, g[value], marker="o", ms=3, lw=2.5 if kind else 1.2, color=kind or colors[label], label=label,
-                zorder=3 if kind else 2)
+        if kind:
+            style = dict(color=kind, marker=mask_marker(LABEL_KINDS.get(label, label)), ls="-", lw=2.5, zorder=3)
+        else:
+            style = dict(color=PROFILE_COLORS[others % len(PROFILE_COLORS)],
+                         marker=PROFILE_MARKERS[others % len(PROFILE_MARKERS)],
+                         ls=PROFILE_STYLES[others // len(PROFILE_COLORS) % len(PROFILE_STYLES)], lw=1.4, zorder=2)
+            others += 1
+        ax.plot(g.group, g[value], ms=4, label=label, **style)
     ax.axhline(1.0 if value == "enrichment" else 0.0, color="grey", lw=0.8, ls="--",
                label="no preference (1)" if value == "enrichment" else None)
     ax.set_xlabel(xlabel)

@@ -10,7 +10,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 import torch  # noqa: E402
-from matplotlib.colors import to_rgb  # noqa: E402
+from matplotlib.colors import to_hex, to_rgb  # noqa: E402
 from matplotlib.text import Text  # noqa: E402
 
 from spot_utils.report import plots  # noqa: E402
@@ -237,3 +237,24 @@ def test_damage_plot_gives_each_mask_kind_its_own_colour_and_marker():
              "code_over_general", "code_minus_general", "general"]  # every kind a damage plot can show
     assert len({plots.mask_marker(k) for k in kinds}) == len(kinds)
     assert len({plots.mask_color(k) for k in kinds}) == len(kinds)
+
+
+
+@pytest.mark.parametrize("n_languages", [11, 20])
+def test_profile_lines_no_two_series_share_a_colour_and_a_marker_or_line_style(n_languages):
+    """Notebook 05's layer plot: two lines of alike colours (RGB distance below 0.5, e.g. two shades of one hue)
+    differ in marker and in line style; no language line takes a mask kind's colour."""
+    labels = (SCORED + UNSEEN + [f"lang{i}" for i in range(n_languages)])[:n_languages] + ["spot", "shared core"]
+    fig = plots.profile_lines(profile(range(12), labels), "Layers each language's top-1% prefers", "decoder layer")
+    try:
+        series = [line for line in fig.axes[0].get_lines() if line.get_label() in labels]
+        assert [line.get_label() for line in series] == labels
+        for a, b in itertools.combinations(series, 2):
+            if np.abs(np.array(to_rgb(a.get_color())) - np.array(to_rgb(b.get_color()))).sum() < 0.5:
+                assert a.get_marker() != b.get_marker() and a.get_linestyle() != b.get_linestyle(), \
+                    (a.get_label(), b.get_label(), a.get_color(), b.get_color(), a.get_marker(), a.get_linestyle())
+        mask_colours = {to_hex(c) for c in plots.MASK_COLORS.values()}
+        for line in series[:n_languages]:
+            assert to_hex(line.get_color()) not in mask_colours, line.get_label()
+    finally:
+        plt.close(fig)

@@ -118,3 +118,17 @@ def test_schedule_warms_up_then_decays_to_its_floor(steps):
     assert max(lrs) == pytest.approx(1.0) and all(0.1 - 1e-9 <= x <= 1.0 for x in lrs)
     peak = lrs.index(max(lrs))
     assert lrs[:peak + 1] == sorted(lrs[:peak + 1]) and lrs[peak:] == sorted(lrs[peak:], reverse=True)
+
+
+def test_benchmark_runs_on_the_tiny_model(capsys):
+    import importlib.util
+    from pathlib import Path
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "sparse_tuning.py"
+    spec = importlib.util.spec_from_file_location("sparse_tuning_benchmark", path)
+    benchmark = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(benchmark)
+    benchmark.main(["--tiny", "--seq-len", "16"])
+    lines = capsys.readouterr().out.splitlines()
+    rows = [line.split() for line in lines[2:]]
+    assert [r[0] for r in rows] == ["0.1", "1", "5"]
+    assert all(float(r[4]) < 0.2 for r in rows)  # sparse state: a small fraction of dense masked AdamW's

@@ -9,8 +9,16 @@ from typing import Iterable, Mapping
 import torch
 
 from .losses import pad_batch, sequence_losses
+from .mask_kinds import MASK_KINDS
 from .scoring import clean_name
 
+LORA, FULL, UNTRAINED = "lora", "full", "untrained"
+# the arms of stage 07: a mask kind stage 04 can ablate beside the spot trains its mask's entries (sparse arms); LoRA
+# matched to each sparse arm's count; every parameter. The untrained model, the reference of every gain, is always
+# measured.
+SPARSE_ARMS = tuple(n for n, k in MASK_KINDS.items() if k.ablation in ("spot", "control", "stage03"))
+TUNING_ARMS = (*SPARSE_ARMS, LORA, FULL)
+DEFAULT_ARMS = ("spot", "authors_spot", "code_over_general", "random", "random_uniform", "magnitude", LORA, FULL)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")  # Llama / Gemma names
 WARMUP_FRACTION = 0.1  # of the steps: linear warm-up, then cosine decay to FINAL_LR_FRACTION of the peak
 FINAL_LR_FRACTION = 0.1

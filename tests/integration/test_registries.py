@@ -234,7 +234,7 @@ def test_a_toy_mask_kind_and_derived_metric_run_through_the_tiny_pipeline(tmp_pa
     assert {"loss_rise", "code_rise", "matched_excess"} <= set(toy.metric)
     assert (df[df.metric == TOY_METRIC].reference.dropna().unique().tolist() == ["english", "english_modern"])
     assert_toy_metric_matches_the_rises(df)
-    assert set(df.schema_version) == {2}
+    assert set(df.schema_version) == {3}
     assert TOY_KIND in (report / "04_ablation.html").read_text()  # shown in stage 04's tables
 
 

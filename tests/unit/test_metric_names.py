@@ -43,12 +43,12 @@ def test_derived_metrics_and_names_are_refused_without_an_implementation_or_a_di
 def test_rows_carry_the_schema_version_and_older_rows_read_as_version_1(tmp_path):
     new = row(metric="loss", value=1.5)
     old = {k: v for k, v in new.items() if k != "schema_version"}  # a row of a report written before the field
-    assert new["schema_version"] == SCHEMA_VERSION == 2 and schema_version(new) == 2 and schema_version(old) == 1
+    assert new["schema_version"] == SCHEMA_VERSION == 3 and schema_version(new) == 3 and schema_version(old) == 1
     write_metrics(tmp_path / "metrics.json", [new, old])
     back = read_json(tmp_path / "metrics.json")
-    assert [schema_version(r) for r in back] == [2, 1] and back[0] == new
+    assert [schema_version(r) for r in back] == [3, 1] and back[0] == new
     df = to_frame(back)
-    assert df.value.tolist() == [1.5, 1.5] and df.schema_version.tolist()[0] == 2
+    assert df.value.tolist() == [1.5, 1.5] and df.schema_version.tolist()[0] == 3
     with pytest.raises(KeyError, match="unknown metric fields"):
         to_frame([dict(old, colour="red")])
 

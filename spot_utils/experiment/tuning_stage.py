@@ -183,8 +183,8 @@ def run(base_model, tokenizer, params: dict, subsets: dict, store: TuningStore, 
             torch.manual_seed(labels["seed"])
             losses = train(model, optimizer, batches, params["tuning_lr"])
             frames = build_evaluators(params, model, tokenizer, subsets, None, groups=["loss"])(["loss"])
-            frames["training"] = pd.DataFrame(dict(step=range(len(losses)), loss=losses,
-                                                   trainable_count=trainable_count(model)))
+            trained = optimizer.n_selected if isinstance(optimizer, SparseAdamW) else trainable_count(model)
+            frames["training"] = pd.DataFrame(dict(step=range(len(losses)), loss=losses, trainable_count=trained))
             store.put(entry, digest, labels, frames)
             del model, optimizer
         results[entry] = (labels, frames)
@@ -207,7 +207,7 @@ def rows_of(untrained: dict, results: dict, params: dict, vocab: int) -> list[di
         arms.setdefault(tuple((k, v) for k, v in labels.items() if k != "seed"), []).append(frames)
     for key, seeds in arms.items():
         trainable = int(seeds[0]["training"]["trainable_count"].iloc[0])
-        labels = dict(key, n_entries=trainable)
+        labels = dict(key, n_entries=dict(key).get("n_entries") or trainable)  # a mask's count, or what trains
         rows += gain_rows([f["loss"] for f in seeds], untrained["loss"], parts, params["general_references"],
                           trainable, labels, boot)
     return rows

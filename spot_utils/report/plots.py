@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE, TUNING_CODE_GAIN, TUNING_GENERAL_FORGETTING
 from ..base.io import atomic_path
 from ..method.mask_kinds import EXTRA_COLORS, MASK_KINDS
 
@@ -522,8 +522,8 @@ def _tuning_points(df: pd.DataFrame, metric: str, subset: str) -> pd.DataFrame:
 def tuning_gain_vs_forgetting(df: pd.DataFrame, reference: str, title: str):
     """Stage 07: code gain against general forgetting on `reference`, one point per arm and k with its 95% intervals
     (rows of tuning_rows.gain_rows; up and to the left is better)."""
-    gain = _tuning_points(df, "tuning_code_gain", "code").set_index(["label"])
-    forget = _tuning_points(df, "tuning_general_forgetting", reference).set_index(["label"])
+    gain = _tuning_points(df, TUNING_CODE_GAIN, "code").set_index(["label"])
+    forget = _tuning_points(df, TUNING_GENERAL_FORGETTING, reference).set_index(["label"])
     both = gain.join(forget[["value", "ci_low", "ci_high"]], rsuffix="_f", how="inner")
     fig, ax = plt.subplots(figsize=(7, 5))
     for label, r in both.iterrows():
@@ -542,7 +542,7 @@ def tuning_gain_vs_forgetting(df: pd.DataFrame, reference: str, title: str):
 
 def tuning_gain_vs_trainable(df: pd.DataFrame, title: str):
     """Stage 07: code gain against the trainable count (log x), one point per arm and k with its 95% interval."""
-    gain = _tuning_points(df, "tuning_code_gain", "code")
+    gain = _tuning_points(df, TUNING_CODE_GAIN, "code")
     fig, ax = plt.subplots(figsize=(7, 5))
     for r in gain.itertuples():
         color, marker = _arm_style(r.key)

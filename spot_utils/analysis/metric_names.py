@@ -82,6 +82,8 @@ MATCHED_EXCESS_ANY_SUBSET = "matched_excess_any_subset"  # the same comparison u
 LOSS_OVER_UNIFORM = "loss_over_uniform"
 PLACEBO_MATCHED_EXCESS = "placebo_matched_excess"
 PLACEBO_FALSE_POSITIVE_RATE = "placebo_false_positive_rate"
+TUNING_CODE_GAIN, TUNING_GENERAL_FORGETTING = "tuning_code_gain", "tuning_general_forgetting"
+TRAINABLE_COUNT, TUNING_GAIN_PER_PARAMETER = "trainable_count", "tuning_gain_per_parameter"
 P_WILCOXON = "p_wilcoxon_"  # prefix: p_wilcoxon_<item metric>, per subset
 
 _LOSS_ROWS = "every evaluated entry and the baseline, per subset"
@@ -126,6 +128,13 @@ for _name, _unit, _direction, _by, _rows in (
          "the placebo_matched_excess rows with a value"),
         (PLACEBO_FALSE_POSITIVE_RATE, "fraction of seeds called at α = 0.05", "higher_is_worse",
          "paired_tests.placebo_rows", "random_uniform, per configuration and reference (n = seeds compared)"),
+        (TUNING_CODE_GAIN, "1 − tuned / untrained code loss", "higher_is_better", "tuning_rows.gain_rows",
+         "every trained arm of stage 07, subset 'code' and 'code:<part>' (trained, held_out, unseen)"),
+        (TUNING_GENERAL_FORGETTING, "tuned / untrained − 1", "higher_is_worse", "tuning_rows.gain_rows",
+         "every trained arm of stage 07, per reference"),
+        (TRAINABLE_COUNT, "entries", "none", "tuning_rows.gain_rows", "every trained arm of stage 07, subset 'parameters'"),
+        (TUNING_GAIN_PER_PARAMETER, "tuning_code_gain / trainable_count", "higher_is_better", "tuning_rows.gain_rows",
+         "every trained arm of stage 07, subset 'code'"),
 ):
     register_metric_name(_name, unit=_unit, direction=_direction, produced_by=_by, carried_by=_rows)
 P_MATCHED_EXCESS, MDE_MATCHED_EXCESS = p_name(MATCHED_EXCESS), mde_name(MATCHED_EXCESS)

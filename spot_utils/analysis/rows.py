@@ -13,7 +13,7 @@ from .metric_names import ACCURACY, LOSS, LOSS_RISE, PERPLEXITY
 from .stats import bootstrap_ci, mean_ci, relative_rise
 
 FIELDS = ("model", "configuration", "k_percent", "granularity", "mask_kind", "seed", "mode", "criterion", "aggregation",
-          "n_entries", "control_of", "reference", "metric", "subset", "value", "n", "ci_low", "ci_high", "destroyed",
+          "n_entries", "control_of", "arm", "reference", "metric", "subset", "value", "n", "ci_low", "ci_high", "destroyed",
           "status", "schema_version")
 SCHEMA_VERSION = 3  # of the rows this code writes; what changed in each: docs/METHOD.md, metrics.json rows
 

@@ -71,6 +71,12 @@ def ablation_entry_path(run: dict | str, entry: str) -> Path:
     return run_dir(run) / "ablation" / f"{entry}.json"
 
 
+def tuning_entry_path(run: dict | str, entry: str) -> Path:
+    """runs/<run>/tuning/<entry>.json: the per-item results of one trained arm and seed of stage 07 (entry: an id
+    from tuning_stage.entry_id), written as soon as it is measured."""
+    return run_dir(run) / "tuning" / f"{entry}.json"
+
+
 def drop_half_scores(run: dict | str, languages) -> int:
     """Delete the half score files of `languages` (and their index.json entries) once nothing needs them (stage
     05's stability check has read them); return the bytes freed. A rerun of stage 01 then scores the halves again."""

@@ -23,6 +23,7 @@ from ..method.ablation import MODES
 from ..method.aggregation import AGGREGATIONS
 from ..method.scoring import CRITERIA, OVERLONG, SCOPE_PARTS
 from ..method.selection import CONFIGURATIONS
+from ..method.tuning import DEFAULT_ARMS, TUNING_ARMS
 
 # key -> the names it accepts (a registry is read at validation time: names registered later count)
 OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, "score_include": SCOPE_PARTS,
@@ -30,7 +31,7 @@ OPTIONS = {"dtype": DTYPES, "criterion": CRITERIA, "aggregation": AGGREGATIONS, 
            "mc_benchmarks": MC_BENCHMARKS, "languages": CODE_LANGUAGES, "unseen_languages": CODE_LANGUAGES,
            "likelihood_languages": CODE_LANGUAGES, "general_language": GENERAL_LANGUAGES,
            "general_eval": GENERAL_LANGUAGES, "general_references": GENERAL_LANGUAGES,
-           "generation_prompt_format": PROMPT_FORMATS}
+           "generation_prompt_format": PROMPT_FORMATS, "tuning_arms": TUNING_ARMS}
 
 
 RUN_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")  # a folder name: never "." or "..", no path, ≤ 64 chars
@@ -163,6 +164,24 @@ SCHEMA = {
     "exec_timeout": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 < v <= MAX_TIMEOUT,
                      f"seconds in (0, {MAX_TIMEOUT:g}] (wall clock per executed completion)", 10.0),
     "bootstrap_samples": (_is_int(100), "an integer ≥ 100", 1000),
+    # sparse fine-tuning of the spot against other arms (stage 07)
+    "tuning": (lambda v: isinstance(v, bool), "true / false: stage 07 trains every arm and evaluates it (false: the "
+               "stage writes nothing)", False),
+    "tuning_k": (lambda v: _is_list_of(_is_k)(v) and len(v) > 0, "a non-empty list of k of k_grid (percent) at which "
+                 "the sparse arms train", [1.0]),
+    "tuning_arms": (*_list_of("tuning_arms"), list(DEFAULT_ARMS)),
+    "tuning_held_out": (lambda v: v is None or isinstance(v, str), "null (the last of languages) or a language of "
+                        "languages left out of the training data (evaluated as held out)", None),
+    "tuning_steps": (_is_int(1), "an integer ≥ 1 (optimizer steps of every arm)", 4),
+    "tuning_batch_size": (_is_int(1), "an integer ≥ 1 (sequences per step)", 2),
+    "tuning_max_len": (lambda v: v is None or _is_int(2)(v), "null (max_len) or an integer in [2, max_len] (tokens "
+                       "per training sequence)", None),
+    "tuning_lr": (lambda v: isinstance(v, float) and 0 < v < 1, "a learning rate in (0, 1) (the schedule's peak, "
+                  "the same for every arm)", 1e-3),
+    "tuning_weight_decay": (lambda v: isinstance(v, (int, float)) and not isinstance(v, bool) and 0 <= v < 1,
+                            "a weight decay in [0, 1) (AdamW's, on the trained entries only)", 0.0),
+    "tuning_seeds": (lambda v: _is_list_of(_is_int(0))(v) and len(v) > 0, "a non-empty list of integers ≥ 0 (each "
+                     "seeds the data order, the random arms' masks and LoRA's initialisation)", [0]),
 }
 DEFAULTS = {k: v[2] for k, v in SCHEMA.items()}
 
@@ -191,16 +210,35 @@ def validate(params: dict) -> dict:
         if "julia" in merged["languages"] + merged["unseen_languages"] and merged["corpus_source"] is None:
             problems.append("julia has no offline source: set corpus_source to a folder holding julia/")
         for key in ("languages", "unseen_languages", "general_eval", "general_references", "configurations", "k_grid",
-                    "random_seeds", "random_extension_k", "authors_spot_k"):
+                    "random_seeds", "random_extension_k", "authors_spot_k", "tuning_k", "tuning_arms",
+                    "tuning_seeds"):
             repeated = sorted({x for x in merged[key] if merged[key].count(x) > 1}, key=str)
             if repeated:
                 problems.append(f"{key}: {repeated} listed more than once")
+        if merged["tuning"]:
+            problems += _tuning_problems(merged)
         overlap = set(merged["languages"]) & set(merged["unseen_languages"])
         if overlap:
             problems.append(f"languages and unseen_languages overlap: {sorted(overlap)}")
     if problems:
         raise ValueError("invalid parameters:\n  " + "\n  ".join(problems))
     return merged
+
+
+def _tuning_problems(params: dict) -> list[str]:
+    """What stage 07 cannot run with: a tuning_k outside k_grid (stage 03 writes no mask there), a held-out language
+    outside languages or the only one, a training length above max_len (its windows would overlap stage 01's)."""
+    problems = [f"tuning_k {k} must be one of k_grid {params['k_grid']} (stage 03 writes masks there)"
+                for k in params["tuning_k"] if k not in params["k_grid"]]
+    held_out = params["tuning_held_out"]
+    if held_out is not None and held_out not in params["languages"]:
+        problems.append(f"tuning_held_out {held_out!r} must be one of languages {params['languages']}")
+    if len(params["languages"]) < 2:
+        problems.append("tuning needs two languages at least: one is held out of the training data")
+    if (params["tuning_max_len"] or 0) > params["max_len"]:
+        problems.append(f"tuning_max_len {params['tuning_max_len']} exceeds max_len {params['max_len']}: training "
+                        "windows are stage 01's windows, truncated")
+    return problems
 
 
 class _UniqueKeyLoader(yaml.SafeLoader):

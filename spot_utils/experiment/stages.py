@@ -128,3 +128,7 @@ register_stage("05_overlap", needs=("01_scoring", "03_selection"),
                         "05_modules_by_language", "05_layers_by_language", "05_stability", "05_models_depth",
                         "05_models_modules"))
 register_stage("06_explore", reads="reports/<run>/ only: metrics.json, manifest.json, 03_layers_modules.csv")
+register_stage("07_tuning", needs=("03_selection",),
+               reads="the model, stage 03's masks, score-split windows after stage 01's and the eval split",
+               writes="tuning/<entry>.json as it goes", report_files=("07_tuning.json", "07_tuning.csv"),
+               figures=("07_gain_vs_forgetting_*", "07_gain_vs_trainable"))

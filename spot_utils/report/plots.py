@@ -13,7 +13,7 @@ import pandas as pd
 import seaborn as sns
 import torch
 
-from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE
+from ..analysis.metric_names import CODE_RISE, GENERAL_RISE, LOSS_RISE, TUNING_CODE_GAIN, TUNING_GENERAL_FORGETTING
 from ..base.io import atomic_path
 from ..method.mask_kinds import EXTRA_COLORS, MASK_KINDS
 
@@ -523,4 +523,61 @@ def damage_plot(points: pd.DataFrame, title: str, general_label: str = "general 
     fig.legend(handles, labels, loc="upper left", bbox_to_anchor=(0.71, 0.92), fontsize=8, frameon=False)
     _separate(fig, texts)
     fig.damage_view = view
+    return fig
+
+
+ARM_STYLES = {"lora": ("#000000", "d"), "full": ("#7f7f7f", "H")}  # stage 07's arms that train no mask
+
+
+def _arm_style(key: str) -> tuple[str, str]:
+    """(colour, marker) of a stage-07 arm: a mask kind's own, or ARM_STYLES'."""
+    color, marker = ARM_STYLES.get(key, (None, None))
+    return mask_color(key, color or "#7f7f7f"), marker or mask_marker(key)
+
+
+def _tuning_points(df: pd.DataFrame, metric: str, subset: str) -> pd.DataFrame:
+    """Stage 07's pooled rows of one metric and subset, one per arm and k, with a label and a colour key."""
+    g = df[(df.metric == metric) & (df.subset == subset) & df.seed.isna()].copy()
+    g["key"] = [kind if arm == "sparse" else arm for arm, kind in zip(g.arm, g.mask_kind)]
+    g["label"] = [" ".join(x for x in (key, c if isinstance(c, str) else "", "" if pd.isna(k) else f"{k:g}%") if x)
+                  for key, c, k in zip(g.key, g.configuration, g.k_percent)]
+    return g
+
+
+def tuning_gain_vs_forgetting(df: pd.DataFrame, reference: str, title: str):
+    """Stage 07: code gain against general forgetting on `reference`, one point per arm and k with its 95% intervals
+    (rows of tuning_rows.gain_rows; up and to the left is better)."""
+    gain = _tuning_points(df, TUNING_CODE_GAIN, "code").set_index(["label"])
+    forget = _tuning_points(df, TUNING_GENERAL_FORGETTING, reference).set_index(["label"])
+    both = gain.join(forget[["value", "ci_low", "ci_high"]], rsuffix="_f", how="inner")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for label, r in both.iterrows():
+        color, marker = _arm_style(r.key)
+        ax.errorbar(r.value_f, r.value, xerr=[[r.value_f - r.ci_low_f], [r.ci_high_f - r.value_f]],
+                    yerr=[[r.value - r.ci_low], [r.ci_high - r.value]], fmt=marker, color=color,
+                    capsize=2, ms=6)
+        ax.annotate(label, (r.value_f, r.value), xytext=(4, 3), textcoords="offset points", fontsize=7, color=color)
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.axvline(0, color="grey", lw=0.8)
+    ax.set_xlabel(f"general forgetting on {reference} (tuned / untrained loss − 1)")
+    ax.set_ylabel("code gain (1 − tuned / untrained code loss)")
+    ax.set_title(title, fontsize=11)
+    return fig
+
+
+def tuning_gain_vs_trainable(df: pd.DataFrame, title: str):
+    """Stage 07: code gain against the trainable count (log x), one point per arm and k with its 95% interval."""
+    gain = _tuning_points(df, TUNING_CODE_GAIN, "code")
+    fig, ax = plt.subplots(figsize=(7, 5))
+    for r in gain.itertuples():
+        color, marker = _arm_style(r.key)
+        ax.errorbar(r.n_entries, r.value, yerr=[[r.value - r.ci_low], [r.ci_high - r.value]], fmt=marker,
+                    color=color, capsize=2, ms=6)
+        ax.annotate(r.label, (r.n_entries, r.value), xytext=(4, 3), textcoords="offset points", fontsize=7,
+                    color=color)
+    ax.set_xscale("log")
+    ax.axhline(0, color="grey", lw=0.8)
+    ax.set_xlabel("trainable entries")
+    ax.set_ylabel("code gain (1 − tuned / untrained code loss)")
+    ax.set_title(title, fontsize=11)
     return fig

@@ -63,6 +63,10 @@ def test_tiny_run_writes_the_whole_report(tmp_path):
     spot = layers[(layers.kind == "spot") & (layers.k_percent == 1.0)]
     assert spot.selected.sum() == next(r["value"] for r in rows if r["mask_kind"] == "spot" and r["k_percent"] == 1.0
                                        and r["metric"] == "n_selected" and r["configuration"] == "global")
+    tuning = pd.DataFrame(json.loads((report / "07_tuning.json").read_text()))  # stage 07, tuning on in tiny.yaml
+    gains = tuning[tuning.metric == "tuning_code_gain"]
+    assert set(gains.arm) == {"sparse", "lora", "full"} and {"code", "code:held_out"} <= set(gains.subset)
+    assert {"07_gain_vs_trainable.png", "07_gain_vs_forgetting_english.png"} <= set(figures)
     explore = (report / "06_explore.html").read_text()  # the default view, read from reports/ alone
     assert "mask kind spot · k = 1%" in explore and "Damage-matched comparison" in explore and "<img" in explore
     assert "Traceback" not in explore

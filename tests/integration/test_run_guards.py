@@ -66,7 +66,8 @@ def test_failed_stage_is_recorded_and_later_stages_marked_stale(dirs, monkeypatc
     manifest = json.loads((dirs / "reports/guard/manifest.json").read_text())
     status = {s: r["status"] for s, r in manifest["stages"].items()}
     assert status == {"01_scoring": "ok", "02_aggregation": "failed", "03_selection": "stale",
-                      "04_ablation": "stale", "05_overlap": "stale", "06_explore": "stale"}
+                      "04_ablation": "stale", "05_overlap": "stale", "06_explore": "stale",
+                      "07_tuning": "stale"}
     assert "02_aggregation broke" in manifest["stages"]["02_aggregation"]["error"]
     assert (dirs / "reports/guard/02_aggregation.ipynb").is_file()  # the failing notebook is kept
     index = (dirs / "reports/index.html").read_text()  # the index and the pages show it

@@ -64,6 +64,21 @@ def metric_rows(metric, subsets, low, high):
     return pd.DataFrame(rows)
 
 
+def tuning_rows():
+    """Stage 07's pooled rows of a few arms (tuning_rows.gain_rows' layout)."""
+    from spot_utils.analysis.rows import row, to_frame
+    rows = []
+    for arm, kind, configuration, k, n in (("sparse", "spot", "global", 1.0, 1e4), ("sparse", "random", "global", 1.0, 1e4),
+                                            ("lora", None, None, 1.0, 2e4), ("full", None, None, None, 1e6)):
+        labels = dict(arm=arm, mask_kind=kind, configuration=configuration, k_percent=k, n_entries=n)
+        gain, forget = RNG.uniform(0, 0.1), RNG.uniform(-0.02, 0.05)
+        rows += [row(metric="tuning_code_gain", subset="code", value=gain, ci_low=gain - 0.01, ci_high=gain + 0.01,
+                     **labels),
+                 row(metric="tuning_general_forgetting", subset="english", reference="english", value=forget,
+                     ci_low=forget - 0.01, ci_high=forget + 0.01, **labels)]
+    return to_frame(rows)
+
+
 FIGURES = {
     "score_distribution": lambda: plots.score_distribution(
         {l: {"w": torch.randn(50, 50) * 10 ** RNG.uniform(-6, -2)} for l in SCORED + ["english", "aggregate"]}),
@@ -102,6 +117,8 @@ FIGURES = {
         metric_rows("acc_norm", ["arc_easy", "arc_challenge", "piqa", "boolq"], 0.25, 0.6), "acc_norm",
         "Multiple-choice accuracy", "acc_norm (95% CI)", chance={"arc_easy": 0.25, "arc_challenge": 0.25,
                                                                    "piqa": 0.5, "boolq": 0.5}),
+    "tuning_gain_vs_forgetting": lambda: plots.tuning_gain_vs_forgetting(tuning_rows(), "english", "gain vs forgetting"),
+    "tuning_gain_vs_trainable": lambda: plots.tuning_gain_vs_trainable(tuning_rows(), "gain vs trainable entries"),
 }
 
 

@@ -86,6 +86,7 @@ def start(namespace: dict, names_before: set, stage: str) -> dict:
     torch.manual_seed(params["seed"])
     run_dir(params).mkdir(parents=True, exist_ok=True)
     params["_stage"], params["_started"] = stage, time.perf_counter()
+    params["_origin"] = package_origin()  # the code that runs is the code imported now, whatever commits follow
     print(f"stage {stage} · run {params['run_name']} · model {params['model']} · seed {params['seed']} · "
           f"torch {torch.__version__} · {torch.get_num_threads()} threads · device {params['device']}")
     return params
@@ -96,7 +97,7 @@ def finish(params: dict, **info) -> None:
     record = dict(stage=params["_stage"], seconds=round(time.perf_counter() - params["_started"], 1),
                   device=params["device"], threads=torch.get_num_threads(), torch=torch.__version__,
                   python=platform.python_version(), sequences=params.get("_sequences", {}),
-                  spot_utils=package_origin(), **info)
+                  spot_utils=params.get("_origin") or package_origin(), **info)
     write_json(stage_record_path(params, params['_stage']), json.loads(json.dumps(record, default=str)))
     print(f"stage {params['_stage']} finished in {record['seconds']} s")
 

@@ -63,3 +63,16 @@ def test_the_stage_record_names_the_package_the_kernel_imported(tmp_path, monkey
     record = json.loads((tmp_path / "01_scoring.json").read_text())
     assert record["spot_utils"]["path"] == str(paths.PACKAGE_ROOT / "spot_utils")
     assert record["spot_utils"]["commit"] == stage.commit_of(paths.PACKAGE_ROOT)
+
+
+def test_the_stage_record_names_the_commit_at_the_stages_start(tmp_path, monkeypatch):
+    """A commit made while a stage runs (a working tree in use) is not the code the stage imported."""
+    monkeypatch.setattr(stage, "stage_record_path", lambda params, name: tmp_path / f"{name}.json")
+    monkeypatch.setattr(stage, "check_inputs", lambda params, name: None)
+    monkeypatch.setattr(stage, "run_dir", lambda params: tmp_path / "run")
+    head = {"commit": "at-start"}
+    monkeypatch.setattr(stage, "commit_of", lambda root: head["commit"])
+    params = stage.start({"run_name": "own", "corpus_source": None}, set(), "01_scoring")
+    head["commit"] = "at-finish"  # committed while the stage ran
+    stage.finish(params)
+    assert json.loads((tmp_path / "01_scoring.json").read_text())["spot_utils"]["commit"] == "at-start"

@@ -267,8 +267,8 @@ def test_unknown_names_fail_with_the_tables_names(llama, tmp_path):
         validate(dict(configurations=["cube"]))
     with pytest.raises(ValueError, match="unknown metric group 'nope'; registered: loss, likelihood, mc"):
         build_evaluators(validate({}), model, tok, {}, tmp_path, groups=["nope"])
-    with pytest.raises(ValueError, match="unknown mask kind 'nope'; registered: baseline, spot, random_uniform, "
-                                         "random, magnitude, spot_norms"):
+    with pytest.raises(ValueError, match="unknown mask kind 'nope'; registered: baseline, spot, authors_spot, "
+                                         "random_uniform, random, magnitude, spot_norms"):
         MASK_KINDS.pick("nope")
 
 

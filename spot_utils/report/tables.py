@@ -268,6 +268,8 @@ def _why_no_point(rows, configuration: str, kind: str) -> str:
     status = me.assign(point=_point(me)).groupby("point").status.agg(
         lambda s: _point_status(s) or next(iter(s.dropna()), "missing"))
     counts = status.map(status_words).value_counts()
+    if not len(counts):
+        return "it was not ablated in this configuration"
     if len(counts) == 1:
         n, why = len(status), counts.index[0]
         if why == COLLAPSE_LABEL:

@@ -227,16 +227,22 @@ def uniform_ks(results, configuration: str, code_subsets, references, vocab: int
     return {k for k, d in status.items() if not d}, {k for k, d in status.items() if d}
 
 
+def _uniform_curve(results, configuration: str) -> tuple[dict, dict]:
+    """(the baseline's per-item losses, {k: random_uniform's per-item losses pooled over its seeds}) of a
+    configuration: what random_covers and uniform_bracket_ks read its curve from."""
+    base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
+    per_k = {}
+    for lab, losses in _zero_losses(results, configuration):
+        if lab["mask_kind"] == REFERENCE_CONTROL:
+            per_k.setdefault(lab["k_percent"], []).append(losses)
+    return base, {k: pool_seeds(v) for k, v in per_k.items()}
+
+
 def random_covers(results, configuration: str, code_subsets, references, vocab: int) -> bool:
     """Whether random_uniform's curve of a configuration (seeds pooled per k) reaches the general rise of every
     kept point (median rule) of the masks compared with it, for every reference (matched.random_range_covers)."""
-    base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
+    base, random = _uniform_curve(results, configuration)
     mine = _zero_losses(results, configuration)
-    per_k = {}
-    for lab, losses in mine:
-        if lab["mask_kind"] == REFERENCE_CONTROL:
-            per_k.setdefault(lab["k_percent"], []).append(losses)
-    random = {k: pool_seeds(v) for k, v in per_k.items()}
     masks = {i: losses for i, (lab, losses) in enumerate(mine) if lab["mask_kind"] != REFERENCE_CONTROL}
     for ref in references:
         points = damage_points(masks, base, code_subsets, ref, vocab)
@@ -273,12 +279,7 @@ def compared_points(results, configuration: str) -> list[tuple[dict, dict]]:
 def uniform_bracket_ks(results, configuration: str, code_subsets, references, vocab: int) -> set:
     """The k values of random_uniform's curve (seeds pooled) that bracket a compared point (compared_points) under
     any reference: where its seed variance matters most, so they get n_uniform_seeds seeds."""
-    base = item_losses(next(f for lab, f in results if lab["mask_kind"] == BASELINE))
-    per_k = {}
-    for lab, losses in _zero_losses(results, configuration):
-        if lab["mask_kind"] == REFERENCE_CONTROL:
-            per_k.setdefault(lab["k_percent"], []).append(losses)
-    random = {k: pool_seeds(v) for k, v in per_k.items()}
+    base, random = _uniform_curve(results, configuration)
     points = {i: losses for i, (lab, losses) in enumerate(compared_points(results, configuration))}
     out = set()
     for ref in references:

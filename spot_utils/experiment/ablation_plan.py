@@ -100,7 +100,7 @@ def own_k_entries(params: dict, model, configuration: str):
     shapes = {n: tuple(p.shape) for n, p in scoped_parameters(model).items()}
     for name in kinds(ablation="stage03"):
         row = MASK_KINDS[name]
-        if row.k_param is None or row.configuration not in (None, configuration):
+        if row.k_param is None or not row.built_in(configuration):
             continue
         for k in params[row.k_param]:
             if configuration_count(shapes, k, configuration) == 0:

@@ -51,7 +51,7 @@ def stage04_entries(params: dict) -> dict[str, int]:
     for name in kinds(ablation="stage03"):
         row = MASK_KINDS[name]
         if row.k_param is not None:  # at its own k values, in the configuration that builds it
-            counts[name] = len(params[row.k_param]) * sum(row.configuration in (None, c) for c in configs)
+            counts[name] = len(params[row.k_param]) * sum(map(row.built_in, configs))
     counts["top_entries"] = len(params["outlier_counts"]) * len(configs)
     counts["extension"] = len(params["random_extension_k"]) * len(configs)
     # random_uniform's other seeds at the k values of its curve that bracket a compared point (not the headline ones)
@@ -71,7 +71,7 @@ def generation_calls(params: dict) -> int:
         uniform = min(uniform, params["heavy_seeds"])
     heavy, configs = kinds(heavy=True), params["configurations"]
     per_config = ("spot" in heavy) + uniform
-    own_k = sum(sum(MASK_KINDS[k].configuration in (None, c) for c in configs)
+    own_k = sum(sum(map(MASK_KINDS[k].built_in, configs))
                 for k in kinds(ablation="stage03", heavy=True) if MASK_KINDS[k].k_param is not None
                 and params["k_detail"] in params[MASK_KINDS[k].k_param])
     return 1 + per_config * len(configs) + sum(k in heavy for k in kinds(ablation="stage03", k_param=None)) + own_k

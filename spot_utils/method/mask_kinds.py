@@ -60,6 +60,10 @@ class MaskKind:
     k_param: str | None = None
     configuration: str | None = None
 
+    def built_in(self, configuration: str) -> bool:
+        """Whether this kind has masks in `configuration` (its one configuration, or every one)."""
+        return self.configuration in (None, configuration)
+
 
 MASK_KINDS = Registry("mask kind")
 REFERENCE_CONTROL = "random_uniform"  # every other mask is tested against it (paired tests, Holm per family)

@@ -63,7 +63,7 @@ def table_points(df: pd.DataFrame, configuration: str, alpha: float = ALPHA) -> 
         return column.fillna(-1) == (-1 if pd.isna(value) else value)
     for r in me.itertuples():
         hit = p[(p.mask_kind == r.mask_kind) & (p.reference == r.reference) & same(p.k_percent, r.k_percent)
-                & (same(p.n_entries, r.n_entries) | (r.mask_kind != OUTLIERS))].value
+                & same(p.n_entries, r.n_entries)].value
         if len(hit) and hit.iloc[0] < alpha:
             points.add(("top", r.n_entries) if r.mask_kind == OUTLIERS else ("k", r.k_percent))
     return sorted(points, key=lambda pt: (pt[0] != "top", pt[1]))
